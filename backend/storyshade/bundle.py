@@ -1,0 +1,203 @@
+"""Shot bundle: the on-disk and on-the-wire form of an exported shot.
+
+A bundle is a folder with `shot.json` (this schema) and one multilayer EXR per frame
+holding the Cycles depth (Z) and normal passes. The add-on writes it (addon/bundle_format.py
+mirrors the version and field names); everything here validates it before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from storyshade.errors import BundleError
+
+FORMAT = "storyshade.shot"
+VERSION = 1
+BACKGROUND_DEPTH = 1e10  # Cycles writes exactly this into background Z pixels.
+
+
+class Camera(BaseModel):
+    """Camera of one frame, as Blender reports it (world matrix row-major, lengths in mm)."""
+
+    matrix_world: list[list[float]] = Field(min_length=4, max_length=4)
+    type: Literal["PERSP", "ORTHO", "PANO"] = "PERSP"
+    lens: float = Field(gt=0)
+    sensor_width: float = Field(gt=0)
+    sensor_height: float = Field(gt=0)
+    sensor_fit: Literal["AUTO", "HORIZONTAL", "VERTICAL"] = "AUTO"
+    ortho_scale: float = Field(default=1.0, gt=0)
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    clip_start: float = Field(gt=0)
+    clip_end: float = Field(gt=0)
+
+    @field_validator("matrix_world")
+    @classmethod
+    def _four_by_four(cls, rows: list[list[float]]) -> list[list[float]]:
+        if any(len(r) != 4 for r in rows) or not all(math.isfinite(v) for r in rows for v in r):
+            raise ValueError("must be 4 rows of 4 finite numbers")
+        return rows
+
+    @model_validator(mode="after")
+    def _clip_order(self) -> Camera:
+        if self.clip_end <= self.clip_start:
+            raise ValueError("clip_end must be greater than clip_start")
+        return self
+
+    def rotation(self) -> np.ndarray:
+        """3x3 camera-to-world rotation with scale removed."""
+        m = np.asarray(self.matrix_world, dtype=np.float64)[:3, :3]
+        return m / np.linalg.norm(m, axis=0, keepdims=True)
+
+
+class FrameEntry(BaseModel):
+    frame: int
+    file: str
+    camera: Camera
+
+    @field_validator("file")
+    @classmethod
+    def _inside_bundle(cls, value: str) -> str:
+        p = Path(value)
+        if p.is_absolute() or ".." in p.parts or not value.endswith(".exr"):
+            raise ValueError("must be a relative .exr path inside the bundle")
+        return value
+
+
+class Shot(BaseModel):
+    """Contents of shot.json."""
+
+    format: Literal["storyshade.shot"] = FORMAT
+    version: int
+    shot: str = Field(min_length=1, max_length=128)
+    frame_start: int
+    frame_end: int
+    fps: float = Field(gt=0)
+    resolution: tuple[int, int]
+    unit_scale: float = Field(default=1.0, gt=0)
+    blender_version: str = ""
+    frames: list[FrameEntry] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != VERSION:
+            raise ValueError(f"unsupported bundle version {value}; this server reads {VERSION}")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8 or max(value) > 16384:
+            raise ValueError("width and height must be between 8 and 16384 pixels")
+        return value
+
+    @model_validator(mode="after")
+    def _frames_match_range(self) -> Shot:
+        if self.frame_end < self.frame_start:
+            raise ValueError(f"frame_end {self.frame_end} is before frame_start {self.frame_start}")
+        expected = list(range(self.frame_start, self.frame_end + 1))
+        if [f.frame for f in self.frames] != expected:
+            raise ValueError(
+                f"frames must list every frame {self.frame_start}..{self.frame_end} once, in order"
+            )
+        return self
+
+    @property
+    def frame_numbers(self) -> list[int]:
+        return [f.frame for f in self.frames]
+
+
+def _first_error(exc: ValidationError) -> BundleError:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "shot.json"
+    return BundleError(
+        err["msg"],
+        "re-export the shot from Blender (StoryShade > Export)",
+        field=f"shot.json:{where}",
+    )
+
+
+def parse_shot(raw: bytes | str) -> Shot:
+    """Validate shot.json text; errors name the bad field."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"shot.json is not valid JSON ({exc})", field="shot.json") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(
+            "this is not a StoryShade shot bundle (shot.json has no format 'storyshade.shot')",
+            "point at a folder written by the add-on's export",
+            field="shot.json:format",
+        )
+    try:
+        return Shot.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+class Bundle:
+    """A validated bundle folder. Pass files are read lazily, one frame at a time."""
+
+    def __init__(self, root: Path, shot: Shot) -> None:
+        self.root = root
+        self.shot = shot
+
+    @property
+    def width(self) -> int:
+        return self.shot.resolution[0]
+
+    @property
+    def height(self) -> int:
+        return self.shot.resolution[1]
+
+    def __len__(self) -> int:
+        return len(self.shot.frames)
+
+    def frame_path(self, index: int) -> Path:
+        return self.root / self.shot.frames[index].file
+
+    def read_passes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(depth HxW float32 in scene units, world normal HxWx3 float32) for frame `index`."""
+        from storyshade.exr import read_depth_normal
+
+        entry = self.shot.frames[index]
+        depth, normal = read_depth_normal(self.root / entry.file, field=f"frames[{index}].file")
+        if depth.shape != (self.height, self.width):
+            raise BundleError(
+                f"pass is {depth.shape[1]}x{depth.shape[0]} but shot.json says "
+                f"{self.width}x{self.height}",
+                "re-export the shot",
+                field=f"frames[{index}].file",
+            )
+        return depth, normal
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Open and validate a bundle folder (or its shot.json). Checks every pass file exists."""
+    root = Path(path)
+    if root.is_file() and root.name == "shot.json":
+        root = root.parent
+    manifest = root / "shot.json"
+    if not manifest.is_file():
+        raise BundleError(
+            f"no shot.json in {root}",
+            "export the shot first: in Blender, StoryShade > Export, or "
+            "`blender -b shot.blend -c storyshade export --out DIR`",
+            field="bundle",
+        )
+    shot = parse_shot(manifest.read_bytes())
+    for i, entry in enumerate(shot.frames):
+        if not (root / entry.file).is_file():
+            raise BundleError(
+                f"pass file {entry.file} is missing",
+                "re-export the shot",
+                field=f"frames[{i}].file",
+            )
+    return Bundle(root, shot)

@@ -1,0 +1,104 @@
+"""The `storyshade` command: serve, render, models, presets, controls.
+
+Every failure the user can fix prints one line (problem and fix) and exits 2; a crash
+is a bug and exits 1 with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from storyshade.errors import StoryShadeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_models_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        action="append",
+        metavar="DIR",
+        help="models root (repeatable); also $STORYSHADE_MODELS",
+    )
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from storyshade.bundle import load_bundle
+    from storyshade.models.locate import model_roots
+    from storyshade.presets import resolve
+    from storyshade.progress_bar import TerminalProgress
+    from storyshade.render import render_bundle
+
+    bundle = load_bundle(args.bundle)
+    overrides: dict = {}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.prompt is not None:
+        overrides["prompt"] = args.prompt
+    settings = resolve(args.preset, overrides)
+    with TerminalProgress() as bar:
+        written = render_bundle(
+            bundle, settings, Path(args.out), model_roots(args.models), reporter=bar.reporter()
+        )
+    print(f"wrote {len(written)} frames to {args.out}")
+    return 0
+
+
+def cmd_models_tiny(args: argparse.Namespace) -> int:
+    from storyshade.models.tiny import write_tiny_models
+
+    paths = write_tiny_models(args.dir)
+    for role, path in paths.items():
+        print(f"{role:15s} {path}")
+    print(f"tiny random-weight models written; use --models {args.dir} --preset tiny")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storyshade", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="render a shot bundle to PNG frames, no server needed")
+    p.add_argument("bundle", help="bundle folder (with shot.json)")
+    p.add_argument("--out", required=True, help="output folder: DIR/NNNN.png per scene frame")
+    _add_models_flag(p)
+    p.add_argument("--preset", help="comma-separated preset names (`storyshade presets list`)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--prompt")
+    p.set_defaults(func=cmd_render)
+
+    models = sub.add_parser("models", help="model set-up and checks").add_subparsers(
+        dest="models_command", required=True
+    )
+    p = models.add_parser("tiny", help="write tiny random-weight test models into DIR")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_models_tiny)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Sub-commands that live beside the code they drive."""
+    from storyshade.server.cli import add_commands as server_commands
+
+    return [server_commands]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StoryShadeError as exc:
+        print(f"storyshade: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("storyshade: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,17 @@
+"""Engines by name. Each turns control frames into shaded frames (see base.Engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storyshade.engine.base import Engine
+from storyshade.errors import StoryShadeError
+from storyshade.models.loader import ModelCache
+
+
+def get_engine(name: str, roots: list[Path], cache: ModelCache) -> Engine:
+    if name == "animatediff":
+        from storyshade.engine.animatediff import StockAnimateDiffEngine
+
+        return StockAnimateDiffEngine(roots, cache)
+    raise StoryShadeError(f"unknown engine '{name}'", "use 'animatediff'", field="settings.engine")

@@ -1,0 +1,54 @@
+"""Bundle + settings → PNG frames on disk. The one render path for CLI, server and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from storyshade.bundle import Bundle
+from storyshade.controls import build_controls
+from storyshade.controls.sizing import cover_resize
+from storyshade.engine import get_engine
+from storyshade.models.loader import ModelCache
+from storyshade.progress import Reporter
+from storyshade.settings import Settings
+
+
+def frame_name(frame: int) -> str:
+    return f"{frame:04d}.png"
+
+
+def save_frame(out_dir: Path, frame: int, rgb: np.ndarray, size: tuple[int, int]) -> Path:
+    """Write one frame at the scene's render size; the write is atomic (tmp + rename)."""
+    w, h = size
+    if rgb.shape[1] != w or rgb.shape[0] != h:
+        rgb = cover_resize(rgb, w, h)
+    path = out_dir / frame_name(frame)
+    tmp = path.with_suffix(".tmp")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def render_bundle(
+    bundle: Bundle,
+    settings: Settings,
+    out_dir: Path,
+    roots: list[Path],
+    cache: ModelCache | None = None,
+    reporter: Reporter | None = None,
+) -> list[Path]:
+    reporter = reporter or Reporter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.engine, roots, cache or ModelCache())
+    controls = build_controls(bundle, settings, reporter)
+    written: list[Path] = []
+    total = len(bundle)
+    for index, rgb in engine.render(controls, settings, reporter):
+        frame = controls.frame_numbers[index]
+        written.append(save_frame(out_dir, frame, rgb, (bundle.width, bundle.height)))
+        reporter.emit({"type": "frame", "frame": frame, "index": index})
+        reporter.stage("saving", len(written), total)
+    return written

@@ -1,0 +1,1 @@
+"""HTTP server: accepts bundles, queues jobs on disk, streams progress, serves frames."""
