@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny real models on disk, synthetic bundles, the repo paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "backend"))  # the checkout's backend wins over any install
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models root holding the tiny random-weight set (written once per test session)."""
+    from storyshade.models.tiny import write_tiny_models
+
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_models(root)
+    return root
+
+
+def write_synthetic_bundle(
+    root: Path,
+    frames: int = 4,
+    size: tuple[int, int] = (64, 48),
+    depth_fn=None,
+    normal_fn=None,
+    frame_start: int = 1,
+) -> Path:
+    """A valid bundle with analytic passes: a camera at the origin facing a wall (-Z)."""
+    from storyshade.exr import write_depth_normal
+
+    w, h = size
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(frames):
+        frame = frame_start + i
+        depth = depth_fn(i) if depth_fn else np.full((h, w), 5.0 + 0.1 * i, np.float32)
+        if normal_fn:
+            normal = normal_fn(i)
+        else:
+            normal = np.zeros((h, w, 3), np.float32)
+            normal[..., 2] = 1.0
+        write_depth_normal(root / "frames" / f"{frame:04d}.exr", depth, normal)
+        entries.append(
+            {
+                "frame": frame,
+                "file": f"frames/{frame:04d}.exr",
+                "camera": {
+                    "matrix_world": np.eye(4).tolist(),
+                    "lens": 50.0,
+                    "sensor_width": 36.0,
+                    "sensor_height": 24.0,
+                    "clip_start": 0.1,
+                    "clip_end": 100.0,
+                },
+            }
+        )
+    shot = {
+        "format": "storyshade.shot",
+        "version": 1,
+        "shot": "synthetic",
+        "frame_start": frame_start,
+        "frame_end": frame_start + frames - 1,
+        "fps": 24.0,
+        "resolution": [w, h],
+        "unit_scale": 1.0,
+        "frames": entries,
+    }
+    (root / "shot.json").write_text(json.dumps(shot, indent=1), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def synthetic_bundle(tmp_path: Path) -> Path:
+    return write_synthetic_bundle(tmp_path / "bundle")
