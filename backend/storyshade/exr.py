@@ -12,7 +12,6 @@ import numpy as np
 
 from storyshade.errors import BundleError
 
-_DEPTH_SUFFIXES = ("Depth.Z", ".Z")
 _NORMAL = ("Normal.X", "Normal.Y", "Normal.Z")
 
 
@@ -22,10 +21,9 @@ def _channels(path: Path, field: str) -> dict[str, np.ndarray]:
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
             found: dict[str, np.ndarray] = {}
-            for part in exr.parts:
-                prefix = f"{part.name()}." if part.name() and len(exr.parts) > 1 else ""
+            for part in exr.parts:  # Blender 5.0 writes one part per pass
                 for name, channel in part.channels.items():
-                    found[prefix + name] = channel.pixels
+                    found[name] = channel.pixels
             return found
     except Exception as exc:  # OpenEXR raises bare RuntimeError/ValueError on bad files
         raise BundleError(

@@ -1,0 +1,119 @@
+"""Talk to the StoryShade server with the standard library only (Blender ships no
+third-party HTTP packages). Safe to use from a worker thread: it never touches bpy."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib import error, request
+
+from .errors import StoryShadeError
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+
+
+def zip_bundle(bundle_dir: Path) -> bytes:
+    """The bundle folder as an in-memory zip (EXR passes are already compressed)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(Path(bundle_dir).rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(bundle_dir).as_posix())
+    return buf.getvalue()
+
+
+def _multipart(
+    fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.write(value.encode("utf-8") + b"\r\n")
+    for name, (filename, data, ctype) in files.items():
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
+        )
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.token = token or os.environ.get("STORYSHADE_TOKEN") or None
+        self.timeout = timeout
+
+    def _open(self, method: str, path: str, body: bytes | None = None, headers=None, timeout=None):
+        headers = dict(headers or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = request.Request(self.url + path, data=body, method=method, headers=headers)
+        try:
+            return request.urlopen(req, timeout=timeout or self.timeout)
+        except error.HTTPError as exc:
+            raise self._server_error(exc) from None
+        except (error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StoryShadeError(
+                f"cannot reach the StoryShade server at {self.url} ({reason})",
+                "start it with `storyshade serve` (or the panel's Start Server button) "
+                "or set the server URL in the add-on preferences",
+            ) from None
+
+    @staticmethod
+    def _server_error(exc: error.HTTPError) -> StoryShadeError:
+        try:
+            body = json.loads(exc.read().decode("utf-8"))
+        except (ValueError, OSError):
+            body = {}
+        problem = body.get("error") or f"HTTP {exc.code} {exc.reason}"
+        if body.get("field"):
+            problem = f"{body['field']}: {problem}"
+        return StoryShadeError(f"server: {problem}", body.get("fix") or "")
+
+    def _json(self, method: str, path: str, body: bytes | None = None, headers=None) -> dict:
+        with self._open(method, path, body, headers) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+
+    def health(self) -> dict:
+        return self._json("GET", "/v1/health")
+
+    def submit(self, bundle_dir: Path, settings: dict) -> dict:
+        body, ctype = _multipart(
+            {"settings": json.dumps(settings)},
+            {"bundle": ("bundle.zip", zip_bundle(bundle_dir), "application/zip")},
+        )
+        return self._json("POST", "/v1/jobs", body, {"Content-Type": ctype})
+
+    def job(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict:
+        return self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    def frame(self, job_id: str, frame: int) -> bytes:
+        with self._open("GET", f"/v1/jobs/{job_id}/frames/{frame}") as resp:
+            return resp.read()
+
+    def events(self, job_id: str, last_event_id: int = 0) -> Iterator[dict]:
+        """Server-Sent Events of a job until it ends; resumes after `last_event_id`."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = str(last_event_id)
+        with self._open("GET", f"/v1/jobs/{job_id}/events", None, headers, timeout=120) as resp:
+            data: list[str] = []
+            for raw in resp:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+                elif not line and data:
+                    yield json.loads("\n".join(data))
+                    data = []

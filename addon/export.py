@@ -1,0 +1,142 @@
+"""Export a shot bundle: Cycles depth + normal passes and the camera for every frame.
+
+The export is a generator (one frame per step) so the sidebar can drive it from a modal
+timer without freezing Blender, while headless runs simply exhaust it. The user's scene
+is restored exactly on completion, failure, or cancellation (generator close).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import bpy
+
+from . import compat
+from .bundle_format import FORMAT, MANIFEST, VERSION, camera_record, frame_file
+from .errors import StoryShadeError
+
+
+def shot_name(scene) -> str:
+    """A file-system-safe shot name from the .blend and scene names."""
+    blend = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
+    raw = f"{blend}-{scene.name}" if scene.name != "Scene" else blend
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "shot"
+
+
+def frame_range(scene, frame_start: int | None, frame_end: int | None) -> tuple[int, int]:
+    start = scene.frame_start if frame_start is None else frame_start
+    end = scene.frame_end if frame_end is None else frame_end
+    if end < start:
+        raise StoryShadeError(
+            f"the frame range {start}-{end} is inverted (end before start)",
+            "set the end frame at or after the start frame",
+        )
+    return start, end
+
+
+def check_scene(scene) -> None:
+    if scene.camera is None:
+        raise StoryShadeError(
+            f"scene '{scene.name}' has no active camera",
+            "add a camera and make it active (Ctrl+Numpad0 in the viewport)",
+        )
+    if scene.camera.type != "CAMERA":
+        raise StoryShadeError(f"the scene camera '{scene.camera.name}' is not a camera object")
+
+
+def _export_view_layer(scene):
+    active = bpy.context.view_layer
+    return active if active and active.name in scene.view_layers else scene.view_layers[0]
+
+
+@contextmanager
+def render_settings(scene, view_layer):
+    """Switch to 1-sample Cycles data passes; put every touched setting back afterwards."""
+    render, img = scene.render, scene.render.image_settings
+    saved: list[tuple[object, str, object]] = []
+
+    def setv(owner, attr: str, value) -> None:
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    frame = scene.frame_current
+    img_saved = [(img, a, getattr(img, a)) for a in compat.image_settings_attrs(img)]
+    other_layers = [(vl, vl.use) for vl in scene.view_layers if vl != view_layer]
+    try:
+        setv(render, "engine", "CYCLES")
+        setv(scene.cycles, "samples", 1)
+        setv(scene.cycles, "use_denoising", False)
+        setv(scene.cycles, "device", "CPU")
+        setv(render, "filter_size", 0.01)
+        setv(render, "use_compositing", False)
+        setv(render, "use_sequencer", False)
+        setv(render, "filepath", render.filepath)
+        setv(view_layer, "use", True)
+        setv(view_layer, "use_pass_z", True)
+        setv(view_layer, "use_pass_normal", True)
+        for vl, _ in other_layers:
+            vl.use = False
+        compat.set_multilayer_exr(img)
+        yield
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
+        for owner, attr, value in img_saved:  # media_type before file_format (5.0)
+            setattr(owner, attr, value)
+        for vl, use in other_layers:
+            vl.use = use
+        scene.frame_set(frame)
+
+
+def iter_export(
+    scene, out_dir: Path, frame_start: int | None = None, frame_end: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Render frame by frame, yielding (done, total); writes shot.json after the last frame."""
+    check_scene(scene)
+    start, end = frame_range(scene, frame_start, frame_end)
+    out_dir = Path(out_dir)
+    (out_dir / "frames").mkdir(parents=True, exist_ok=True)
+    pct = scene.render.resolution_percentage / 100.0
+    resolution = [
+        max(1, int(scene.render.resolution_x * pct)),
+        max(1, int(scene.render.resolution_y * pct)),
+    ]
+    frames = []
+    total = end - start + 1
+    view_layer = _export_view_layer(scene)
+    with render_settings(scene, view_layer):
+        for i, frame in enumerate(range(start, end + 1)):
+            scene.frame_set(frame)
+            rel = frame_file(frame)
+            scene.render.filepath = str(out_dir / rel)
+            bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer.name)
+            if not (out_dir / rel).exists():
+                raise StoryShadeError(f"Cycles did not write {out_dir / rel}", "check disk space")
+            frames.append({"frame": frame, "file": rel, "camera": camera_record(scene.camera)})
+            yield i + 1, total
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "shot": shot_name(scene),
+        "frame_start": start,
+        "frame_end": end,
+        "fps": scene.render.fps / scene.render.fps_base,
+        "resolution": resolution,
+        "unit_scale": scene.unit_settings.scale_length,
+        "blender_version": bpy.app.version_string,
+        "frames": frames,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def export_bundle(
+    scene, out_dir: Path, frame_start: int | None = None, frame_end: int | None = None
+) -> Path:
+    """Write the whole bundle synchronously (headless and tests)."""
+    for _ in iter_export(scene, out_dir, frame_start, frame_end):
+        pass
+    return Path(out_dir)
