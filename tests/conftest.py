@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "backend"))  # the checkout's backend wins over any install
+sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -85,3 +86,12 @@ def write_synthetic_bundle(
 @pytest.fixture
 def synthetic_bundle(tmp_path: Path) -> Path:
     return write_synthetic_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def server(tmp_path: Path, tiny_models: Path):
+    """A real server process on a free loopback port with the tiny models."""
+    from serverproc import ServerProcess
+
+    with ServerProcess(tmp_path / "data", tiny_models) as proc:
+        yield proc
