@@ -113,8 +113,14 @@ def iter_export(
             scene.frame_set(frame)
             rel = frame_file(frame)
             scene.render.filepath = str(out_dir / rel)
-            bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer.name)
-            if not (out_dir / rel).exists():
+            try:
+                bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer.name)
+            except RuntimeError as exc:  # Blender reports render/write errors this way
+                raise StoryShadeError(
+                    f"Cycles did not write {out_dir / rel}: {str(exc).strip()}",
+                    "check that the output folder is writable and has free space",
+                ) from None
+            if not (out_dir / rel).is_file():
                 raise StoryShadeError(f"Cycles did not write {out_dir / rel}", "check disk space")
             frames.append({"frame": frame, "file": rel, "camera": camera_record(scene.camera)})
             yield i + 1, total

@@ -1,0 +1,88 @@
+"""bpy builds a shot → the add-on's CLI `shade` → a real server with tiny models → a take
+strip of valid PNGs at the scene's size. Plus the errors a user meets on that path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import blender_env  # noqa: F401
+import bpy
+import pytest
+from PIL import Image
+from storyboard import build_storyboard
+
+from addon import cli, compat
+
+
+def _shot(tmp_path: Path, frames: int = 6):
+    scene = build_storyboard(frames=frames, width=80, height=48)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    return scene
+
+
+def test_shade_places_take_strip(server, tmp_path: Path, capsys) -> None:
+    _shot(tmp_path)
+    rc = cli.main(["shade", "--server", server.url, "--preset", "tiny", "--frames", "2-6"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "Denoising" in out.out and "Receiving 5/5" in out.out
+    scene = bpy.context.scene
+    (strip,) = compat.strips(scene.sequence_editor)
+    assert strip.type == "IMAGE"
+    assert (strip.frame_final_start, strip.frame_final_end) == (2, 7)
+    assert len(strip.elements) == 5
+    take = Path(bpy.path.abspath(strip.directory))
+    assert take == tmp_path / "storyshade" / "shot" / "take_001"
+    for i, element in enumerate(strip.elements):
+        assert element.filename == f"{i + 2:04d}.png"
+        with Image.open(take / element.filename) as img:
+            img.verify()
+        with Image.open(take / element.filename) as img:
+            assert img.format == "PNG" and img.size == (80, 48)
+    assert strip["storyshade_take"] == "take_001" and strip["storyshade_job"]
+    # --no-save was not given: the saved file holds the strip.
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "shot.blend"))
+    assert len(compat.strips(bpy.context.scene.sequence_editor)) == 1
+
+
+def test_server_unreachable_says_how_to_start(tmp_path: Path, capsys) -> None:
+    _shot(tmp_path, frames=2)
+    rc = cli.main(["shade", "--server", "http://127.0.0.1:9", "--no-save"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "cannot reach the StoryShade server" in err and "storyshade serve" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--preset", "no-such-preset"], "unknown preset 'no-such-preset'"),
+        (["--settings", '{"checkpoint": "missing-model"}', "--preset", "tiny"], "missing-model"),
+        (["--settings", '{"steps": 0}'], "settings.steps"),
+        (["--frames", "5-2"], "inverted"),
+        (["--frames", "x"], "not a range"),
+    ],
+)
+def test_server_and_input_errors_are_one_line(server, tmp_path, capsys, args, expected) -> None:
+    _shot(tmp_path, frames=2)
+    rc = cli.main(["shade", "--server", server.url, "--no-save", *args])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert expected in err, err
+    assert "Traceback" not in err
+
+
+def test_no_camera(tmp_path: Path, capsys) -> None:
+    _shot(tmp_path, frames=2)
+    bpy.context.scene.camera = None
+    assert cli.main(["export", "--out", str(tmp_path / "b")]) == 1
+    assert "no active camera" in capsys.readouterr().err
+
+
+def test_export_command_writes_bundle(tmp_path: Path) -> None:
+    from storyshade.bundle import load_bundle
+
+    _shot(tmp_path, frames=3)
+    assert cli.main(["export", "--out", str(tmp_path / "b"), "--frames", "1-2"]) == 0
+    assert load_bundle(tmp_path / "b").shot.frame_numbers == [1, 2]
