@@ -1,0 +1,40 @@
+# StoryShade: two commands.
+#   make demo   set everything up in .venv/ and run the demo (a shaded sample shot)
+#   make test   set everything up in .venv/ and run every test
+# Both are idempotent: a second run reuses .venv/ and only reinstalls when pyproject changes.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.storyshade-installed
+# torch first, pinned, so pip never pulls a different multi-GB build; override for your CUDA.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test lint extension clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "StoryShade needs $(PYTHON) (Python 3.11, as Blender 4.2-5.0 use)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python demo/run_demo.py
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+	@if [ -x scripts/test_bpy42.sh ]; then bash scripts/test_bpy42.sh; fi
+
+extension: $(STAMP)
+	@mkdir -p dist
+	$(BIN)/python $$($(BIN)/python -c "import bpy,pathlib;print(next(pathlib.Path(bpy.__file__).parent.glob('*/scripts/addons_core/bl_pkg/cli/blender_ext.py')))") \
+		build --source-dir . --output-dir dist
+
+clean:
+	rm -rf $(VENV) dist demo-out .pytest_cache
