@@ -1,0 +1,144 @@
+"""The demo: build a rough storyboard shot, shade it through the real path, look at it.
+
+scene (bpy) → add-on CLI `shade` → a `storyshade serve` process → take strips in the
+Video Sequence Editor → demo-out/shot.blend and demo-out/contact_sheet.png.
+
+Uses real models when $STORYSHADE_MODELS holds what the default presets need; otherwise
+the tiny random-weight models (their output is noise: they prove the pipeline, not the
+look) plus the model-free `preview` engine, which gives a meaningful draft.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "demo-out"
+sys.path[:0] = [str(REPO), str(REPO / "demo"), str(REPO / "backend"), str(REPO / "tests")]
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def choose_models() -> tuple[list[Path], str]:
+    """(model roots, preset) — real models if configured and complete, else tiny ones."""
+    from storyshade.errors import ModelError
+    from storyshade.models.loader import model_key
+    from storyshade.models.locate import model_roots
+    from storyshade.presets import resolve
+
+    roots = model_roots()
+    if roots:
+        try:
+            model_key(roots, resolve())
+            say(f"using real models from {', '.join(map(str, roots))}")
+            return roots, ""
+        except ModelError as exc:
+            say(f"real models incomplete: {exc.message}")
+    tiny = OUT / "models"
+    if not (tiny / "checkpoints" / "tiny-sd15").is_dir():
+        from storyshade.models.tiny import write_tiny_models
+
+        write_tiny_models(tiny)
+    say(
+        "NO REAL MODELS CONFIGURED: shading with tiny random-weight models (their frames are "
+        "noise). Set STORYSHADE_MODELS to a folder with SD1.5, motion adapter and ControlNets "
+        "for real shading (see README, 'Real models')."
+    )
+    return [tiny], "tiny"
+
+
+def main() -> int:
+    t0 = time.time()
+    OUT.mkdir(exist_ok=True)
+    import bpy
+    from serverproc import ServerProcess
+    from storyboard import build_storyboard
+
+    import addon
+    from addon import cli, compat, export
+
+    roots, preset = choose_models()
+    scene = build_storyboard(frames=24, width=512, height=288)
+    blend = OUT / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    addon.register()
+
+    t = time.time()
+    export.export_bundle(scene, OUT / "bundle")
+    per_frame = (time.time() - t) / 24
+    say(f"exported 24 frames at 512x288 in {per_frame:.2f} s/frame -> {OUT / 'bundle'}")
+
+    server = ServerProcess(OUT / "server", None, *[a for r in roots for a in ("--models", str(r))])
+    with server.start():
+        say(f"server running at {server.url}")
+        presets = [p for p in (preset, "preview") if p is not None]
+        for name in presets:
+            if name == "preview" and not preview_available():
+                continue
+            args = ["shade", "--server", server.url, "--prompt", "a hero walks into town"]
+            if name:
+                args += ["--preset", name]
+            if cli.main(args) != 0:
+                return 1
+    strips = sorted(compat.strips(bpy.context.scene.sequence_editor), key=lambda s: s.channel)
+    for s in strips:
+        say(f"take strip {s.name}: channel {s.channel}, frames {s.frame_final_start}-"
+            f"{s.frame_final_end - 1}, {len(s.elements)} images in {s.directory}")
+    sheet = write_contact_sheet(OUT / "bundle", strips)
+    say(f"contact sheet: {sheet}")
+    say(f"saved {blend} (open it in Blender 4.2+ and look at the Sequencer)")
+    say(f"demo wall time {time.time() - t0:.1f} s")
+    return 0
+
+
+def preview_available() -> bool:
+    from storyshade.engine import get_engine
+    from storyshade.errors import StoryShadeError
+    from storyshade.models.loader import ModelCache
+
+    try:
+        get_engine("preview", [], ModelCache())
+    except StoryShadeError:
+        return False
+    return True
+
+
+def write_contact_sheet(bundle_dir: Path, strips) -> Path:
+    """depth | normal | each take, one row per frame (every 4th frame of the shot)."""
+    import bpy
+    import numpy as np
+    from PIL import Image
+
+    from storyshade.bundle import load_bundle
+    from storyshade.contact_sheet import contact_sheet
+    from storyshade.controls import build_controls
+    from storyshade.presets import resolve
+
+    bundle = load_bundle(bundle_dir)
+    controls = build_controls(bundle, resolve(overrides={"width": 512, "height": 288}))
+    rows = list(range(0, len(bundle), 4))
+    columns = {
+        "depth": [controls.frames["depth"][i] for i in rows],
+        "normal": [controls.frames["normal"][i] for i in rows],
+    }
+    for s in strips:
+        folder = Path(bpy.path.abspath(s.directory))
+        columns[s.name] = [
+            np.asarray(Image.open(folder / s.elements[i].filename).convert("RGB")) for i in rows
+        ]
+    labels = [f"frame {bundle.shot.frame_numbers[i]}" for i in rows]
+    sheet = contact_sheet(columns, labels, max_width=1600)
+    path = OUT / "contact_sheet.png"
+    Image.fromarray(sheet).save(path)
+    return path
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    raise SystemExit(main())
