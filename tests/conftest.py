@@ -16,6 +16,14 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Treat the repo root as a plain folder, not a package: its __init__.py is the Blender
+    extension's entry point and must not be imported (as the checkout's folder name)."""
+    if path == REPO:
+        return pytest.Dir.from_parent(parent, path=path)
+    return None
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
