@@ -3,6 +3,7 @@ third-party HTTP packages). Safe to use from a worker thread: it never touches b
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib import error, request
 
-from .errors import StoryShadeError
+from .errors import ConnectionLost, StoryShadeError
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 
@@ -62,7 +63,7 @@ class Client:
             raise self._server_error(exc) from None
         except (error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise StoryShadeError(
+            raise ConnectionLost(
                 f"cannot reach the StoryShade server at {self.url} ({reason})",
                 "start it with `storyshade serve` (or the panel's Start Server button) "
                 "or set the server URL in the add-on preferences",
@@ -93,6 +94,10 @@ class Client:
         )
         return self._json("POST", "/v1/jobs", body, {"Content-Type": ctype})
 
+    def jobs(self) -> list[dict]:
+        """Every job the server knows (to tell the user their place in the queue)."""
+        return self._json("GET", "/v1/jobs").get("jobs", [])
+
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
@@ -110,10 +115,16 @@ class Client:
             headers["Last-Event-ID"] = str(last_event_id)
         with self._open("GET", f"/v1/jobs/{job_id}/events", None, headers, timeout=120) as resp:
             data: list[str] = []
-            for raw in resp:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-                elif not line and data:
-                    yield json.loads("\n".join(data))
-                    data = []
+            try:
+                for raw in resp:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+            except (OSError, http.client.HTTPException) as exc:
+                raise ConnectionLost(
+                    f"lost the connection to the StoryShade server at {self.url} ({exc})",
+                    "check that the server is still running; frames received so far are kept",
+                ) from None

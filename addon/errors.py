@@ -6,3 +6,7 @@ class StoryShadeError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem} Fix: {fix}" if fix else problem)
+
+
+class ConnectionLost(StoryShadeError):
+    """The server could not be reached or dropped the connection: worth a retry."""

@@ -1,7 +1,7 @@
-"""Shade a shot end to end: export → submit → follow progress → fetch frames → take strip.
+"""One shading run's data (TakeRun) and the small helpers around the shot bundle.
 
-Split into steps so the headless CLI runs them in a row while the sidebar operator runs
-export on a modal timer and the network part in a worker thread (see operators.py).
+The run itself is split in two (see session.py): Blender exports and places the take on
+the main thread, while worker.NetworkJob does every network call in a thread.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client import Client
+from . import protocol
 from .errors import StoryShadeError
 
 Progress = Callable[[str], None]
@@ -32,69 +32,35 @@ class TakeRun:
     settings: dict = field(default_factory=dict)
 
 
-def follow_job(client: Client, run: TakeRun, progress: Progress, cancelled=lambda: False) -> None:
-    """Stream events, writing each finished frame into the take folder as it arrives.
+def follow_job(client, run: TakeRun, progress: Progress, cancelled=lambda: False) -> None:
+    """Follow an already submitted job to its end, blocking (kept for scripts and tests).
 
     Raises StoryShadeError if the job fails or is cancelled; frames already received stay.
     """
-    last = 0
+    from .worker import NetworkJob
+
+    job = NetworkJob(client, run, None).start()
     while True:
-        state = None
-        for event in client.events(run.job_id, last):
-            last = event.get("id", last)
-            if cancelled():
-                client.cancel(run.job_id)
-            kind = event.get("type")
-            if kind == "frame":
-                frame = event["frame"]
-                (run.folder / f"{frame:04d}.png").write_bytes(client.frame(run.job_id, frame))
-                run.received.append(frame)
-                progress(f"Receiving {len(run.received)}/{len(run.frames)}")
-            elif kind == "progress":
-                progress(describe(event))
-            elif kind == "note":
-                progress(event.get("message", ""))
-            elif kind == "state" and event["state"] in ("done", "failed", "cancelled"):
-                state = event
-        if state is not None:
-            break
-        if client.job(run.job_id)["state"] in ("done", "failed", "cancelled"):
-            continue  # stream ended early; replay from `last` to read the final state
-    if state["state"] == "failed":
-        err = state.get("error") or {}
-        raise StoryShadeError(
-            f"the server could not shade the shot: {err.get('error', 'unknown error')} "
-            f"({len(run.received)} frames kept in {run.folder})",
-            err.get("fix") or "",
-        )
-    if state["state"] == "cancelled":
-        raise StoryShadeError(f"cancelled; {len(run.received)} frames kept in {run.folder}")
-    missing = [f for f in run.frames if f not in run.received]
-    for frame in missing:  # e.g. a reconnect skipped events
-        (run.folder / f"{frame:04d}.png").write_bytes(client.frame(run.job_id, frame))
-        run.received.append(frame)
+        if cancelled() and not job.cancel_requested:
+            job.cancel()
+        for msg in job.drain(timeout=0.2):
+            if msg.text:
+                progress(msg.text)
+            if msg.kind == protocol.FAILED:
+                raise StoryShadeError(msg.text, msg.fix)
+            if msg.kind == protocol.CANCELLED:
+                raise StoryShadeError(msg.text)
+            if msg.kind == protocol.DONE:
+                return
+
+
+def submit_bundle(client, bundle_dir: Path, run: TakeRun) -> None:
+    job = client.submit(bundle_dir, run.settings)
+    run.job_id = job["id"]
 
 
 def describe(event: dict) -> str:
-    stage = event.get("stage", "")
-    done, total = event.get("done", 0), event.get("total", 0)
-    labels = {
-        "controls": "Preparing controls",
-        "loading": "Loading models",
-        "denoising": "Denoising",
-        "decoding": "Decoding",
-        "saving": "Saving",
-        "queued": "Queued",
-    }
-    text = f"{labels.get(stage, stage.capitalize())} {done}/{total}"
-    if "window" in event:
-        text += f" (window {event['window']}/{event.get('windows', '?')})"
-    return text
-
-
-def submit_bundle(client: Client, bundle_dir: Path, run: TakeRun) -> None:
-    job = client.submit(bundle_dir, run.settings)
-    run.job_id = job["id"]
+    return protocol.describe(event)[0]
 
 
 def temp_bundle_dir() -> Path:
