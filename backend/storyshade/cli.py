@@ -41,10 +41,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.prompt is not None:
         overrides["prompt"] = args.prompt
     settings = resolve(args.preset, overrides)
+    roots = model_roots(args.models)
+    if settings.engine != "preview":  # say what is missing before any work starts
+        from storyshade.models.loader import model_key
+
+        model_key(roots, settings)
     with TerminalProgress() as bar:
-        written = render_bundle(
-            bundle, settings, Path(args.out), model_roots(args.models), reporter=bar.reporter()
-        )
+        written = render_bundle(bundle, settings, Path(args.out), roots, reporter=bar.reporter())
     print(f"wrote {len(written)} frames to {args.out}")
     return 0
 
