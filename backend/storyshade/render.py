@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from storyshade.bundle import Bundle
+from storyshade.cache import StageCache
 from storyshade.controls import build_controls
 from storyshade.controls.sizing import cover_resize
 from storyshade.engine import get_engine
@@ -39,11 +40,23 @@ def render_bundle(
     roots: list[Path],
     cache: ModelCache | None = None,
     reporter: Reporter | None = None,
+    stages: StageCache | None = None,
 ) -> list[Path]:
+    """Render every frame into `out_dir`. With `stages`, unchanged stages are not recomputed:
+    an identical rerun copies the cached frames, a prompt-only change reuses the controls."""
     reporter = reporter or Reporter()
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.engine, roots, cache or ModelCache())
-    controls = build_controls(bundle, settings, reporter)
+    keys = stages.keys(bundle, settings, roots) if stages else None
+    if stages and keys:
+        done = stages.restore_frames(keys.frames, out_dir, bundle.shot.frame_numbers, reporter)
+        if done is not None:
+            return done
+        controls = stages.controls(
+            keys.controls, lambda: build_controls(bundle, settings, reporter), reporter
+        )
+    else:
+        controls = build_controls(bundle, settings, reporter)
     written: list[Path] = []
     total = len(bundle)
     for index, rgb in engine.render(controls, settings, reporter):
@@ -51,4 +64,6 @@ def render_bundle(
         written.append(save_frame(out_dir, frame, rgb, (bundle.width, bundle.height)))
         reporter.emit({"type": "frame", "frame": frame, "index": index})
         reporter.stage("saving", len(written), total)
+    if stages and keys and len(written) == total:
+        stages.save_frames(keys.frames, written)
     return written
