@@ -1,38 +1,101 @@
-"""`storyshade serve`."""
+"""`storyshade serve`: the shading server, loopback-only unless given a token."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
+from storyshade.errors import StoryShadeError
+
 DEFAULT_PORT = 8787
+
+
+def build_config(args: argparse.Namespace):
+    from storyshade.models.locate import model_roots
+    from storyshade.server.config import ServerConfig, is_loopback
+
+    token = args.token or os.environ.get("STORYSHADE_TOKEN") or None
+    if not is_loopback(args.host) and not token:
+        raise StoryShadeError(
+            f"refusing to listen on {args.host} without a token: anyone who can reach this "
+            "machine could submit jobs, read every frame and fill its disk",
+            "set a token with --token SECRET or the STORYSHADE_TOKEN environment variable "
+            "(clients then send 'Authorization: Bearer SECRET'), or keep --host 127.0.0.1",
+            field="host",
+        )
+    for name in ("max_upload_mb", "max_frames", "max_resolution"):
+        if getattr(args, name) < 1:
+            raise StoryShadeError(f"--{name.replace('_', '-')} must be at least 1", field=name)
+    return ServerConfig(
+        data_dir=Path(args.data).expanduser(),
+        model_roots=model_roots(args.models),
+        max_upload_bytes=args.max_upload_mb << 20,
+        max_frames=args.max_frames,
+        max_resolution=args.max_resolution,
+        token=token,
+        cors_origins=list(args.cors_origin or []),
+        cache_bytes=max(0, args.cache_mb) << 20,
+        model_memory_bytes=max(0, args.model_memory_mb) << 20,
+        host=args.host,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from storyshade.models.locate import model_roots
-    from storyshade.server.app import ServerConfig, create_app
+    from storyshade.server.app import create_app
+    from storyshade.server.datadir import lock_data_dir, upload_tmp
 
-    config = ServerConfig(
-        data_dir=Path(args.data).expanduser(),
-        model_roots=model_roots(args.models),
-        max_upload_bytes=args.max_upload_mb << 20,
-    )
+    config = build_config(args)
+    lock = lock_data_dir(config.data_dir)  # noqa: F841  held for the life of the process
+    tempfile.tempdir = str(upload_tmp(config.data_dir))  # upload spool files go here
     app = create_app(config)
+    auth = "token required" if config.token else "no token: loopback only"
     print(
-        f"StoryShade server on http://{args.host}:{args.port} (data: {config.data_dir})", flush=True
+        f"StoryShade server on http://{args.host}:{args.port} (data: {config.data_dir}; {auth})",
+        flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the HTTP shading server")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="a non-loopback address needs a token")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--models", action="append", metavar="DIR", help="models root (repeatable)")
-    p.add_argument("--data", default="~/.storyshade", help="jobs and results live here")
-    p.add_argument("--max-upload-mb", type=int, default=2048)
+    p.add_argument("--data", default="~/.storyshade", help="jobs, results and cache live here")
+    p.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (or set $STORYSHADE_TOKEN)"
+    )
+    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest request body")
+    p.add_argument("--max-frames", type=int, default=1024, help="most frames in one shot")
+    p.add_argument(
+        "--max-resolution", type=int, default=4096, help="longest side of a bundle, in pixels"
+    )
+    p.add_argument(
+        "--cache-mb", type=int, default=4096, help="disk for cached frames (0: no stage cache)"
+    )
+    p.add_argument(
+        "--model-memory-mb",
+        type=int,
+        default=8192,
+        help="memory for loaded models kept between jobs (least recently used dropped first)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allow browser requests from ORIGIN (repeatable); none by default",
+    )
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)

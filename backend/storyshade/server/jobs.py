@@ -1,30 +1,52 @@
-"""Jobs on disk and the worker that runs them one at a time.
+"""Jobs on disk, a priority queue, and the one worker that runs them (one GPU, one job).
 
-Layout under the data folder: `jobs/<id>/job.json` (state), `bundle/` (the upload),
-`frames/NNNN.png` (results, written as they finish) and `events.jsonl` (progress history,
-replayed to SSE clients that reconnect).
+Layout under the data folder, one folder per job, `jobs/<id>/`:
+
+- `job.json`: the record (state, priority, frames done...), replaced atomically; written
+  last at submission, so a folder without it is an upload that never finished;
+- `settings.json`: the resolved settings; `bundle/`: the upload, unpacked and validated;
+- `frames/NNNN.png`: results, each written atomically as it finishes;
+- `events.jsonl`: progress history, replayed to SSE clients that reconnect.
+
+After a crash or restart, queued jobs queue again in their old order. A job that was
+running is resumed (run again from the start: a whole-shot diffusion model cannot render
+only the missing frames) and frames it already wrote stay on disk and downloadable,
+overwritten only by the same frame of the new run. A job found with every frame written is
+done; a job interrupted MAX_ATTEMPTS times is marked failed (it may be what kills the
+server), keeping its frames.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
-import queue
+import logging
+import shutil
 import threading
 import time
-import traceback
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from storyshade.bundle import load_bundle
+from storyshade.bundle import Bundle, load_bundle
+from storyshade.cache import StageCache
 from storyshade.errors import Cancelled, NotFound, StoryShadeError
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.render import render_bundle
+from storyshade.server.eta import Pace, RunClock
+from storyshade.server.events import EventLog
 from storyshade.settings import Settings
 
+log = logging.getLogger("storyshade.server")
+
 TERMINAL = ("done", "failed", "cancelled")
+MAX_ATTEMPTS = 3
+PROGRESS_KEYS = (
+    "stage", "done", "total", "step", "steps", "window", "windows", "cached", "eta_s",
+    "elapsed_s", "position", "eta_start_s",
+)  # fmt: skip
 
 
 @dataclass
@@ -32,6 +54,11 @@ class Job:
     id: str
     shot: str
     state: str = "queued"
+    priority: int = 0
+    seq: int = 0
+    tag: str = ""
+    preset: str | None = None
+    engine: str = ""
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -39,30 +66,49 @@ class Job:
     frames_done: list[int] = field(default_factory=list)
     error: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    cancel_requested: bool = False
+    reused: list[str] = field(default_factory=list)
 
-    def public(self) -> dict[str, Any]:
-        return asdict(self)
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class JobStore:
-    """All jobs: their records on disk, their events in memory, and one worker thread."""
+    """Every job: records on disk, events, the priority queue and one worker thread."""
 
-    def __init__(self, data_dir: Path, roots: list[Path], cache: ModelCache | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        roots: list[Path],
+        models: ModelCache | None = None,
+        stages: StageCache | None = None,
+        start: bool = True,
+    ) -> None:
         self.dir = data_dir / "jobs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.roots = roots
-        self.cache = cache or ModelCache()
+        self.models = models or ModelCache()
+        self.stages = stages
         self.jobs: dict[str, Job] = {}
         self.settings: dict[str, Settings] = {}
-        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.logs: dict[str, EventLog] = {}
         self.cancels: dict[str, threading.Event] = {}
-        self.cond = threading.Condition()
-        self.queue: queue.Queue[str] = queue.Queue()
+        self.lock = threading.Condition(threading.RLock())
+        self.heap: list[tuple[int, int, str]] = []
+        self.seq = 0
+        self.pace = Pace()
+        self.clock: RunClock | None = None
+        self.running: str | None = None
+        self._announced: dict[str, int] = {}
         self._load_existing()
         self.worker = threading.Thread(
             target=self._run_forever, name="storyshade-worker", daemon=True
         )
-        self.worker.start()
+        if start:
+            self.worker.start()
 
     # -- records ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
@@ -71,143 +117,290 @@ class JobStore:
     def _save(self, job: Job) -> None:
         path = self.job_dir(job.id) / "job.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(job.public(), indent=1), encoding="utf-8")
+        tmp.write_text(json.dumps(asdict(job), indent=1), encoding="utf-8")
         tmp.replace(path)
 
     def _load_existing(self) -> None:
-        for path in sorted(self.dir.glob("*/job.json"), key=lambda p: p.stat().st_mtime):
-            try:
-                job = Job(**json.loads(path.read_text(encoding="utf-8")))
-                settings = Settings.model_validate_json(
-                    (path.parent / "settings.json").read_text(encoding="utf-8")
-                )
-            except (OSError, ValueError, TypeError):
+        found = []
+        for folder in self.dir.iterdir():
+            if not folder.is_dir():
                 continue
-            self.jobs[job.id] = job
-            self.settings[job.id] = settings
-            self.cancels[job.id] = threading.Event()
-            self.events[job.id] = self._read_events(job.id)
-            if job.state == "running":  # interrupted by a crash: run again, keeping frames
-                job.state = "queued"
-                self._save(job)
-            if job.state == "queued":
-                self.queue.put(job.id)
-
-    def _read_events(self, job_id: str) -> list[dict[str, Any]]:
-        path = self.job_dir(job_id) / "events.jsonl"
-        if not path.exists():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+            record = folder / "job.json"
+            if not record.is_file():  # an upload cut short by a crash: it was never a job
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
             try:
-                out.append(json.loads(line))
-            except ValueError:
-                break  # a torn last line after a crash
-        return out
+                job = Job.from_json(json.loads(record.read_text(encoding="utf-8")))
+                settings = Settings.model_validate_json(
+                    (folder / "settings.json").read_text(encoding="utf-8")
+                )
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable job %s: %s", folder.name, exc)
+                continue
+            for tmp in (folder / "frames").glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+            found.append((job, settings))
+        found.sort(key=lambda js: (js[0].seq, js[0].created))
+        for job, settings in found:
+            self.seq = max(self.seq, job.seq)
+            self._register(job, settings)
+            if job.state == "running":
+                self._recover(job)
+            elif job.state == "queued":
+                heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+
+    def _register(self, job: Job, settings: Settings) -> None:
+        self.jobs[job.id] = job
+        self.settings[job.id] = settings
+        self.cancels[job.id] = threading.Event()
+        self.logs[job.id] = EventLog(self.job_dir(job.id) / "events.jsonl")
+
+    def _recover(self, job: Job) -> None:
+        """A job the last server process was running when it stopped."""
+        on_disk = [f for f in job.frame_numbers if self.frame_path(job.id, f).is_file()]
+        job.frames_done = on_disk
+        if job.cancel_requested:
+            self._finish(job, "cancelled")
+        elif on_disk == job.frame_numbers:
+            self._note(job, "the server stopped after the last frame was written")
+            self._finish(job, "done")
+        elif job.attempts >= MAX_ATTEMPTS:
+            self._finish(
+                job,
+                "failed",
+                {
+                    "error": f"the server stopped {job.attempts} times while running this job",
+                    "fix": "check the server log and memory; resubmit with fewer frames or a "
+                    f"smaller size ({len(on_disk)} frames written are kept)",
+                    "field": None,
+                },
+            )
+        else:
+            job.state, job.progress = "queued", {}
+            self._save(job)
+            self._note(
+                job,
+                f"resuming after the server stopped; {len(on_disk)} frames already written "
+                "are kept",
+                resumed=True,
+            )
+            self._emit(job, {"type": "state", "state": "queued", "resumed": True})
+            heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+
+    def frame_path(self, job_id: str, frame: int) -> Path:
+        return self.job_dir(job_id) / "frames" / f"{frame:04d}.png"
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no job {job_id}", "list jobs with GET /v1/jobs", field="job_id")
+            raise NotFound(
+                f"no job '{job_id}' on this server", "list jobs with GET /v1/jobs", field="job_id"
+            )
         return job
+
+    def public(self, job: Job) -> dict[str, Any]:
+        out = asdict(job)
+        out.pop("seq", None)
+        out["position"] = self.positions().get(job.id) if job.state == "queued" else None
+        return out
+
+    def list(self, state: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            jobs = sorted(self.jobs.values(), key=lambda j: (j.created, j.seq))
+            positions = self.positions()
+            out = []
+            for job in jobs:
+                if (state and job.state != state) or (tag is not None and job.tag != tag):
+                    continue
+                record = asdict(job)
+                record.pop("seq", None)
+                record["position"] = positions.get(job.id)
+                out.append(record)
+            return out
 
     # -- events ----------------------------------------------------------------------------
-    def emit(self, job_id: str, event: dict[str, Any]) -> None:
-        with self.cond:
-            events = self.events.setdefault(job_id, [])
-            event = {"id": len(events) + 1, "job": job_id, "time": time.time(), **event}
-            events.append(event)
-            with (self.job_dir(job_id) / "events.jsonl").open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(event) + "\n")
-            if event.get("type") == "progress":
-                self.jobs[job_id].progress = {
-                    k: event[k] for k in ("stage", "done", "total") if k in event
-                }
-            self.cond.notify_all()
+    def _emit(self, job: Job, event: dict[str, Any]) -> dict[str, Any]:
+        return self.logs[job.id].append(job.id, event)
 
-    def events_after(self, job_id: str, last_id: int, timeout: float) -> list[dict[str, Any]]:
-        """Events newer than `last_id`, waiting up to `timeout` seconds for one."""
-        with self.cond:
-            self.cond.wait_for(
-                lambda: (
-                    len(self.events.get(job_id, [])) > last_id
-                    or self.jobs[job_id].state in TERMINAL
-                ),
-                timeout=timeout,
-            )
-            return list(self.events.get(job_id, [])[last_id:])
+    def _note(self, job: Job, message: str, **info: Any) -> None:
+        self._emit(job, {"type": "note", "message": message, **info})
+
+    def positions(self) -> dict[str, int]:
+        """Queue position (1 = next to run) of every queued job."""
+        with self.lock:
+            order = sorted(e for e in self.heap if self.jobs[e[2]].state == "queued")
+            return {job_id: i + 1 for i, (_, _, job_id) in enumerate(order)}
+
+    def _announce_positions(self) -> None:
+        """Tell each queued job whose place changed where it stands and when it may start."""
+        with self.lock:
+            positions = self.positions()
+            ahead = self.clock.remaining(self.pace) if self.clock and self.running else 0.0
+            for job_id, position in sorted(positions.items(), key=lambda kv: kv[1]):
+                job = self.jobs[job_id]
+                if self._announced.get(job_id) != position:
+                    self._announced[job_id] = position
+                    event = {
+                        "type": "progress",
+                        "stage": "queued",
+                        "done": position,
+                        "total": len(positions),
+                        "position": position,
+                    }
+                    if ahead is not None:
+                        event["eta_start_s"] = round(ahead, 2)
+                    job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
+                    self._emit(job, event)
+                predicted = self.pace.predict(len(job.frame_numbers), self.settings[job_id].steps)
+                ahead = None if ahead is None or predicted is None else ahead + predicted
+            for job_id in list(self._announced):
+                if job_id not in positions:
+                    del self._announced[job_id]
 
     # -- lifecycle -------------------------------------------------------------------------
-    def submit(self, bundle_dir: Path, job_dir: Path, job_id: str, settings: Settings) -> Job:
-        """Register a job whose bundle is already unpacked into `job_dir/bundle`."""
-        bundle = load_bundle(bundle_dir)
-        job = Job(id=job_id, shot=bundle.shot.shot, frame_numbers=bundle.shot.frame_numbers)
-        (job_dir / "settings.json").write_text(settings.model_dump_json(indent=1), encoding="utf-8")
-        with self.cond:
-            self.jobs[job.id] = job
-            self.settings[job.id] = settings
-            self.cancels[job.id] = threading.Event()
-            self.events[job.id] = []
-            self._save(job)
-        self.emit(job.id, {"type": "state", "state": "queued"})
-        self.queue.put(job.id)
-        return job
-
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex[:12]
 
+    def submit(
+        self,
+        job_id: str,
+        bundle: Bundle,
+        settings: Settings,
+        *,
+        priority: int = 0,
+        tag: str = "",
+        preset: str | None = None,
+    ) -> Job:
+        """Queue a job whose bundle is already unpacked and validated in its folder."""
+        job_dir = self.job_dir(job_id)
+        (job_dir / "settings.json").write_text(settings.model_dump_json(indent=1), encoding="utf-8")
+        with self.lock:
+            self.seq += 1
+            job = Job(
+                id=job_id,
+                shot=bundle.shot.shot,
+                priority=priority,
+                seq=self.seq,
+                tag=tag,
+                preset=preset,
+                engine=settings.engine,
+                frame_numbers=bundle.shot.frame_numbers,
+            )
+            self._save(job)  # the commit point: from here on the job survives a restart
+            self._register(job, settings)
+            self._emit(job, {"type": "state", "state": "queued"})
+            heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+            self._announce_positions()
+            self.lock.notify_all()
+        return job
+
     def cancel(self, job_id: str) -> Job:
-        job = self.get(job_id)
-        with self.cond:
-            if job.state in TERMINAL:
+        """Cancel a queued job now, or a running one at its next step; idempotent."""
+        with self.lock:
+            job = self.get(job_id)
+            if job.state in TERMINAL or job.cancel_requested:
                 return job
+            job.cancel_requested = True
             self.cancels[job_id].set()
             if job.state == "queued":
                 self._finish(job, "cancelled")
-        return job
+                self._announce_positions()
+            else:
+                self._save(job)
+                self._note(job, "cancel requested; the job stops at its next step", cancel=True)
+            return job
 
     def _finish(self, job: Job, state: str, error: dict[str, Any] | None = None) -> None:
-        job.state = state
-        job.error = error
-        job.finished = time.time()
-        self._save(job)
-        self.emit(job.id, {"type": "state", "state": state, **({"error": error} if error else {})})
+        with self.lock:
+            # The event goes first: an SSE stream that sees a terminal state has its event.
+            event: dict[str, Any] = {"type": "state", "state": state}
+            if error:
+                event["error"] = error
+            event["frames_done"] = len(job.frames_done)
+            self._emit(job, event)
+            job.state, job.error, job.finished = state, error, time.time()
+            self._save(job)
+            self.lock.notify_all()
 
     def _run_forever(self) -> None:
         while True:
-            job_id = self.queue.get()
-            job = self.jobs.get(job_id)
-            if job is None or job.state != "queued":
-                continue
-            self._run(job)
+            with self.lock:
+                while not self.heap:
+                    self.lock.wait()
+                _, _, job_id = heapq.heappop(self.heap)
+                job = self.jobs.get(job_id)
+                if job is None or job.state != "queued":
+                    continue
+                job.state, job.started, job.error = "running", time.time(), None
+                job.attempts += 1
+                job.progress = {}
+                self.running = job_id
+                self.clock = RunClock(len(job.frame_numbers), self.settings[job_id].steps)
+                self._save(job)
+                self._emit(job, {"type": "state", "state": "running", "attempt": job.attempts})
+                self._announce_positions()
+            try:
+                self._run(job)
+            finally:
+                with self.lock:
+                    self.running, self.clock = None, None
+
+    def _listener(self, job: Job, clock: RunClock):
+        def listen(event: dict[str, Any]) -> None:
+            kind = event.get("type")
+            if kind == "frame":
+                frame = event["frame"]
+                event = {**event, "url": f"/v1/jobs/{job.id}/frames/{frame}"}
+                with self.lock:
+                    if frame not in job.frames_done:
+                        job.frames_done = sorted([*job.frames_done, frame])
+                        self._save(job)
+            elif kind == "progress":
+                event = {**event, **clock.update(event, self.pace)}
+                job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
+            elif kind == "note" and event.get("reused"):
+                with self.lock:
+                    job.reused = sorted({*job.reused, str(event["reused"])})
+                    self._save(job)
+            self._emit(job, event)
+
+        return listen
 
     def _run(self, job: Job) -> None:
-        job.state, job.started = "running", time.time()
-        self._save(job)
-        self.emit(job.id, {"type": "state", "state": "running"})
-        frames_dir = self.job_dir(job.id) / "frames"
-
-        def listener(event: dict[str, Any]) -> None:
-            if event.get("type") == "frame":
-                job.frames_done.append(event["frame"])
-                self._save(job)
-            self.emit(job.id, event)
-
-        reporter = Reporter(listener, self.cancels[job.id])
+        settings = self.settings[job.id]
+        clock = self.clock or RunClock(len(job.frame_numbers), settings.steps)
+        reporter = Reporter(self._listener(job, clock), self.cancels[job.id])
         try:
+            reporter.check()  # cancelled between dequeue and start
             bundle = load_bundle(self.job_dir(job.id) / "bundle")
             render_bundle(
-                bundle, self.settings[job.id], frames_dir, self.roots, self.cache, reporter
+                bundle,
+                settings,
+                self.job_dir(job.id) / "frames",
+                self.roots,
+                self.models,
+                reporter,
+                self.stages,
             )
         except Cancelled:
             self._finish(job, "cancelled")
         except StoryShadeError as exc:
             self._finish(job, "failed", exc.to_json())
         except Exception as exc:  # keep the server alive; the job says what broke
-            traceback.print_exc()
+            log.exception("job %s failed", job.id)
             self._finish(
-                job, "failed", {"error": f"internal error: {exc!r}", "fix": "", "field": None}
+                job,
+                "failed",
+                {
+                    "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
+                    "fix": "see the server log; frames written so far are kept",
+                    "field": None,
+                },
             )
         else:
+            if "frames" not in job.reused:
+                self.pace.learn(
+                    time.monotonic() - clock.started, len(job.frame_numbers), settings.steps
+                )
             self._finish(job, "done")

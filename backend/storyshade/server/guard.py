@@ -1,0 +1,162 @@
+"""The door: who may talk to the server and how much they may send, checked before any route.
+
+A pure ASGI middleware, so it runs before FastAPI reads a byte of the body:
+
+- Host: with no token the server trusts loopback, so it also insists the request was *meant*
+  for loopback (`Host: 127.0.0.1/localhost/[::1]`); a web page that rebinds its own DNS name
+  to 127.0.0.1 is refused.
+- Origin: browsers add it to cross-site requests; unless it is an allowed CORS origin the
+  request is refused, so a web page cannot submit or cancel jobs (multipart POSTs need no
+  CORS preflight, so closing CORS alone would not stop them).
+- Token: with one configured, every request carries `Authorization: Bearer <token>`.
+- Size: a body declared larger than the limit is refused from its Content-Length before it
+  is read; a body without one (chunked) is counted as it streams and cut off at the limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from storyshade.server.config import ServerConfig, is_loopback
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def error_body(problem: str, fix: str = "", field: str | None = None) -> bytes:
+    return json.dumps({"error": problem, "fix": fix, "field": field}).encode("utf-8")
+
+
+async def send_error(
+    send: Send, status: int, problem: str, fix: str, field: str | None, headers=()
+) -> None:
+    body = error_body(problem, fix, field)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
+        self.app = app
+        self.config = config
+        self.token = (config.token or "").encode("utf-8")
+
+    def _refusal(self, headers: dict[bytes, bytes]) -> tuple[int, str, str, str, list] | None:
+        cfg = self.config
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not self.token and host:
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if not is_loopback(name):
+                return (
+                    421,
+                    f"this server answers only requests addressed to loopback, not '{host}'",
+                    "use http://127.0.0.1:PORT, or start the server with a --token to serve "
+                    "other addresses",
+                    "Host",
+                    [],
+                )
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1") not in cfg.cors_origins:
+            return (
+                403,
+                f"requests from web pages ({origin.decode('latin-1')}) are refused",
+                "call the API from the add-on or a script, or allow the origin with "
+                "`storyshade serve --cors-origin ORIGIN`",
+                "Origin",
+                [],
+            )
+        if self.token:
+            auth = headers.get(b"authorization", b"")
+            scheme, _, given = auth.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                return (
+                    401,
+                    "missing or wrong token" if auth else "this server requires a token",
+                    "send the header 'Authorization: Bearer <token>' (the add-on: set the "
+                    "token in its preferences)",
+                    "Authorization",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        refusal = self._refusal(headers)
+        if refusal:
+            status, problem, fix, field, extra = refusal
+            await send_error(send, status, problem, fix, field, extra)
+            return
+        limit = self.config.max_upload_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await send_error(send, 400, "Content-Length is not a number", "", "Content-Length")
+                return
+            if size > limit:
+                await send_error(send, 413, *_too_large(size, limit))
+                return
+        await self._limited(scope, receive, send, limit)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Run the app, cutting the body off at `limit` bytes and answering 413 if it was."""
+        received = 0
+        over = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:
+                return  # whatever the app makes of a cut-off body, the answer is 413
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await send_error(send, 413, *_too_large(received, limit))
+
+
+def _too_large(size: int, limit: int) -> tuple[str, str, str]:
+    return (
+        f"the upload is {size} bytes or more, over the server limit of {limit} bytes",
+        "render fewer frames or a smaller resolution, or start the server with a larger "
+        "--max-upload-mb",
+        "bundle",
+    )

@@ -1,0 +1,73 @@
+"""Response bodies of the wire protocol, declared so /openapi.json describes them exactly."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+State = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: what went wrong, how to fix it, and which input it was."""
+
+    error: str
+    fix: str = ""
+    field: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    shot: str
+    state: State
+    priority: int = 0
+    tag: str = ""
+    preset: str | None = None
+    engine: str = ""
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    frame_numbers: list[int]
+    frames_done: list[int]
+    error: ErrorBody | None = None
+    progress: dict[str, Any] = Field(default_factory=dict)
+    position: int | None = Field(None, description="place in the queue, 1 = next; queued only")
+    attempts: int = 0
+    cancel_requested: bool = False
+    reused: list[str] = Field(default_factory=list, description="stages served by the cache")
+
+
+class Submitted(JobOut):
+    frames: list[int] = Field(description="the shot's frame numbers (same as frame_numbers)")
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    api: int
+    device: str
+    auth: bool = Field(description="whether requests must carry a bearer token")
+    limits: dict[str, int]
+    jobs: dict[str, int]
+    models: dict[str, int]
+    model_roots: list[str]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "malformed request or settings"),
+        (401, "token missing or wrong (servers started with --token)"),
+        (403, "request from a web page origin that is not allowed"),
+        (404, "no such job, frame or endpoint"),
+        (413, "upload over the size limit"),
+        (421, "Host header is not a loopback name"),
+        (422, "invalid bundle, settings or models; `field` names the input"),
+        (507, "the server's disk is full"),
+    )
+}

@@ -1,0 +1,120 @@
+"""POST /v1/jobs: settings and bundle checked in full before anything is queued."""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from storyshade.engine import get_engine
+from storyshade.errors import ModelError, StoryShadeError
+from storyshade.models.loader import ModelCache, model_key
+from storyshade.presets import resolve
+from storyshade.server.jobs import Job, JobStore
+from storyshade.server.upload import Limits, unpack_bundle
+from storyshade.settings import Settings
+
+# Model names are folder or file names inside the models root, never paths.
+MODEL_NAME = re.compile(r"[\w][\w .()+\-\[\]]{0,199}")
+
+
+class OutOfDisk(StoryShadeError):
+    status = 507
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_settings(text: str) -> tuple[str | None, dict[str, Any]]:
+    """The settings form field: a JSON object with an optional "preset" (name or names)."""
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise StoryShadeError(
+            f"settings is not valid JSON ({str(exc)[:200]})",
+            'send a JSON object, e.g. {"preset": "tiny", "prompt": "a forest"}',
+            field="settings",
+        ) from None
+    if not isinstance(raw, dict):
+        raise StoryShadeError(
+            "settings must be a JSON object", 'e.g. {"preset": "tiny"}', field="settings"
+        )
+    preset = raw.pop("preset", None)
+    if isinstance(preset, list) and all(isinstance(p, str) for p in preset):
+        preset = ",".join(preset)
+    if preset is not None and not isinstance(preset, str):
+        raise StoryShadeError(
+            "preset must be a name or a list of names",
+            "see `storyshade presets list`",
+            field="settings.preset",
+        )
+    return preset, raw
+
+
+def check_model_names(settings: Settings) -> None:
+    """Names that could escape the models folder (or are not names at all) never reach it."""
+    named = [
+        ("settings.checkpoint", settings.checkpoint),
+        ("settings.motion_adapter", settings.motion_adapter),
+        *((f"settings.controls.{role}.model", c.model) for role, c in settings.controls.items()),
+        *((f"settings.loras.{i}.name", lora.name) for i, lora in enumerate(settings.loras)),
+    ]
+    for field, name in named:
+        if not MODEL_NAME.fullmatch(name) or ".." in name:
+            raise ModelError(
+                f"'{name[:80]}' is not a model name",
+                "name a folder or .safetensors file inside the models root, without a path",
+                field=field,
+            )
+
+
+def resolve_settings(
+    text: str, roots: list[Path], models: ModelCache, max_resolution: int
+) -> tuple[str | None, Settings]:
+    preset, overrides = parse_settings(text)
+    settings = resolve(preset, overrides)
+    for side in ("width", "height"):
+        if getattr(settings, side) > max_resolution:
+            raise StoryShadeError(
+                f"{side} {getattr(settings, side)} is over the server limit of {max_resolution}",
+                "choose a smaller resolution preset",
+                field=f"settings.{side}",
+            )
+    check_model_names(settings)
+    get_engine(settings.engine, roots, models)  # an unknown engine fails here, not later
+    if settings.engine != "preview":
+        model_key(roots, settings)  # missing models fail now, not after the upload
+    return preset, settings
+
+
+def accept_job(
+    store: JobStore,
+    fileobj: BinaryIO,
+    settings_text: str,
+    limits: Limits,
+    *,
+    max_resolution: int,
+    priority: int = 0,
+    tag: str = "",
+) -> Job:
+    preset, settings = resolve_settings(settings_text, store.roots, store.models, max_resolution)
+    job_id = store.new_id()
+    job_dir = store.job_dir(job_id)
+    try:
+        job_dir.mkdir(parents=True)
+        bundle = unpack_bundle(fileobj, job_dir, limits)
+        return store.submit(job_id, bundle, settings, priority=priority, tag=tag, preset=preset)
+    except StoryShadeError:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    except OSError as exc:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfDisk(
+                "the server's disk is full", "free space in its data folder", field=None
+            ) from None
+        raise
