@@ -20,6 +20,12 @@ class Control(BaseModel):
 
     model: str = Field(min_length=1)
     scale: float = Field(default=1.0, ge=0.0, le=2.0)
+    # Line roles only (lineart, softedge, canny): what draws the lines; None = the role's
+    # default ('geometry' for lineart/softedge, 'canny' for canny). See docs/controls.md.
+    detector: (
+        Literal["geometry", "canny", "lineart", "lineart_coarse", "lineart_anime", "hed", "pidinet"]
+        | None
+    ) = None
 
 
 class Lora(BaseModel):
@@ -75,6 +81,8 @@ class Settings(BaseModel):
         for name in value:
             if name not in known:
                 raise ValueError(f"unknown control '{name}'; use one of {sorted(known)}")
+            if name in ("depth", "normal") and value[name].detector:
+                raise ValueError(f"control '{name}' is computed from its pass; drop 'detector'")
         return value
 
 

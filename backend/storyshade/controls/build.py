@@ -1,61 +1,158 @@
-"""Bundle → per-frame control images at generation size (uint8 RGB)."""
+"""Bundle → per-frame control images at generation size (uint8 RGB), plus what made them.
+
+Two passes over the frames: the first finds the shot's one depth range, the second encodes.
+Small shots keep their passes in memory between the two; long or large ones re-read them,
+so memory stays at one frame whatever the shot length.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from storyshade.bundle import Bundle
-from storyshade.controls.depth import inverse_depth, is_background, robust_range
-from storyshade.controls.normal import encode_bae, to_camera
-from storyshade.controls.sizing import cover_resize
+from storyshade.controls import detectors, lines
+from storyshade.controls.depth import (
+    MAX_SAMPLES,
+    DepthRange,
+    check_finite,
+    depth_images,
+    inverse_depth,
+    is_background,
+    quantize,
+    shot_range,
+)
+from storyshade.controls.normal import FACING, background_u8, encode, normalize, to_camera
+from storyshade.controls.sizing import SizeMap
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+
+PASSES = ("depth", "normal")
+LINE_ROLES = ("lineart", "softedge", "canny")
+KEEP_IN_MEMORY = 256 * 1024 * 1024  # bytes of passes worth keeping between the two passes
 
 
 @dataclass
 class ControlSet:
-    """Control frames per role ('depth', 'normal', ...), each a list of HxWx3 uint8 arrays."""
+    """Control frames per role ('depth', 'normal', derived line roles), each a list of HxWx3
+    uint8 arrays at generation size; `depth16` holds the same depth at 16 bits (HxW) for
+    inspection; `size_map` maps generated frames back to the scene's resolution."""
 
     frames: dict[str, list[np.ndarray]]
     frame_numbers: list[int]
     meta: dict = field(default_factory=dict)
+    depth16: list[np.ndarray] = field(default_factory=list)
+    size_map: SizeMap | None = None
+
+    def to_scene(self, rgb: np.ndarray) -> np.ndarray:
+        """A generated frame at the render size (crop the padding, scale back)."""
+        return self.size_map.to_scene(rgb) if self.size_map else rgb
 
 
-def _to_u8(rgb: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+def line_roles(settings: Settings, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Derived roles to compute → detector name, from the settings' controls and `extra`."""
+    out: dict[str, str] = {}
+    for role in LINE_ROLES:
+        ctl = settings.controls.get(role)
+        if ctl is not None or role in extra:
+            out[role] = detectors.detector_for(role, ctl.detector if ctl else None)
+    return out
 
 
-def depth_range(
-    settings: Settings, bundle: Bundle, depths: list[np.ndarray]
-) -> tuple[float, float]:
-    if settings.depth_range == "fixed" and settings.depth_near and settings.depth_far:
-        return settings.depth_near, settings.depth_far
-    if settings.depth_range == "clip":
-        cam = bundle.shot.frames[0].camera
-        return cam.clip_start, cam.clip_end
-    return robust_range(depths)
+def _sample(depth: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Up to k depth values, spread over the whole frame (strides can alias with rows)."""
+    flat = depth.ravel()
+    if flat.size <= k:
+        return flat
+    return flat[np.random.default_rng(seed).integers(0, flat.size, k)]
+
+
+def _range(
+    bundle: Bundle, settings: Settings, reporter: Reporter | None
+) -> tuple[DepthRange, list[tuple[np.ndarray, np.ndarray]] | None]:
+    n = len(bundle)
+    keep = bundle.width * bundle.height * 16 * n <= KEEP_IN_MEMORY
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    samples = []
+    for i in range(n):
+        depth, normal = bundle.read_passes(i)
+        check_finite(depth, f"frames[{i}].file")
+        samples.append(_sample(depth, max(1, MAX_SAMPLES // n), i))
+        if keep:
+            kept.append((depth, normal))
+        if reporter:
+            reporter.stage("reading passes", i + 1, n)
+    return shot_range(settings, bundle, samples), kept if keep else None
 
 
 def build_controls(
-    bundle: Bundle, settings: Settings, reporter: Reporter | None = None
+    bundle: Bundle,
+    settings: Settings,
+    reporter: Reporter | None = None,
+    *,
+    roots: list[Path] | None = None,
+    extra_roles: tuple[str, ...] = (),
 ) -> ControlSet:
+    """Every control image a render with `settings` uses (depth and normal always, line roles
+    named in `settings.controls` or `extra_roles`). `roots` are models roots, searched for
+    learned line detectors' weights."""
+    from storyshade.models.locate import model_roots
+
+    roots = model_roots(roots)
     n = len(bundle)
-    passes = []
+    drange, kept = _range(bundle, settings, reporter)
+    size_map = SizeMap.fit((bundle.width, bundle.height), (settings.width, settings.height))
+    roles = line_roles(settings, extra_roles)
+    device = "cpu"
+    if any(det in detectors.LEARNED for det in roles.values()):
+        from storyshade.models.loader import pick_device
+
+        device = pick_device(settings.device)
+    convention = settings.normal_convention
+    normal_bg = background_u8(convention)
+    frames: dict[str, list[np.ndarray]] = {role: [] for role in (*PASSES, *roles)}
+    depth16: list[np.ndarray] = []
     for i in range(n):
-        passes.append(bundle.read_passes(i))
+        depth, normal = kept[i] if kept else bundle.read_passes(i)
+        check_finite(depth, f"frames[{i}].file")
+        bg = is_background(depth)
+        d01_native = inverse_depth(depth, drange.near, drange.far)
+        cam_native = to_camera(normal, bundle.shot.frames[i].camera.rotation())
+        cam_native[bg] = FACING
+        edges = None
+        if "geometry" in roles.values():  # found on the exact passes, before resampling
+            mask = lines.geometry_edges(d01_native, cam_native, bg)
+            edges = lines.resize_mask(mask, *size_map.box[2:])
+        d01 = size_map.to_content(d01_native)
+        cam = normalize(size_map.to_content(cam_native))
+        bg_c = size_map.to_content(bg.astype(np.float32)) >= 1.0 - 1e-6  # purely background
+        depth_u8, depth_u16 = depth_images(d01)
+        normal_u8 = quantize(encode(cam, bg_c, convention), 8)
+        frames["depth"].append(size_map.place(depth_u8, 0))
+        frames["normal"].append(size_map.place(normal_u8, normal_bg))
+        depth16.append(size_map.place(depth_u16, 0))
+        for role, det in roles.items():
+            line = detectors.derive(
+                role,
+                det,
+                edges=edges,
+                depth_u8=depth_u8,
+                normal_u8=normal_u8,
+                roots=roots,
+                device=device,
+            )
+            frames[role].append(size_map.place(line, 0))
         if reporter:
             reporter.stage("controls", i + 1, n)
-    near, far = depth_range(settings, bundle, [d for d, _ in passes])
-    out: dict[str, list[np.ndarray]] = {"depth": [], "normal": []}
-    for i, (depth, normal) in enumerate(passes):
-        inv = inverse_depth(depth, near, far)
-        out["depth"].append(_to_u8(np.repeat(inv[..., None], 3, axis=-1)))
-        cam = to_camera(normal, bundle.shot.frames[i].camera.rotation())
-        out["normal"].append(_to_u8(encode_bae(cam, is_background(depth))))
-    sized = {
-        role: [cover_resize(f, settings.width, settings.height) for f in frames]
-        for role, frames in out.items()
+    meta = {
+        **drange.to_dict(),
+        "normal_convention": convention,
+        **size_map.to_dict(),
+        "derived": roles,
+        "frames": list(bundle.shot.frame_numbers),
     }
-    return ControlSet(sized, bundle.shot.frame_numbers, {"depth_near": near, "depth_far": far})
+    if reporter:
+        reporter.note("control images ready", controls=meta)
+    return ControlSet(frames, bundle.shot.frame_numbers, meta, depth16, size_map)
