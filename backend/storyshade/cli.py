@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Sub-commands that live beside the code they drive."""
+    from storyshade.controls.cli import add_commands as controls_commands
     from storyshade.server.cli import add_commands as server_commands
 
-    return [server_commands]
+    return [server_commands, controls_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

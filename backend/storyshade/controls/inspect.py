@@ -1,0 +1,64 @@
+"""Write a ControlSet to disk exactly as the engine receives it, for people to look at.
+
+Layout: DIR/<role>/NNNN.png (8-bit RGB, scene frame numbers), DIR/depth16/NNNN.png (16-bit
+grey, same depth at full precision), DIR/contact_sheet.png and DIR/controls.json (the
+depth range, normal convention, size mapping and detectors that made them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from storyshade.contact_sheet import contact_sheet
+from storyshade.controls.build import ControlSet
+
+SHEET_ROWS = 12
+SHEET_WIDTH = 1600
+
+
+def frame_name(frame: int) -> str:
+    return f"{frame:04d}.png"
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """8-bit RGB or 16-bit grey PNG; written beside, then renamed, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(".png", data)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(buf.tobytes())
+    tmp.replace(path)
+
+
+def sheet_rows(count: int, limit: int = SHEET_ROWS) -> list[int]:
+    """Indices of at most `limit` frames, evenly spread, first and last included."""
+    if count <= limit:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
+
+
+def write_controls(controls: ControlSet, out: Path) -> dict[str, int]:
+    """Write every role's frames, the 16-bit depth, the contact sheet and the metadata."""
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for role, frames in controls.frames.items():
+        for frame, image in zip(controls.frame_numbers, frames, strict=True):
+            write_png(out / role / frame_name(frame), image)
+        counts[role] = len(frames)
+    for frame, image in zip(controls.frame_numbers, controls.depth16, strict=True):
+        write_png(out / "depth16" / frame_name(frame), image)
+    rows = sheet_rows(len(controls.frame_numbers))
+    sheet = contact_sheet(
+        {role: [frames[i] for i in rows] for role, frames in controls.frames.items()},
+        [f"{controls.frame_numbers[i]:04d}" for i in rows],
+        SHEET_WIDTH,
+    )
+    write_png(out / "contact_sheet.png", sheet)
+    (out / "controls.json").write_text(json.dumps(controls.meta, indent=1), encoding="utf-8")
+    return counts
