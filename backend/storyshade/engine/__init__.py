@@ -14,4 +14,10 @@ def get_engine(name: str, roots: list[Path], cache: ModelCache) -> Engine:
         from storyshade.engine.animatediff import StockAnimateDiffEngine
 
         return StockAnimateDiffEngine(roots, cache)
-    raise StoryShadeError(f"unknown engine '{name}'", "use 'animatediff'", field="settings.engine")
+    if name == "preview":  # no model: cel-shaded draft from the control images
+        from storyshade.engine.preview import PreviewEngine
+
+        return PreviewEngine()
+    raise StoryShadeError(
+        f"unknown engine '{name}'", "use 'animatediff' or 'preview'", field="settings.engine"
+    )

@@ -1,0 +1,78 @@
+"""`preview`: a cel-shaded draft from the control images alone, no model, in seconds.
+
+It reads only what a ControlNet would see (the 8-bit depth and normal images), so a wrong
+encoding shows up at once: light coming from the wrong side means a flipped normal
+channel, fog on the near objects means inverted depth. Look: banded lambert from a key
+light at the camera's upper left, a cool shadow tone, depth fog towards a sky gradient, and
+ink lines where depth jumps or faces crease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storyshade.controls import ControlSet
+from storyshade.controls.lines import geometry_edges
+from storyshade.controls.normal import background_u8, decode
+from storyshade.progress import Reporter
+from storyshade.settings import Settings
+
+LIGHT = np.array([-0.45, 0.6, 0.66], np.float32) / np.linalg.norm([-0.45, 0.6, 0.66])
+BANDS = 3  # lit tones above the shadow tone
+PAPER = np.array([238, 220, 192], np.float32)  # lit colour
+SHADOW = np.array([104, 110, 158], np.float32)  # cel shadow colour
+INK = np.array([38, 34, 48], np.float32)
+SKY_TOP = np.array([128, 162, 214], np.float32)
+SKY_HORIZON = np.array([222, 230, 240], np.float32)
+FOG = 0.45  # how far the farthest geometry fades into the horizon colour
+# In 8-bit control images a depth jump under ~10 levels is smooth geometry, not an edge.
+LINE_DEPTH_JUMP = 10 / 255
+
+
+def sky(height: int, width: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(SKY_TOP * (1 - t) + SKY_HORIZON * t, (height, width, 3)).copy()
+
+
+def shade(depth_u8: np.ndarray, normal_u8: np.ndarray, convention: str = "bae") -> np.ndarray:
+    """One HxWx3 uint8 frame from a depth and a normal control image."""
+    depth01 = depth_u8[..., 0].astype(np.float32) / 255.0
+    normals = decode(normal_u8, convention)
+    background = (depth_u8[..., 0] == 0) & np.all(
+        normal_u8 == np.array(background_u8(convention), np.uint8), axis=-1
+    )
+    lambert = np.clip(normals @ LIGHT, 0.0, 1.0)
+    band = np.ceil(lambert * BANDS) / BANDS  # 0 = shadow, then BANDS flat lit tones
+    colour = SHADOW + (PAPER - SHADOW) * (0.25 + 0.75 * band)[..., None]
+    colour[lambert <= 0.0] = SHADOW
+    h, w = depth01.shape
+    horizon = sky(h, w)
+    fog = (FOG * (1.0 - depth01) ** 1.5)[..., None]
+    colour = colour * (1 - fog) + SKY_HORIZON * fog
+    out = np.where(background[..., None], horizon, colour)
+    ink = geometry_edges(depth01, normals, background, depth_jump=LINE_DEPTH_JUMP, step=2)
+    out[ink] = INK
+    return np.floor(np.clip(out, 0, 255) + 0.5).astype(np.uint8)
+
+
+class PreviewEngine:
+    """Engine protocol (engine/base.py): yields each frame as soon as it is shaded."""
+
+    name = "preview"
+
+    def __init__(self, roots: list[Path] | None = None, cache: Any = None) -> None:
+        del roots, cache  # no models
+
+    def render(
+        self, controls: ControlSet, settings: Settings, reporter: Reporter
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        convention = controls.meta.get("normal_convention", settings.normal_convention)
+        n = len(controls.frame_numbers)
+        for i in range(n):
+            frame = shade(controls.frames["depth"][i], controls.frames["normal"][i], convention)
+            reporter.stage("shading", i + 1, n)
+            yield i, frame
