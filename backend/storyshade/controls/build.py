@@ -102,14 +102,17 @@ def build_controls(
 
     roots = model_roots(roots)
     n = len(bundle)
-    drange, kept = _range(bundle, settings, reporter)
-    size_map = SizeMap.fit((bundle.width, bundle.height), (settings.width, settings.height))
     roles = line_roles(settings, extra_roles)
     device = "cpu"
     if any(det in detectors.LEARNED for det in roles.values()):
         from storyshade.models.loader import pick_device
 
+        for det in roles.values():  # missing weights fail now, not after reading the shot
+            if det in detectors.LEARNED:
+                detectors.find_weights(det, roots)
         device = pick_device(settings.device)
+    drange, kept = _range(bundle, settings, reporter)
+    size_map = SizeMap.fit((bundle.width, bundle.height), (settings.width, settings.height))
     convention = settings.normal_convention
     normal_bg = background_u8(convention)
     frames: dict[str, list[np.ndarray]] = {role: [] for role in (*PASSES, *roles)}
