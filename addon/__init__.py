@@ -5,15 +5,23 @@ Imports only the standard library, bpy, mathutils and numpy (tests enforce this)
 
 from __future__ import annotations
 
+import atexit
+
 import bpy
 
-from . import cli, operators, panel, prefs, props
+from . import cli, op_cancel, op_server, op_take, operators, panel, prefs, preview, props, runtime
 
 CLASSES = (
     prefs.StoryShadePreferences,
     props.StoryShadeSceneSettings,
     operators.STORYSHADE_OT_shade,
+    op_cancel.STORYSHADE_OT_cancel,
+    op_server.STORYSHADE_OT_server_check,
+    op_server.STORYSHADE_OT_server_start,
+    op_server.STORYSHADE_OT_server_stop,
+    op_take.STORYSHADE_OT_take_use_settings,
     panel.STORYSHADE_PT_main,
+    panel.STORYSHADE_PT_sequencer,
 )
 _cli_handle = None
 
@@ -23,6 +31,9 @@ def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.storyshade = bpy.props.PointerProperty(type=props.StoryShadeSceneSettings)
+    preview.register()
+    # A server started from the panel must not outlive Blender.
+    atexit.register(runtime.local_server.stop)
     if hasattr(bpy.utils, "register_cli_command"):
         _cli_handle = bpy.utils.register_cli_command("storyshade", cli.main)
 
@@ -32,6 +43,12 @@ def unregister() -> None:
     if _cli_handle is not None:
         bpy.utils.unregister_cli_command(_cli_handle)
         _cli_handle = None
+    if runtime.current is not None:
+        runtime.current.abandon()
+        runtime.current = None
+    atexit.unregister(runtime.local_server.stop)
+    runtime.local_server.stop()
+    preview.unregister()
     del bpy.types.Scene.storyshade
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import bpy
 
-from . import export, take
+from . import export, prefs, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
-from .shade import TakeRun, follow_job, remove_bundle, submit_bundle, temp_bundle_dir
+from .session import DONE, ShadeRequest, ShadeSession
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,10 +47,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="server token (or $STORYSHADE_TOKEN)")
     p.add_argument("--frames", help="frame range A-B (default: the scene's)")
     p.add_argument("--preset", help="comma-separated preset names, e.g. anime-cel,draft")
-    p.add_argument("--prompt", help="added to the preset's prompt")
+    p.add_argument("--prompt", help="the prompt (replaces the preset's)")
+    p.add_argument("--negative-prompt", help="the negative prompt (replaces the preset's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--settings", help="JSON object of setting overrides")
     p.add_argument("--no-save", action="store_true", help="do not save the .blend afterwards")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--keep",
+        dest="take_mode",
+        action="store_const",
+        const=take.KEEP,
+        help="add the take above the shot's earlier takes (default)",
+    )
+    mode.add_argument(
+        "--replace",
+        dest="take_mode",
+        action="store_const",
+        const=take.REPLACE,
+        help="the new take strip replaces the shot's earlier take strips (files stay)",
+    )
+    p.add_argument(
+        "--output",
+        help="take folder pattern, e.g. //storyshade/{shot}/{take} (default: preferences)",
+    )
     p = sub.add_parser("export", help="write a shot bundle (depth/normal EXR + shot.json)")
     p.add_argument("--out", required=True)
     p.add_argument("--frames")
@@ -70,6 +90,8 @@ def _settings(args: argparse.Namespace) -> dict:
         settings["preset"] = args.preset
     if args.prompt:
         settings["prompt"] = args.prompt
+    if args.negative_prompt:
+        settings["negative_prompt"] = args.negative_prompt
     if args.seed is not None:
         settings["seed"] = args.seed
     return settings
@@ -91,36 +113,36 @@ def run_export(args: argparse.Namespace) -> int:
 def run_shade(args: argparse.Namespace) -> int:
     scene = bpy.context.scene
     start, end = parse_frames(args.frames)
-    export.check_scene(scene)
-    start, end = export.frame_range(scene, start, end)
-    client = Client(args.server or DEFAULT_URL, args.token)
-    client.health()  # fail fast, before minutes of export, if no server is there
-    shot = export.shot_name(scene)
-    bundle_dir = temp_bundle_dir()
-    try:
-        for done, total in export.iter_export(scene, bundle_dir, start, end):
-            _say(f"Exporting {done}/{total}")
-        folder, take_name, temporary = take.next_take_dir(shot)
-        if temporary:
-            _say(f"the .blend is not saved; frames go to the temporary folder {folder}")
-        run = TakeRun(shot, take_name, folder, temporary, list(range(start, end + 1)))
-        run.settings = _settings(args)
-        submit_bundle(client, bundle_dir, run)
-    finally:
-        remove_bundle(bundle_dir)
-    _say(f"job {run.job_id} submitted")
-    last = [""]
-
-    def progress(text: str) -> None:
-        if text != last[0]:
-            last[0] = text
-            _say(text)
-
-    follow_job(client, run, progress)
-    strip = take.add_take_strip(
-        scene, folder, run.frames, shot, take_name, {"job": run.job_id, "settings": run.settings}
+    url = args.server or prefs.server()[0] or DEFAULT_URL
+    token = args.token or prefs.server()[1]
+    request = ShadeRequest(
+        settings=_settings(args),
+        frame_start=start,
+        frame_end=end,
+        take_mode=args.take_mode or take.KEEP,
+        output_pattern=args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN),
+        server_url=url,
     )
-    _say(f"take strip '{strip.name}' on channel {strip.channel}, frames {start}-{end}")
+    session = ShadeSession(scene, Client(url, token), request)
+    said = {"log": 0, "note": ""}
+
+    def progress(s: ShadeSession) -> None:
+        """Every stage text once, in order (a tick may pass several)."""
+        if s.note and s.note != said["note"]:
+            said["note"] = s.note
+            _say(s.note)
+        for text in s.log[said["log"] :]:
+            _say(text)
+        said["log"] = len(s.log)
+
+    session.run_blocking(progress)
+    if session.error is not None:
+        raise session.error
+    if session.outcome != DONE:
+        raise StoryShadeError(session.text)
+    _say(
+        f"take strip '{session.strip_name}' on channel {session.channel}, frames {session.start}-{session.end}"
+    )
     if not args.no_save:
         if bpy.data.filepath:
             bpy.ops.wm.save_mainfile()

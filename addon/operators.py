@@ -1,61 +1,153 @@
-"""The `storyshade.shade` operator: shade the scene's shot into a new take strip."""
+"""The `storyshade.shade` operator: shade the scene's shot into a new take strip.
+
+Interactive: a modal operator. Its timer exports one frame per tick and then drains the
+network worker's queue (session.py); Blender stays responsive, Esc or the Cancel button
+stops the run and the server job. Background mode (`blender -b`, scripts, tests) never
+fires timers, so there the same session runs to the end synchronously.
+"""
 
 from __future__ import annotations
 
 import bpy
 
-from . import export, prefs, take
+from . import prefs, runtime, take
 from .client import Client
 from .errors import StoryShadeError
-from .shade import TakeRun, follow_job, remove_bundle, submit_bundle, temp_bundle_dir
+from .session import DONE, FAILED, ModalDriver, ShadeRequest, ShadeSession
+
+TICK_SECONDS = 0.1
+REDRAW_SPACES = {"VIEW_3D", "SEQUENCE_EDITOR"}
 
 
-def shade_scene(scene, url: str, token: str | None, settings: dict, report) -> object:
-    """Synchronous shading (blocks); returns the new strip."""
-    export.check_scene(scene)
-    start, end = export.frame_range(scene, None, None)
-    client = Client(url, token)
-    client.health()
-    shot = export.shot_name(scene)
-    bundle_dir = temp_bundle_dir()
-    try:
-        for _ in export.iter_export(scene, bundle_dir, start, end):
-            pass
-        folder, take_name, temporary = take.next_take_dir(shot)
-        run = TakeRun(shot, take_name, folder, temporary, list(range(start, end + 1)))
-        run.settings = settings
-        submit_bundle(client, bundle_dir, run)
-    finally:
-        remove_bundle(bundle_dir)
-    follow_job(client, run, report)
-    if temporary:
-        report(f"unsaved .blend: frames are in {folder}")
-    return take.add_take_strip(
-        scene, folder, run.frames, shot, take_name, {"job": run.job_id, "settings": settings}
+def background() -> bool:
+    """Whether timers can fire; a function so tests can exercise the modal path."""
+    return bool(bpy.app.background)
+
+
+def build_session(context) -> ShadeSession:
+    """A run from the scene's sidebar settings and the add-on preferences."""
+    scene = context.scene
+    opts = scene.storyshade
+    url, token = prefs.server(context)
+    start, end = opts.frame_range(scene)
+    request = ShadeRequest(
+        settings=opts.overrides(),
+        frame_start=start,
+        frame_end=end,
+        take_mode=opts.take_mode,
+        output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
+        server_url=url,
+        inputs=opts.inputs(),
     )
+    return ShadeSession(scene, Client(url, token), request)
+
+
+def redraw(context) -> None:
+    wm = context.window_manager
+    for window in wm.windows if wm else ():
+        for area in window.screen.areas:
+            if area.type in REDRAW_SPACES:
+                area.tag_redraw()
+
+
+def show(session: ShadeSession, context) -> None:
+    """Main thread only: the session's state into the panel, status bar and preview."""
+    scene = bpy.data.scenes.get(session.scene_name)
+    if scene is not None:
+        opts = scene.storyshade
+        opts.status = session.text
+        opts.progress = min(max(session.fraction, 0.0), 1.0)
+        opts.note = session.note
+        opts.job_id = session.job_id
+        opts.is_error = session.error is not None
+        opts.fix = session.error.fix if session.error else ""
+        if session.preview_path:
+            opts.preview_path = session.preview_path
+    workspace = getattr(context, "workspace", None)
+    if workspace is not None:
+        workspace.status_text_set(
+            f"StoryShade: {session.text}  (Esc to cancel)" if session.running else None
+        )
+    redraw(context)
+
+
+def show_error(context, exc: StoryShadeError) -> None:
+    opts = context.scene.storyshade
+    opts.status, opts.fix, opts.is_error = exc.problem, exc.fix, True
+    redraw(context)
 
 
 class STORYSHADE_OT_shade(bpy.types.Operator):
     """Export depth/normal passes, shade them on the StoryShade server, add a take strip"""
 
     bl_idname = "storyshade.shade"
-    bl_label = "Shade Shot"
+    bl_label = "Shade"
     bl_options = {"REGISTER"}
 
-    def execute(self, context):
-        scene = context.scene
-        opts = scene.storyshade
-        url, token = prefs.server(context)
+    @classmethod
+    def poll(cls, context):
+        if runtime.busy():
+            cls.poll_message_set("A shot is already shading: cancel it or wait")
+            return False
+        return context.scene is not None
 
-        def report(text: str) -> None:
-            opts.status = text
-
+    def _begin(self, context) -> ShadeSession | None:
         try:
-            strip = shade_scene(scene, url, token, opts.overrides(), report)
+            session = build_session(context)
         except StoryShadeError as exc:
-            opts.status = str(exc)
+            show_error(context, exc)
             self.report({"ERROR"}, str(exc))
+            return None
+        runtime.current = session
+        show(session, context)
+        return session
+
+    def _end(self, context, session: ShadeSession) -> set[str]:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+            self._timer = None
+        if runtime.current is session:
+            runtime.current = None
+        show(session, context)
+        if session.outcome == DONE:
+            self.report({"INFO"}, session.text)
+            return {"FINISHED"}
+        if session.outcome == FAILED:
+            self.report({"ERROR"}, str(session.error))
+        else:
+            self.report({"WARNING"}, session.text)
+        return {"CANCELLED"}
+
+    def invoke(self, context, event):
+        if background():
+            return self.execute(context)
+        session = self._begin(context)
+        if session is None:
             return {"CANCELLED"}
-        opts.status = f"Take {strip.name} added on channel {strip.channel}"
-        self.report({"INFO"}, opts.status)
-        return {"FINISHED"}
+        self._context = context
+        self._driver = ModalDriver(session, lambda s: show(s, self._context))
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TICK_SECONDS, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        self._context = context
+        result = self._driver.handle(event.type, event.value)
+        if result & {"FINISHED", "CANCELLED"}:
+            return self._end(context, self._driver.session)
+        return result
+
+    def cancel(self, context):
+        """Blender ends the modal itself (file loaded, window closed): stop the job too."""
+        session = self._driver.session
+        session.abandon()
+        self._end(context, session)
+
+    def execute(self, context):
+        session = self._begin(context)
+        if session is None:
+            return {"CANCELLED"}
+        session.run_blocking(lambda s: show(s, context))
+        return self._end(context, session)

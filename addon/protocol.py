@@ -56,10 +56,28 @@ def describe(event: dict) -> tuple[str, float]:
     Windowed denoising reads "Denoising window 3/7 step 12/20" and its fraction spans all
     windows, so the bar does not jump back to zero at each window.
     """
+    text, fraction = _describe(event)
+    eta = event.get("eta_s", event.get("eta_start_s"))
+    if isinstance(eta, int | float) and eta > 0:
+        text += f" ({_duration(eta)} {'left' if 'eta_s' in event else 'to start'})"
+    return text, fraction
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"~{round(seconds / 60)} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+def _describe(event: dict) -> tuple[str, float]:
     stage = str(event.get("stage", ""))
     done, total = int(event.get("done", 0) or 0), int(event.get("total", 0) or 0)
     label = STAGE_LABELS.get(stage, stage.replace("_", " ").capitalize() or "Working")
     fraction = done / total if total > 0 else 0.0
+    if stage == "queued":  # the server's place in line: 1 = next to run
+        return queued_text(event.get("position") or done or None), 0.0
     if stage == "loading":
         return label, fraction
     if event.get("window") and event.get("windows") and event.get("step"):
@@ -83,15 +101,18 @@ def queued_text(position: int | None) -> str:
 
 
 def queue_position(jobs: list[dict], job_id: str) -> int | None:
-    """1 + the jobs the server will run before ours (running or queued earlier)."""
+    """Our place in line, 1 = next to run: the server's own count when it gives one,
+    else 1 + the queued jobs submitted before ours."""
     ours = next((j for j in jobs if j.get("id") == job_id), None)
     if ours is None:
         return None
+    if ours.get("position"):
+        return int(ours["position"])
     ahead = [
         j
         for j in jobs
         if j.get("id") != job_id
-        and j.get("state") in ("queued", "running")
-        and (j.get("state") == "running" or j.get("created", 0) < ours.get("created", 0))
+        and j.get("state") == "queued"
+        and j.get("created", 0) < ours.get("created", 0)
     ]
     return len(ahead) + 1

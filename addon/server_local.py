@@ -81,7 +81,12 @@ class LocalServer:
         models: str = "",
         data: str = "",
         env: dict | None = None,
+        token: str | None = None,
     ) -> None:
+        """Launch the server; returns at once (see wait_ready / HealthCheck for "up").
+
+        The token goes in the environment, not the command line, where `ps` would show it.
+        """
         if self.running:
             return
         host, port = host_port(url)
@@ -99,6 +104,8 @@ class LocalServer:
             cmd += ["--data", str(Path(data.strip()).expanduser())]
         child_env = dict(env if env is not None else os.environ)
         child_env.pop("PYTHONHOME", None)  # Blender's own Python home would break another Python
+        if token:
+            child_env["STORYSHADE_TOKEN"] = token
         self.log_path = Path(tempfile.gettempdir()) / f"storyshade-server-{port}.log"
         log = self.log_path.open("w", encoding="utf-8")
         try:
