@@ -82,7 +82,21 @@ def png_bytes(width: int = 4, height: int = 3, rgb: tuple[int, int, int] = (200,
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def color_strip(scene, name: str, channel: int, start: int, end: int):
+    """A colour strip over [start, end): something that is not a take, in the way."""
+    from addon import compat
+
+    ed = scene.sequence_editor or scene.sequence_editor_create()
+    span = {"length": end - start} if bpy.app.version >= (5, 0) else {"frame_end": end}
+    return compat.strips(ed).new_effect(name, "COLOR", channel=channel, frame_start=start, **span)
 
 
 WAIT_FOR_CANCEL = {"type": "_wait_for_cancel"}
@@ -121,7 +135,9 @@ class FakeClient:
         bundle_dir = Path(bundle_dir)
         self.submitted = {
             "settings": settings,
-            "files": sorted(p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()),
+            "files": sorted(
+                p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()
+            ),
             "manifest": (bundle_dir / "shot.json").read_text(encoding="utf-8"),
         }
         return {"id": self.job_id, "state": "queued", "frames": self.frames}
@@ -129,7 +145,8 @@ class FakeClient:
     def jobs(self) -> list[dict]:
         self._call("jobs")
         return [
-            {"id": "earlier", "state": "running", "created": 1.0},
+            {"id": "running", "state": "running", "created": 0.5},
+            {"id": "earlier", "state": "queued", "created": 1.0},
             {"id": self.job_id, "state": "queued", "created": 2.0},
         ]
 
@@ -174,8 +191,16 @@ def default_script(frames: list[int]) -> list[dict]:
         for window in (1, 2):
             done += 1
             events.append(
-                {"type": "progress", "stage": "denoising", "done": done, "total": total,
-                 "step": step, "steps": 2, "window": window, "windows": 2}
+                {
+                    "type": "progress",
+                    "stage": "denoising",
+                    "done": done,
+                    "total": total,
+                    "step": step,
+                    "steps": 2,
+                    "window": window,
+                    "windows": 2,
+                }
             )
     for i, frame in enumerate(frames, start=1):
         events.append({"type": "frame", "frame": frame, "index": i - 1})

@@ -67,16 +67,37 @@ def _all_messages(job: NetworkJob, timeout: float = 20.0) -> list[protocol.Messa
 
 
 def test_describe_gives_stage_text_and_fraction() -> None:
-    windowed = {"stage": "denoising", "done": 6, "total": 8, "step": 3, "steps": 4, "window": 2, "windows": 2}
+    windowed = {
+        "stage": "denoising",
+        "done": 6,
+        "total": 8,
+        "step": 3,
+        "steps": 4,
+        "window": 2,
+        "windows": 2,
+    }
     assert protocol.describe(windowed) == ("Denoising window 2/2 step 3/4", 0.75)
     legacy = {"stage": "denoising", "done": 12, "total": 20, "window": 3, "windows": 7}
     text, fraction = protocol.describe(legacy)
     assert text == "Denoising window 3/7 step 12/20"
     assert fraction == pytest.approx((2 + 12 / 20) / 7)
-    assert protocol.describe({"stage": "denoising", "done": 1, "total": 2}) == ("Denoising step 1/2", 0.5)
-    assert protocol.describe({"stage": "controls", "done": 3, "total": 4})[0] == "Preparing controls 3/4"
+    assert protocol.describe({"stage": "denoising", "done": 1, "total": 2}) == (
+        "Denoising step 1/2",
+        0.5,
+    )
+    assert (
+        protocol.describe({"stage": "controls", "done": 3, "total": 4})[0]
+        == "Preparing controls 3/4"
+    )
     assert protocol.describe({"stage": "loading", "done": 0, "total": 1})[0] == "Loading models"
-    assert protocol.describe({"stage": "new_stage", "done": 1, "total": 0}) == ("New stage 1/0", 0.0)
+    assert protocol.describe({"stage": "new_stage", "done": 1, "total": 0}) == (
+        "New stage 1/0",
+        0.0,
+    )
+    queued = {"stage": "queued", "done": 2, "total": 3, "position": 2, "eta_start_s": 40.2}
+    assert protocol.describe(queued) == ("Queued #2 (~40 s to start)", 0.0)
+    windowed["eta_s"] = 300
+    assert protocol.describe(windowed)[0] == "Denoising window 2/2 step 3/4 (~5 min left)"
 
 
 def test_queue_position_counts_jobs_ahead() -> None:
@@ -87,7 +108,9 @@ def test_queue_position_counts_jobs_ahead() -> None:
         {"id": "c", "state": "queued", "created": 3.0},
         {"id": "d", "state": "done", "created": 0.5},
     ]
-    assert protocol.queue_position(jobs, "me") == 3
+    assert protocol.queue_position(jobs, "me") == 2, "1 = next to run"
+    jobs[2]["position"] = 5
+    assert protocol.queue_position(jobs, "me") == 5, "the server's own count wins"
     assert protocol.queue_position(jobs, "missing") is None
     assert protocol.queued_text(2) == "Queued #2"
     assert protocol.queued_text(None) == "Queued"
@@ -128,7 +151,10 @@ def test_worker_fetches_frames_whose_events_were_missed(tmp_path: Path) -> None:
 
 def test_worker_reports_server_failure_in_plain_words(tmp_path: Path) -> None:
     error = {"error": "model 'x' not found", "fix": "put it in the models folder"}
-    script = [{"type": "state", "state": "running"}, {"type": "state", "state": "failed", "error": error}]
+    script = [
+        {"type": "state", "state": "running"},
+        {"type": "state", "state": "failed", "error": error},
+    ]
     run = _run(tmp_path)
     messages = _all_messages(NetworkJob(FakeClient(script=script), run, None).start())
     last = messages[-1]
@@ -215,7 +241,10 @@ def test_preview_event_is_written_for_the_panel(tmp_path: Path) -> None:
     import base64
 
     png = base64.b64encode(png_bytes()).decode()
-    script = [{"type": "preview", "step": 1, "steps": 2, "png_base64": png}, {"type": "state", "state": "done"}]
+    script = [
+        {"type": "preview", "step": 1, "steps": 2, "png_base64": png},
+        {"type": "state", "state": "done"},
+    ]
     run = _run(tmp_path)
     messages = _all_messages(NetworkJob(FakeClient(script=script), run, None).start())
     previews = [m for m in messages if m.kind == protocol.PREVIEW]

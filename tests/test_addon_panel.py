@@ -1,0 +1,151 @@
+"""The sidebar's draw code in every state, against a layout that checks each call.
+
+Background mode has no regions to draw into, so a recording layout stands in: it fails
+on a property the data does not have or an operator that is not registered, which is
+what breaks a panel at draw time in Blender.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import pytest
+from test_addon_helpers import FakeClient, ensure_registered, new_scene, png_bytes
+
+import addon
+from addon import panel, preview, runtime
+from addon.session import ShadeRequest, ShadeSession
+
+
+class Layout:
+    """Enough of bpy.types.UILayout to run the panel's draw code, recording what it shows."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.enabled = True
+        self.scale_y = 1.0
+        self.use_property_split = False
+
+    def _child(self, *_a, **_k) -> Layout:
+        return Layout(self.log)
+
+    column = row = box = _child
+
+    def panel(self, idname: str, default_closed: bool = False):
+        assert "panel" in bpy.types.UILayout.bl_rna.functions  # collapsible sections, 4.1+
+        self.log.append(("panel", idname))
+        return Layout(self.log), Layout(self.log)
+
+    def prop(self, data, name: str, **kw) -> None:
+        assert name in data.bl_rna.properties, f"{data} has no property {name}"
+        self.log.append(("prop", name))
+
+    def operator(self, idname: str, **kw) -> None:
+        module, _, op = idname.partition(".")
+        assert (
+            hasattr(getattr(bpy.ops, module), op) and getattr(getattr(bpy.ops, module), op).idname()
+        )
+        self.log.append(("operator", idname))
+
+    def label(self, text: str = "", icon: str = "NONE") -> None:
+        assert icon in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items
+        self.log.append(("label", text))
+
+    def progress(self, factor: float = 0.0, type: str = "BAR", text: str = "") -> None:
+        assert "progress" in bpy.types.UILayout.bl_rna.functions
+        self.log.append(("progress", round(factor, 3), text))
+
+    def template_icon(self, icon_value: int = 0, scale: float = 1.0) -> None:
+        assert "template_icon" in bpy.types.UILayout.bl_rna.functions
+        self.log.append(("icon", icon_value))
+
+    def separator(self) -> None:
+        pass
+
+
+def _draw(cls, context) -> list:
+    log: list = []
+    cls.draw(SimpleNamespace(layout=Layout(log)), context)
+    return log
+
+
+@pytest.fixture(autouse=True)
+def scene():
+    ensure_registered()
+    yield new_scene(frames=2)
+    runtime.current = None
+
+
+def _ctx(scene):
+    return SimpleNamespace(scene=scene, region=SimpleNamespace(width=280))
+
+
+def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
+    log = _draw(panel.STORYSHADE_PT_main, _ctx(scene))
+    props = {name for kind, name, *_ in log if kind == "prop"}
+    assert {
+        "style",
+        "camera",
+        "resolution",
+        "quality",
+        "prompt",
+        "negative_prompt",
+        "seed",
+    } <= props
+    assert {"use_scene_range", "use_control_weights", "depth_weight", "take_mode"} <= props
+    ops = [name for kind, name, *_ in log if kind == "operator"]
+    assert ops == ["storyshade.server_check", "storyshade.server_start", "storyshade.shade"]
+    labels = [text for kind, text, *_ in log if kind == "label"]
+    assert "Not checked yet" in labels
+    assert any("flat colour" in t or "cel" in t.lower() for t in labels), "style description"
+
+
+def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) -> None:
+    session = ShadeSession(scene, FakeClient(), ShadeRequest(settings={}))
+    runtime.current = session
+    opts = scene.storyshade
+    opts.status, opts.progress = "Denoising window 3/7 step 12/20", 0.4
+    frame = tmp_path / "0001.png"
+    frame.write_bytes(png_bytes())
+    opts.preview_path = str(frame)
+    log = _draw(panel.STORYSHADE_PT_main, _ctx(scene))
+    assert ("progress", 0.4, "Denoising window 3/7 step 12/20") in log
+    assert ("operator", "storyshade.cancel") in log and ("operator", "storyshade.shade") not in log
+    assert preview.loaded()[0] == str(frame), "the latest frame is loaded for the panel"
+    if not bpy.app.background:
+        assert any(kind == "icon" for kind, *_ in log)
+    session.abandon()
+
+
+def test_error_shows_problem_and_fix(scene) -> None:
+    opts = scene.storyshade
+    opts.status, opts.fix, opts.is_error = "cannot reach the StoryShade server", "press Start", True
+    labels = [
+        text for kind, text, *_ in _draw(panel.STORYSHADE_PT_main, _ctx(scene)) if kind == "label"
+    ]
+    assert "cannot reach the StoryShade server" in labels and "Fix: press Start" in labels
+
+
+def test_sequencer_panel_shows_the_active_take(scene, tmp_path: Path) -> None:
+    from addon import take
+
+    folder, name, _ = take.next_take_dir("shot", str(tmp_path / "{shot}" / "{take}"), scene)
+    strip = take.add_take_strip(
+        scene, folder, [1, 2], "shot", name, {"job": "j1", "settings": {"seed": 4}}
+    )
+    scene.sequence_editor.active_strip = strip
+    log = _draw(panel.STORYSHADE_PT_sequencer, _ctx(scene))
+    assert ("label", "Take: shot_take_001") in log and ("label", "Seed: 4") in log
+    assert ("operator", "storyshade.take_use_settings") in log
+
+
+def test_unregister_and_register_again(scene) -> None:
+    addon.unregister()
+    assert not hasattr(bpy.types.Scene, "storyshade")
+    assert not hasattr(bpy.types, "STORYSHADE_PT_main") and not hasattr(
+        bpy.types, "STORYSHADE_OT_shade"
+    )
+    addon.register()
+    assert hasattr(bpy.types.Scene, "storyshade") and hasattr(bpy.types, "STORYSHADE_PT_sequencer")
