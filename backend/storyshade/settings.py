@@ -40,6 +40,9 @@ class Settings(BaseModel):
 
     engine: Literal["animatediff", "preview"] = "animatediff"
     prompt: str = Field(default="", max_length=2000)
+    # Set by style presets; `presets.resolve` folds them into `prompt` (see full_prompt).
+    prompt_prefix: str = Field(default="", max_length=1000)
+    prompt_suffix: str = Field(default="", max_length=1000)
     negative_prompt: str = Field(default="", max_length=2000)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     steps: int = Field(default=20, ge=1, le=150)
@@ -57,6 +60,8 @@ class Settings(BaseModel):
         }
     )
     loras: list[Lora] = Field(default_factory=list)
+    # Motion LoRAs act on the motion adapter (AnimateDiff v2 LoRAs need the v2 adapter).
+    motion_loras: list[Lora] = Field(default_factory=list)
     context_length: int = Field(default=16, ge=2, le=64)
     context_overlap: int = Field(default=4, ge=0, le=32)
     decode_chunk_size: int = Field(default=8, ge=1, le=64)
@@ -66,6 +71,12 @@ class Settings(BaseModel):
     normal_convention: Literal["bae", "midas"] = "bae"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
+
+    @property
+    def full_prompt(self) -> str:
+        """The text the model sees: style prefix, the user's prompt, style suffix."""
+        parts = (self.prompt_prefix, self.prompt, self.prompt_suffix)
+        return ", ".join(p.strip().strip(",").strip() for p in parts if p.strip())
 
     @field_validator("width", "height")
     @classmethod
