@@ -1,8 +1,10 @@
 """Where models live on disk, and what is missing when they are not there.
 
-A models root holds `checkpoints/<name>/` (diffusers SD1.5 folders), `motion/<name>/`
-(MotionAdapter folders), `controlnet/<name>/` and `lora/<name>.safetensors`. Roots come from
-`--models`, then $STORYSHADE_MODELS (os.pathsep-separated). Nothing is ever downloaded.
+Roots come from `--models`, then $STORYSHADE_MODELS (os.pathsep-separated); the add-on's
+preference reaches the server as `--models`. The recommended layout of a root is
+`checkpoints/`, `motion/`, `controlnet/`, `lora/`, but any layout works: models are
+recognised by content (see `discover`), and the Hugging Face cache is searched last.
+Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from pathlib import Path
 
 from storyshade.errors import ModelError
+from storyshade.models.safety import is_pickle, pickle_error, pickle_only_folder
 
 KIND_DIRS = {
     "checkpoint": "checkpoints",
@@ -28,41 +31,77 @@ def model_roots(explicit: list[str | Path] | None = None) -> list[Path]:
 
 
 def _safe_name(name: str, kind: str) -> str:
-    if not name or "/" in name or "\\" in name or name.startswith(".") or ".." in name:
+    """A plain name or an `org/name` repo id; never a path that escapes the roots."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or len(parts) > 2 or any(not p or p.startswith(".") for p in parts) or ".." in name:
         raise ModelError(
             f"'{name}' is not a model name",
-            f"name a folder inside the models root's {KIND_DIRS[kind]}/ folder",
+            f"name a model inside a models root's {KIND_DIRS[kind]}/ folder "
+            "or a Hugging Face repo id (org/name)",
             field=kind,
         )
     return name
 
 
+def _fast_path(roots: list[Path], kind: str, name: str) -> Path | None:
+    """The recommended layout, checked before any scanning."""
+    if "/" in name:
+        return None
+    for root in roots:
+        base = root / KIND_DIRS[kind]
+        for candidate in (base / name, base / f"{name}.safetensors"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
 def find(roots: list[Path], kind: str, name: str) -> Path:
-    """Path of model `name` of `kind` in the first root that has it."""
+    """Path of model `name` of `kind`: first root that has it, then the HF cache."""
+    from storyshade.models.discover import discover, search_roots
+
     _safe_name(name, kind)
-    if not roots:
+    hit = _fast_path(roots, kind, name)
+    if hit is not None:
+        return hit
+    everything = discover(roots)
+    found = [f for f in everything if f.kind == kind and f.matches(name)]
+    usable = [f for f in found if not f.refused]
+    if usable:
+        return usable[0].path
+    other = next((f for f in everything if f.matches(name) and not f.refused), None)
+    if other is not None:
+        what = other.note or other.kind.replace("_", " ")
         raise ModelError(
-            "no models folder is configured",
+            f"'{name}' ({other.path}) is a {what}, not a {kind.replace('_', ' ')}",
+            f"name a {kind.replace('_', ' ')} here (`storyshade models list --kind {kind}`)",
+            field=kind,
+        )
+    refused = next((f for f in everything if f.matches(name) and f.refused), None)
+    if refused is not None:  # e.g. NAME.ckpt: say why it is not used, and how to convert
+        raise pickle_error(refused.path, field=kind)
+    searched = search_roots(roots)
+    if not searched:
+        raise ModelError(
+            f"{kind} '{name}' not found: no models folder is configured",
             "pass --models DIR or set STORYSHADE_MODELS; `storyshade models tiny DIR` writes "
             "a tiny test set",
             field="models",
         )
-    looked = []
-    for root in roots:
-        base = root / KIND_DIRS[kind]
-        for candidate in (base / name, base / f"{name}.safetensors"):
-            looked.append(str(candidate))
-            if candidate.exists():
-                return candidate
+    where = roots[0] / KIND_DIRS[kind] / name if roots else KIND_DIRS[kind] + "/" + name
     raise ModelError(
-        f"{kind} '{name}' not found (looked in {', '.join(looked)})",
-        f"put the model at {roots[0] / KIND_DIRS[kind] / name} or choose another preset",
+        f"{kind} '{name}' not found (searched {', '.join(map(str, searched))})",
+        f"put the model at {where} or choose another preset "
+        "(`storyshade models check PRESET` says where to get it)",
         field=kind,
     )
 
 
 def check_checkpoint(path: Path) -> None:
-    """A diffusers checkpoint folder must have all five parts; list any that are missing."""
+    """A diffusers checkpoint folder must be complete and in safetensors; a file must be one."""
+    if path.is_file():
+        if is_pickle(path) or path.suffix != ".safetensors":
+            raise pickle_error(path, field="checkpoint")
+        return
     missing = [p for p in CHECKPOINT_PARTS if not (path / p).is_dir()]
     if missing:
         raise ModelError(
@@ -72,9 +111,26 @@ def check_checkpoint(path: Path) -> None:
         )
     for part in ("unet", "vae", "text_encoder"):
         if not list((path / part).glob("*.safetensors")):
+            if pickle_only_folder(path / part):
+                raise pickle_error(path / part, field="checkpoint")
             raise ModelError(
                 f"{path / part} has no .safetensors weights",
-                "only safetensors are loaded; convert .bin/.ckpt files with diffusers' "
-                "save_pretrained(safe_serialization=True)",
+                "copy the complete diffusers folder including its .safetensors files",
                 field="checkpoint",
             )
+
+
+def check_folder_weights(path: Path, kind: str) -> None:
+    """ControlNet/motion adapter folders: safetensors present, pickle refused."""
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise pickle_error(path, field=kind)
+        return
+    if not list(path.glob("*.safetensors")):
+        if pickle_only_folder(path):
+            raise pickle_error(path, field=kind)
+        raise ModelError(
+            f"{path} has no .safetensors weights",
+            "copy the complete model folder including its .safetensors file",
+            field=kind,
+        )

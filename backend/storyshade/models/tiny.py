@@ -1,14 +1,18 @@
-"""Write a tiny random-weight model set in diffusers format.
+"""Write tiny random-weight models in every layout StoryShade reads.
 
 The set has the same layout and architecture family as a real SD1.5 + AnimateDiff +
 ControlNet install, only with a handful of channels, so tests and the offline demo load it
-through exactly the code that loads real models (`storyshade.models.loader`).
+through exactly the code that loads real models (`storyshade.models.loader`). Builders take
+the shape parameters that real families differ in (cross-attention width, UNet levels,
+motion adapter version), so tests can also make deliberately mismatched models.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 TINY_NAMES = {
     "checkpoint": "tiny-sd15",
@@ -19,8 +23,12 @@ TINY_NAMES = {
 
 _BLOCKS = (32, 64)
 _CROSS = 32
-_DOWN = ("CrossAttnDownBlock2D", "DownBlock2D")
-_UP = ("UpBlock2D", "CrossAttnUpBlock2D")
+
+
+def _block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
+    return down, up
 
 
 def _byte_chars() -> list[str]:
@@ -47,37 +55,81 @@ def _tokenizer(dest: Path) -> None:
     tok.save_pretrained(dest)
 
 
-def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Write checkpoint, motion adapter and depth/normal ControlNets under `root`.
+def tiny_unet(cross: int = _CROSS, blocks: tuple[int, ...] = _BLOCKS) -> Any:
+    from diffusers import UNet2DConditionModel
 
-    Layout (the same one real models use, see README "Models"):
-    `checkpoints/tiny-sd15/`, `motion/tiny-motion-v3/`, `controlnet/tiny-controlnet-*/`.
-    """
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        ControlNetModel,
-        DDIMScheduler,
-        MotionAdapter,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    root = Path(root)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=_BLOCKS,
+    down, up = _block_types(len(blocks))
+    return UNet2DConditionModel(
+        block_out_channels=blocks,
         layers_per_block=1,
         sample_size=32,
         in_channels=4,
         out_channels=4,
-        down_block_types=_DOWN,
-        up_block_types=_UP,
-        cross_attention_dim=_CROSS,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=cross,
         attention_head_dim=8,
         norm_num_groups=32,
     )
+
+
+def tiny_controlnet(cross: int = _CROSS, blocks: tuple[int, ...] = _BLOCKS) -> Any:
+    from diffusers import ControlNetModel
+
+    return ControlNetModel(
+        block_out_channels=blocks,
+        layers_per_block=1,
+        in_channels=4,
+        down_block_types=_block_types(len(blocks))[0],
+        cross_attention_dim=cross,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        conditioning_embedding_out_channels=(8, 16),
+    )
+
+
+def tiny_adapter(version: str = "v3", blocks: tuple[int, ...] = _BLOCKS) -> Any:
+    """v1: 24-frame positions, no mid block; v2: mid block; v3: no mid block."""
+    from diffusers import MotionAdapter
+
+    return MotionAdapter(
+        block_out_channels=blocks,
+        motion_layers_per_block=1,
+        motion_num_attention_heads=2,
+        motion_norm_num_groups=32,
+        motion_max_seq_length=24 if version == "v1" else 32,
+        use_motion_mid_block=version == "v2",
+    )
+
+
+def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write checkpoint, motion adapter and depth/normal ControlNets under `root`.
+
+    Layout (the same one real models use, see docs/models.md):
+    `checkpoints/tiny-sd15/`, `motion/tiny-motion-v3/`, `controlnet/tiny-controlnet-*/`.
+    """
+    import torch
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    paths = {"checkpoint": root / "checkpoints" / TINY_NAMES["checkpoint"]}
+    write_tiny_checkpoint(paths["checkpoint"])
+    paths["motion_adapter"] = root / "motion" / TINY_NAMES["motion_adapter"]
+    tiny_adapter("v3").save_pretrained(paths["motion_adapter"], safe_serialization=True)
+    for role in ("depth", "normal"):
+        paths[role] = root / "controlnet" / TINY_NAMES[role]
+        tiny_controlnet().save_pretrained(paths[role], safe_serialization=True)
+    return paths
+
+
+def write_tiny_checkpoint(
+    dest: Path, cross: int = _CROSS, blocks: tuple[int, ...] = _BLOCKS
+) -> Path:
+    """A complete diffusers SD1.5-layout pipeline folder with random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    unet = tiny_unet(cross, blocks)  # built first: keeps the seeded weights of earlier sets
     vae = AutoencoderKL(
         block_out_channels=_BLOCKS,
         in_channels=3,
@@ -93,18 +145,16 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
             bos_token_id=512,
             eos_token_id=513,
             pad_token_id=513,
-            hidden_size=_CROSS,
+            hidden_size=cross,
             intermediate_size=64,
             num_attention_heads=4,
             num_hidden_layers=2,
             vocab_size=514,
             max_position_embeddings=77,
-            projection_dim=_CROSS,
+            projection_dim=cross,
         )
     )
-    tok_dir = root / "checkpoints" / TINY_NAMES["checkpoint"] / "tokenizer"
-    _tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    _tokenizer(dest / "tokenizer")
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -116,38 +166,152 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     sd = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=CLIPTokenizer.from_pretrained(dest / "tokenizer"),
         unet=unet,
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    paths = {"checkpoint": root / "checkpoints" / TINY_NAMES["checkpoint"]}
-    sd.save_pretrained(paths["checkpoint"], safe_serialization=True)
+    sd.save_pretrained(dest, safe_serialization=True)
+    return dest
 
-    adapter = MotionAdapter(
-        block_out_channels=_BLOCKS,
-        motion_layers_per_block=1,
-        motion_num_attention_heads=2,
-        motion_norm_num_groups=32,
-        motion_max_seq_length=32,
-        use_motion_mid_block=False,
-    )
-    paths["motion_adapter"] = root / "motion" / TINY_NAMES["motion_adapter"]
-    adapter.save_pretrained(paths["motion_adapter"], safe_serialization=True)
 
-    for role in ("depth", "normal"):
-        cn = ControlNetModel(
-            block_out_channels=_BLOCKS,
-            layers_per_block=1,
-            in_channels=4,
-            down_block_types=_DOWN,
-            cross_attention_dim=_CROSS,
-            attention_head_dim=8,
-            norm_num_groups=32,
-            conditioning_embedding_out_channels=(8, 16),
+def _config_only(src: Path, dest: Path) -> None:
+    """Copy a diffusers folder without its weights: a sidecar config for single files."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+
+
+def _save(state: dict[str, Any], path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def _load(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def write_checkpoint_file(folder: Path, dest: Path) -> Path:
+    """A diffusers checkpoint folder as one original-layout (LDM) .safetensors file,
+    with a `<stem>.config/` sidecar holding its configs and tokenizer."""
+    from storyshade.models.arch import read_config
+    from storyshade.models.ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    unet_cfg = read_config(folder / "unet" / "config.json")
+    vae_cfg = read_config(folder / "vae" / "config.json")
+    state = {
+        **unet_to_ldm(
+            _load(folder / "unet" / "diffusion_pytorch_model.safetensors"),
+            unet_cfg["layers_per_block"],
+        ),
+        **vae_to_ldm(
+            _load(folder / "vae" / "diffusion_pytorch_model.safetensors"),
+            len(vae_cfg["block_out_channels"]),
+        ),
+        **clip_to_ldm(_load(folder / "text_encoder" / "model.safetensors")),
+    }
+    _save(state, dest)
+    _config_only(folder, dest.with_suffix(".config"))
+    return dest
+
+
+def write_controlnet_file(folder: Path, dest: Path) -> Path:
+    from storyshade.models.arch import read_config
+    from storyshade.models.ldm import unet_to_ldm
+
+    cfg = read_config(folder / "config.json")
+    state = _load(folder / "diffusion_pytorch_model.safetensors")
+    _save(unet_to_ldm(state, cfg["layers_per_block"], prefix="control_model."), dest)
+    _config_only(folder, dest.with_suffix(".config"))
+    return dest
+
+
+def write_motion_file(adapter: Any, dest: Path, original: bool = True) -> Path:
+    """A motion module as one file: the original AnimateDiff layout (with positional
+    tables, which carry the v1/v2 frame limit), or diffusers layout like Lightning."""
+    import re
+
+    import torch
+
+    state = adapter.state_dict()
+    if not original:
+        return _save(state, dest)
+    out = {}
+    seq = adapter.config.motion_max_seq_length
+    for key, value in state.items():
+        key = re.sub(r"(motion_modules\.\d+)\.", r"\1.temporal_transformer.", key)
+        for new, old in (
+            (".norm1", ".norms.0"),
+            (".norm2", ".norms.1"),
+            (".norm3", ".ff_norm"),
+            (".attn1", ".attention_blocks.0"),
+            (".attn2", ".attention_blocks.1"),
+        ):
+            key = key.replace(new, old)
+        out[key] = value
+        if key.endswith("attention_blocks.0.to_q.weight"):
+            for block in (0, 1):
+                base = key.replace("attention_blocks.0.to_q.weight", f"attention_blocks.{block}")
+                out[f"{base}.pos_encoder.pe"] = torch.zeros(1, seq, value.shape[1])
+    return _save(out, dest)
+
+
+def write_lora(model: Any, dest: Path, motion: bool = False, rank: int = 4, seed: int = 0) -> Path:
+    """A random LoRA (diffusers/peft key layout) for the attention layers of `model`.
+
+    `model` is a UNet (style LoRA: spatial attention) or a MotionAdapter (motion LoRA:
+    temporal attention). Both halves are random, so the LoRA visibly changes outputs.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        if not name.endswith(("to_q", "to_k", "to_v", "to_out.0")):
+            continue
+        if ("motion_modules" in name) != motion:
+            continue
+        state[f"unet.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=gen)
+        state[f"unet.{name}.lora_B.weight"] = (
+            torch.randn(module.out_features, rank, generator=gen) * 0.5
         )
-        paths[role] = root / "controlnet" / TINY_NAMES[role]
-        cn.save_pretrained(paths[role], safe_serialization=True)
-    return paths
+    return _save(state, dest)
+
+
+def write_tiny_single_files(root: str | Path) -> dict[str, Path]:
+    """Single-file versions of a tiny set already written by `write_tiny_models(root)`."""
+    root = Path(root)
+    return {
+        "checkpoint": write_checkpoint_file(
+            root / "checkpoints" / TINY_NAMES["checkpoint"],
+            root / "checkpoints" / "tiny-sd15-file.safetensors",
+        ),
+        "motion_adapter": write_motion_file(
+            tiny_adapter("v2"), root / "motion" / "tiny-motion-v2-file.safetensors"
+        ),
+        "depth": write_controlnet_file(
+            root / "controlnet" / TINY_NAMES["depth"],
+            root / "controlnet" / "tiny-controlnet-depth-file.safetensors",
+        ),
+    }
+
+
+def mirror_as_hf_cache(folder: Path, cache: Path, repo_id: str, revision: str = "0" * 40) -> Path:
+    """Copy a model folder into Hugging Face hub cache layout; returns the snapshot folder."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / revision
+    if folder.is_dir():
+        shutil.copytree(folder, snap, dirs_exist_ok=True)
+    else:
+        snap.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder, snap / folder.name)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    return snap
