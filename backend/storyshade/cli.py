@@ -52,16 +52,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models_tiny(args: argparse.Namespace) -> int:
-    from storyshade.models.tiny import write_tiny_models
-
-    paths = write_tiny_models(args.dir)
-    for role, path in paths.items():
-        print(f"{role:15s} {path}")
-    print(f"tiny random-weight models written; use --models {args.dir} --preset tiny")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storyshade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,13 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt")
     p.set_defaults(func=cmd_render)
 
-    models = sub.add_parser("models", help="model set-up and checks").add_subparsers(
-        dest="models_command", required=True
-    )
-    p = models.add_parser("tiny", help="write tiny random-weight test models into DIR")
-    p.add_argument("dir")
-    p.set_defaults(func=cmd_models_tiny)
-
     for register in _extensions():
         register(sub)
     return parser
@@ -91,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Sub-commands that live beside the code they drive."""
     from storyshade.controls.cli import add_commands as controls_commands
+    from storyshade.models.cli import add_commands as models_commands
+    from storyshade.presets import add_commands as presets_commands
     from storyshade.server.cli import add_commands as server_commands
 
-    return [server_commands, controls_commands]
+    return [server_commands, controls_commands, models_commands, presets_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,20 @@
 """Presets are data: TOML files in presets/<layer>/<name>.toml, layered into Settings.
 
 Layers apply in a fixed order (style, camera, resolution, quality), then the user's
-overrides. Naming a preset replaces that layer's default. A user preset folder
-($STORYSHADE_PRESETS) is searched before the shipped one, so it overrides by name.
+overrides. Naming a preset replaces that layer's default. User preset folders
+($STORYSHADE_PRESETS, os.pathsep-separated) are searched before the shipped one, so a user
+file overrides a shipped preset of the same name. Every file has one schema: a
+`description` string and a `[settings]` table of Settings fields that its layer may set
+(see LAYER_FIELDS and docs/presets.md). Errors name the file and the field.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,20 @@ DEFAULTS = {
     "resolution": "512x512",
     "quality": "standard",
 }
+PROMPT_FIELDS = {"prompt_prefix", "prompt_suffix", "negative_prompt"}
+LAYER_FIELDS: dict[str, set[str]] = {
+    "style": PROMPT_FIELDS | {"checkpoint", "loras", "controls"},
+    "camera": {"motion_adapter", "motion_loras", "motion_scale"},
+    "resolution": {"width", "height"},
+    # Quality trades time for fidelity: steps and sampler, but also a different model set
+    # (a few-step motion model for drafts, the tiny test set) and engine tuning.
+    "quality": set(Settings.model_fields) - PROMPT_FIELDS - {"prompt", "seed"},
+}
+MAX_MOTION_LORAS = 2
+
+
+class PresetWarning(UserWarning):
+    """A preset combination that works but is probably not what was meant."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,10 @@ class Preset:
     description: str
     settings: dict[str, Any]
     path: Path
+
+    @property
+    def shipped(self) -> bool:
+        return self.path.parent.parent == shipped_dir()
 
 
 def shipped_dir() -> Path:
@@ -48,43 +72,95 @@ def shipped_dir() -> Path:
 
 def search_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("STORYSHADE_PRESETS", "").split(os.pathsep) if p]
-    return [*dirs, shipped_dir()]
+    return [*(d.expanduser() for d in dirs), shipped_dir()]
+
+
+def _error(path: Path, problem: str, field: str, fix: str) -> StoryShadeError:
+    return StoryShadeError(f"{path}: {problem}", fix, field=field)
 
 
 def load_preset(path: Path) -> Preset:
-    """Parse one preset file; errors name the file and the field."""
+    """Parse and validate one preset file; errors name the file and the field."""
     layer = path.parent.name
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise StoryShadeError(f"{path} is not valid TOML ({exc})", field="preset") from None
+        raise _error(path, f"not valid TOML ({exc})", "preset", "fix the TOML syntax") from None
     unknown = set(data) - {"description", "settings"}
     if unknown:
-        raise StoryShadeError(
-            f"{path}: unknown top-level keys {sorted(unknown)}",
+        raise _error(
+            path,
+            f"unknown top-level keys {sorted(unknown)}",
+            "preset",
             "a preset has only 'description' and a [settings] table",
-            field="preset",
         )
-    settings = data.get("settings", {})
+    description = data.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise _error(path, "missing 'description'", "description", 'add description = "..."')
+    settings = data.get("settings")
+    if not isinstance(settings, dict):
+        raise _error(path, "missing [settings] table", "settings", "add a [settings] table")
+    _check_layer_fields(path, layer, settings)
     try:
         Settings.model_validate(settings)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise StoryShadeError(
-            f"{path}: {err['msg']}", "fix that field in the preset file", field=f"settings.{where}"
+        raise _error(
+            path, err["msg"], f"settings.{where}", "fix that field in the preset file"
         ) from None
-    return Preset(path.stem, layer, str(data.get("description", "")), settings, path)
+    return Preset(path.stem, layer, description.strip(), settings, path)
 
 
-def all_presets() -> dict[str, Preset]:
-    """Every preset by name; earlier search folders win (user over shipped)."""
+def _check_layer_fields(path: Path, layer: str, settings: dict[str, Any]) -> None:
+    allowed = LAYER_FIELDS[layer]
+    for key in settings:
+        if key in allowed:
+            continue
+        if key not in Settings.model_fields:
+            fix = f"a {layer} preset may set: {', '.join(sorted(allowed))}"
+            raise _error(path, f"unknown setting '{key}'", f"settings.{key}", fix)
+        if key == "prompt":
+            fix = "a style sets prompt_prefix/prompt_suffix; the user's text goes in between"
+        else:
+            owner = next((k for k in LAYERS if key in LAYER_FIELDS[k]), "the user")
+            fix = f"move it to a {owner} preset"
+        raise _error(path, f"a {layer} preset cannot set '{key}'", f"settings.{key}", fix)
+
+
+def scan() -> tuple[dict[str, Preset], dict[str, StoryShadeError]]:
+    """Every preset by name, and every broken file by name; user folders win."""
     found: dict[str, Preset] = {}
+    broken: dict[str, StoryShadeError] = {}
     for root in search_dirs():
         for layer in LAYERS:
             for path in sorted((root / layer).glob("*.toml")):
-                found.setdefault(path.stem, load_preset(path))
+                if path.stem in found or path.stem in broken:
+                    continue
+                try:
+                    found[path.stem] = load_preset(path)
+                except StoryShadeError as exc:
+                    broken[path.stem] = exc
+    return found, broken
+
+
+def all_presets() -> dict[str, Preset]:
+    """Every valid preset by name (earlier search folders win); broken files raise."""
+    found, broken = scan()
+    if broken:
+        raise next(iter(broken.values()))
     return found
+
+
+def _merge_loras(base: list[Any], top: list[Any]) -> list[Any]:
+    """LoRA lists merge by name: a later layer changes a weight or adds a LoRA; an empty
+    list clears them."""
+    if not top:
+        return []
+    out = {item["name"]: dict(item) for item in base}
+    for item in top:
+        out[item["name"]] = {**out.get(item["name"], {}), **item}
+    return list(out.values())
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +168,8 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
+        elif key in ("loras", "motion_loras") and isinstance(out.get(key), list):
+            out[key] = _merge_loras(out[key], value)
         else:
             out[key] = value
     return out
@@ -104,13 +182,13 @@ def parse_names(spec: str | list[str] | None) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-def resolve(
-    spec: str | list[str] | None = None, overrides: dict[str, Any] | None = None
-) -> Settings:
-    """Merge layer defaults, the named presets and overrides into validated Settings."""
-    presets = all_presets()
-    chosen = dict(DEFAULTS)
+def choose(spec: str | list[str] | None = None) -> dict[str, Preset]:
+    """The preset used for each layer: the defaults, replaced by the named ones."""
+    presets, broken = scan()
+    chosen_names = dict(DEFAULTS)
     for name in parse_names(spec):
+        if name in broken:
+            raise broken[name]
         preset = presets.get(name)
         if preset is None:
             raise StoryShadeError(
@@ -118,10 +196,103 @@ def resolve(
                 f"use one of: {', '.join(sorted(presets))} (`storyshade presets list`)",
                 field="preset",
             )
-        chosen[preset.layer] = name
+        chosen_names[preset.layer] = name
+    chosen = {}
+    for layer, name in chosen_names.items():
+        if name in broken:
+            raise broken[name]
+        if name in presets:
+            chosen[layer] = presets[name]
+    return chosen
+
+
+def merged_dict(
+    spec: str | list[str] | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    chosen = choose(spec)
     merged: dict[str, Any] = {}
     for layer in LAYERS:
-        if chosen[layer] in presets:
-            merged = _merge(merged, presets[chosen[layer]].settings)
-    merged = _merge(merged, overrides or {})
-    return validate_settings(merged)
+        if layer in chosen:
+            merged = _merge(merged, chosen[layer].settings)
+    return _merge(merged, overrides or {})
+
+
+def notes(settings: Settings) -> list[str]:
+    """Combinations that work but are probably unintended."""
+    out = []
+    if len(settings.motion_loras) > MAX_MOTION_LORAS:
+        names = ", ".join(lo.name for lo in settings.motion_loras)
+        out.append(
+            f"{len(settings.motion_loras)} motion LoRAs ({names}): more than "
+            f"{MAX_MOTION_LORAS} usually fight each other and smear motion"
+        )
+    return out
+
+
+def resolve(
+    spec: str | list[str] | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Merge layer defaults, the named presets and overrides into validated Settings.
+
+    The style's prompt prefix/suffix are folded into `prompt` here, so `prompt` is exactly
+    what the model sees (and `full_prompt` equals it).
+    """
+    merged = merged_dict(spec, overrides)
+    settings = validate_settings(merged)
+    for note in notes(settings):
+        warnings.warn(note, PresetWarning, stacklevel=2)
+    if settings.prompt_prefix or settings.prompt_suffix:
+        settings = settings.model_copy(
+            update={"prompt": settings.full_prompt, "prompt_prefix": "", "prompt_suffix": ""}
+        )
+    return settings
+
+
+# --- `storyshade presets list|show` ---------------------------------------------------
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    presets, broken = scan()
+    for layer in LAYERS:
+        if args.layer and layer != args.layer:
+            continue
+        print(f"{layer}:")
+        for p in sorted((p for p in presets.values() if p.layer == layer), key=lambda p: p.name):
+            mark = "*" if DEFAULTS[layer] == p.name else " "
+            where = "" if p.shipped else f"  [{p.path}]"
+            print(f" {mark} {p.name:18s} {p.description}{where}")
+    for name, exc in sorted(broken.items()):
+        print(f"BROKEN {name}: {exc.message}")
+    print("(* = default for its layer)")
+    return 2 if broken else 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    chosen = choose(args.names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PresetWarning)
+        settings = resolve(args.names)
+    data = settings.model_dump(mode="json")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for layer in LAYERS:
+        p = chosen.get(layer)
+        print(f"# {layer:10s} {p.name if p else '-':18s} {p.path if p else ''}")
+    for w in caught:
+        print(f"# warning: {w.message}")
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    presets = sub.add_parser("presets", help="list and inspect presets").add_subparsers(
+        dest="presets_command", required=True
+    )
+    p = presets.add_parser("list", help="every preset by layer (user folders first)")
+    p.add_argument("--layer", choices=LAYERS)
+    p.set_defaults(func=_cmd_list)
+    p = presets.add_parser("show", help="the fully merged settings for NAME[,NAME...]")
+    p.add_argument("names", help="preset name(s), comma-separated; other layers use defaults")
+    p.add_argument("--json", action="store_true", help="only the merged settings, as JSON")
+    p.set_defaults(func=_cmd_show)

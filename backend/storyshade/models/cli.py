@@ -1,0 +1,100 @@
+"""`storyshade models list|check|tiny`: what is on disk, and what a preset still needs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from storyshade.errors import StoryShadeError
+
+
+def _add_models_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        action="append",
+        metavar="DIR",
+        help="models root (repeatable); also $STORYSHADE_MODELS",
+    )
+
+
+def _detail(found) -> str:
+    from storyshade.models.arch import adapter_arch, checkpoint_arch, controlnet_arch, lora_arch
+
+    if found.refused:
+        return f"REFUSED ({found.refused}): convert to .safetensors (docs/models.md)"
+    try:
+        if found.kind == "checkpoint":
+            return checkpoint_arch(found.path).describe()
+        if found.kind == "controlnet":
+            return controlnet_arch(found.path).describe()
+        if found.kind == "motion_adapter":
+            return adapter_arch(found.path).describe()
+        if found.kind == "lora":
+            return lora_arch(found.path).describe()
+    except StoryShadeError as exc:
+        return f"unreadable: {exc.problem}"
+    return found.note
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from storyshade.models.discover import discover, search_roots
+    from storyshade.models.locate import model_roots
+
+    roots = model_roots(args.models)
+    searched = search_roots(roots)
+    print("searched: " + (", ".join(map(str, searched)) or "nothing (no --models, no cache)"))
+    items = [f for f in discover(roots) if args.all or f.kind not in ("unknown",) or f.refused]
+    if args.kind:
+        items = [f for f in items if f.kind == args.kind]
+    for f in items:
+        name = f.repo_id if f.repo_id and f.layout == "hf-cache" else f.name
+        print(f"{f.kind:15s} {name:45s} {f.layout:11s} {_detail(f)}")
+        print(f"{'':15s} {f.path}")
+    if not items:
+        print("no models found; `storyshade models tiny DIR` writes a tiny test set")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from storyshade.models.check import check_preset
+    from storyshade.models.locate import model_roots
+    from storyshade.presets import resolve
+
+    settings = resolve(args.preset)
+    report = check_preset(model_roots(args.models), settings)
+    print(report.text())
+    return 0 if report.ok else 2
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from storyshade.models.tiny import write_tiny_models, write_tiny_single_files
+
+    paths = write_tiny_models(args.dir)
+    if args.single_file:
+        singles = write_tiny_single_files(args.dir)
+        paths.update({f"{k} (file)": v for k, v in singles.items()})
+    for role, path in paths.items():
+        print(f"{role:22s} {path}")
+    print(f"tiny random-weight models written; use --models {Path(args.dir)} --preset tiny")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="find and check models").add_subparsers(
+        dest="models_command", required=True
+    )
+    p = models.add_parser("list", help="every model found under the roots and the HF cache")
+    _add_models_flag(p)
+    p.add_argument("--kind", choices=("checkpoint", "motion_adapter", "controlnet", "lora"))
+    p.add_argument("--all", action="store_true", help="also list unrecognised files")
+    p.set_defaults(func=cmd_list)
+    p = models.add_parser(
+        "check", help="what PRESET needs, what is present, missing, or mismatched"
+    )
+    p.add_argument("preset", nargs="?", help="comma-separated preset names (default: the defaults)")
+    _add_models_flag(p)
+    p.set_defaults(func=cmd_check)
+    p = models.add_parser("tiny", help="write tiny random-weight test models into DIR")
+    p.add_argument("dir")
+    p.add_argument("--single-file", action="store_true", help="also write single-file versions")
+    p.set_defaults(func=cmd_tiny)
