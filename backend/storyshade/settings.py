@@ -38,7 +38,7 @@ class Lora(BaseModel):
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["animatediff", "preview"] = "animatediff"
+    engine: Literal["animatediff", "animatediff-stock", "preview"] = "animatediff"
     prompt: str = Field(default="", max_length=2000)
     # Set by style presets; `presets.resolve` folds them into `prompt` (see full_prompt).
     prompt_prefix: str = Field(default="", max_length=1000)
@@ -65,6 +65,14 @@ class Settings(BaseModel):
     context_length: int = Field(default=16, ge=2, le=64)
     context_overlap: int = Field(default=4, ge=0, le=32)
     decode_chunk_size: int = Field(default=8, ge=1, le=64)
+    # Windowed engine (docs/engine.md): how windows move, fuse and slice.
+    context_schedule: Literal["static", "shifting"] = "static"
+    context_fuse: Literal["pyramid", "flat"] = "pyramid"
+    free_noise: bool = False
+    forward_chunk: int = Field(default=0, ge=0, le=1_048_576)
+    attention_slicing: bool = False
+    channels_last: bool = True
+    preview_every: int = Field(default=5, ge=0, le=150)
     depth_range: Literal["robust", "clip", "fixed"] = "robust"
     depth_near: float | None = Field(default=None, gt=0)
     depth_far: float | None = Field(default=None, gt=0)

@@ -11,6 +11,10 @@ from storyshade.models.loader import ModelCache
 
 def get_engine(name: str, roots: list[Path], cache: ModelCache) -> Engine:
     if name == "animatediff":
+        from storyshade.engine.windowed import WindowedAnimateDiffEngine
+
+        return WindowedAnimateDiffEngine(roots, cache)
+    if name == "animatediff-stock":  # the diffusers pipeline as shipped: the reference
         from storyshade.engine.animatediff import StockAnimateDiffEngine
 
         return StockAnimateDiffEngine(roots, cache)
@@ -19,5 +23,7 @@ def get_engine(name: str, roots: list[Path], cache: ModelCache) -> Engine:
 
         return PreviewEngine()
     raise StoryShadeError(
-        f"unknown engine '{name}'", "use 'animatediff' or 'preview'", field="settings.engine"
+        f"unknown engine '{name}'",
+        "use 'animatediff', 'animatediff-stock' or 'preview'",
+        field="settings.engine",
     )

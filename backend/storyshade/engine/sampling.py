@@ -1,0 +1,289 @@
+"""The windowed denoising loop, built from diffusers' parts (no pipeline __call__).
+
+At each step the frame axis is cut into context windows; the UNet and every ControlNet run
+on one window at a time with that window's control frames (CFG batched inside the window),
+and the overlapping noise predictions are fused before one scheduler step over the whole
+shot. Only a window's activations are ever alive, so memory is set by the window length.
+With a single window covering the shot this is, operation for operation, the stock
+AnimateDiffControlNetPipeline loop, which is what the exactness test checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from storyshade.engine.chunking import Plan, chunked
+from storyshade.engine.latent_preview import preview_strip
+from storyshade.engine.oom import Fallback, free_cached_memory, ladder
+from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
+from storyshade.progress import Reporter
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int
+    guidance_scale: float
+    context_length: int = 16
+    context_overlap: int = 4
+    schedule: Schedule = "static"
+    fuse: Fuse = "pyramid"
+    seed: int = 0
+    preview_every: int = 0
+
+
+class Placement:
+    """Which model sits on the accelerator; with offload, only the one that is running."""
+
+    def __init__(self, device: torch.device, models: list[nn.Module]) -> None:
+        self.device = device
+        self.models = models
+        self.offloaded = False
+
+    def use(self, model: nn.Module, offload: bool) -> None:
+        if not offload:
+            return
+        for other in self.models:
+            if other is not model:
+                other.to("cpu")
+        model.to(self.device)
+        self.offloaded = True
+
+    def restore(self) -> None:
+        """Put every model back on the device: the cached pipeline is shared with other jobs."""
+        if self.offloaded:
+            for model in self.models:
+                model.to(self.device)
+            self.offloaded = False
+
+
+def control_window(frames: Sequence[np.ndarray], window: range) -> torch.Tensor:
+    """(n, 3, H, W) float32 in [0, 1]: the values diffusers' control_video_processor makes."""
+    batch = np.stack([frames[i] for i in window]).astype(np.float32) / 255.0
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+
+class WindowedSampler:
+    """One job's denoising and decoding over parts taken from a loaded diffusers pipeline."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        config: SamplerConfig,
+        reporter: Reporter,
+        base_plan: Plan | None = None,
+    ) -> None:
+        self.unet = pipe.unet
+        self.controlnet = pipe.controlnet
+        self.vae = pipe.vae
+        self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        self.device = self.unet.device
+        self.dtype = self.unet.dtype
+        self.config = config
+        self.reporter = reporter
+        self.multi = not hasattr(self.controlnet, "controlnet_cond_embedding")
+        self.placement = Placement(self.device, [self.unet, self.controlnet, self.vae])
+        self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
+
+    @property
+    def cfg(self) -> bool:
+        return self.config.guidance_scale > 1
+
+    def _on_fallback(self, old: Plan, new: Plan, where: str) -> None:
+        self.reporter.note(
+            f"out of memory at {where} with '{old.name}'; retrying with '{new.name}'",
+            event="oom_fallback",
+            plan=new.name,
+            where=where,
+        )
+
+    # -- one window ------------------------------------------------------------------------
+    def _forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        images: list[torch.Tensor],
+        scales: list[float],
+        plan: Plan,
+    ) -> torch.Tensor:
+        """UNet + ControlNets on (b, C, n, h, w) latents; b is 2 with batched CFG."""
+        b, channels, n = x.shape[:3]
+        embeds = text.repeat_interleave(n, dim=0)
+        control_input = x.transpose(1, 2).reshape(b * n, channels, *x.shape[3:])
+        cond = [torch.cat([img] * b) for img in images]
+        self.placement.use(self.controlnet, plan.offload)
+        down, mid = self.controlnet(
+            control_input,
+            t,
+            encoder_hidden_states=embeds,
+            controlnet_cond=cond if self.multi else cond[0],
+            conditioning_scale=scales if self.multi else scales[0],
+            guess_mode=False,
+            return_dict=False,
+        )
+        self.placement.use(self.unet, plan.offload)
+        return self.unet(
+            x,
+            t,
+            encoder_hidden_states=embeds,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample
+
+    def predict(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        controls: list[Sequence[np.ndarray]],
+        scales: list[float],
+        window: range,
+        plan: Plan,
+    ) -> torch.Tensor:
+        """Guided noise prediction (float32) for the frames of `window`."""
+        x = latents[:, :, window.start : window.stop]
+        x = torch.cat([x] * 2) if self.cfg else x
+        x = self.scheduler.scale_model_input(x, t).to(self.dtype)
+        cn_dtype = self.controlnet.dtype
+        images = [control_window(f, window).to(self.device, cn_dtype) for f in controls]
+        parts = (
+            [(x, text)]
+            if not (plan.cfg_split and self.cfg)
+            else [(x[:1], text[:1]), (x[1:], text[1:])]
+        )
+        with chunked([self.unet, self.controlnet], plan):
+            outs = [self._forward(xp, t, tp, images, scales, plan) for xp, tp in parts]
+        pred = (torch.cat(outs) if len(outs) > 1 else outs[0]).float()
+        if self.cfg:
+            uncond, cond = pred.chunk(2)
+            pred = uncond + self.config.guidance_scale * (cond - uncond)
+        return pred
+
+    # -- the loop --------------------------------------------------------------------------
+    def _step_kwargs(self, generator: torch.Generator) -> dict[str, Any]:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in params:
+            kwargs["eta"] = 0.0
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    def denoise(
+        self,
+        noise: torch.Tensor,
+        text: torch.Tensor,
+        controls: list[Sequence[np.ndarray]],
+        scales: list[float],
+    ) -> torch.Tensor:
+        """(1, C, F, h, w) unit noise → denoised latents (float32, on the device).
+
+        `text` holds [negative, positive] embeddings (one row each) with CFG, else [positive].
+        """
+        cfg = self.config
+        num_frames = noise.shape[2]
+        self.scheduler.set_timesteps(cfg.steps, device=self.device)
+        timesteps = self.scheduler.timesteps
+        latents = noise.to(self.device) * self.scheduler.init_noise_sigma
+        text = text.to(self.device, self.dtype)
+        generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        step_kwargs = self._step_kwargs(generator)
+        schedule = [
+            context_windows(num_frames, cfg.context_length, cfg.context_overlap, cfg.schedule, i)
+            for i in range(len(timesteps))
+        ]
+        total, done = sum(len(w) for w in schedule), 0
+        try:
+            for i, t in enumerate(timesteps):
+                windows = schedule[i]
+                shares = fusion_weights(windows, num_frames, cfg.fuse)
+                fused = torch.zeros_like(latents)
+                for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
+                    where = f"step {i + 1} window {w + 1}"
+
+                    def work(
+                        plan: Plan,
+                        window: range = window,
+                        x: torch.Tensor = latents,
+                        t: torch.Tensor = t,
+                    ) -> torch.Tensor:
+                        return self.predict(x, t, text, controls, scales, window, plan)
+
+                    pred = self.fallback.run(work, where)
+                    share = share.to(self.device).view(1, 1, -1, 1, 1)
+                    fused[:, :, window.start : window.stop] += pred * share
+                    del pred
+                    done += 1
+                    self.reporter.stage(
+                        "denoising",
+                        done,
+                        total,
+                        step=i + 1,
+                        steps=len(timesteps),
+                        window=w + 1,
+                        windows=len(windows),
+                        frames=[window.start, window.stop],
+                        plan=self.fallback.plan.name,
+                    )
+                out = self.scheduler.step(fused, t, latents, **step_kwargs)
+                latents = out.prev_sample
+                self._maybe_preview(i + 1, len(timesteps), out)
+        finally:
+            self.placement.restore()
+        return latents
+
+    def _maybe_preview(self, step: int, steps: int, out: Any) -> None:
+        every = self.config.preview_every
+        if not every or step % every or step == steps:
+            return
+        estimate = getattr(out, "pred_original_sample", None)
+        frames, png = preview_strip(estimate if estimate is not None else out.prev_sample)
+        self.reporter.emit(
+            {"type": "preview", "step": step, "steps": steps, "frames": frames, "png_base64": png}
+        )
+
+    # -- decoding --------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode `chunk` frames at a time (halving on OOM) and yield uint8 frames in order."""
+        num_frames = latents.shape[2]
+        scaled = 1 / self.vae.config.scaling_factor * latents
+        flat = scaled.permute(0, 2, 1, 3, 4).reshape(
+            num_frames, *scaled.shape[1:2], *scaled.shape[3:]
+        )
+        start = 0
+        while start < num_frames:
+            size = min(chunk, num_frames - start)
+            images = self._decode_chunk(flat[start : start + size])
+            if images is None:
+                chunk = max(1, chunk // 2)
+                self.reporter.note(
+                    f"out of memory decoding frames {start}-{start + size - 1}; "
+                    f"retrying {chunk} at a time",
+                    event="oom_fallback",
+                    plan=f"decode chunk {chunk}",
+                    where=f"decode frame {start}",
+                )
+                continue
+            video = (images.float() / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
+            for k in range(size):
+                yield start + k, np.round(np.clip(video[k], 0, 1) * 255).astype(np.uint8)
+            start += size
+            self.reporter.stage("decoding", start, num_frames)
+
+    def _decode_chunk(self, part: torch.Tensor) -> torch.Tensor | None:
+        """The decoded chunk, or None after an OOM that a smaller chunk may avoid."""
+        try:
+            with torch.inference_mode():
+                return self.vae.decode(part.to(self.vae.dtype)).sample
+        except torch.OutOfMemoryError:
+            if part.shape[0] == 1:
+                raise
+        free_cached_memory()
+        return None

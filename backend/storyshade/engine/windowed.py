@@ -1,0 +1,145 @@
+"""The default engine: whole-model sliding context windows over ControlNet-AnimateDiff.
+
+Stock diffusers (even with FreeNoise) runs ControlNets and spatial layers on every frame at
+once, so a 256-frame shot needs 256 frames of activations. Here the UNet and ControlNets see
+one window at a time (see engine/sampling.py), initial noise is per frame (engine/noise.py),
+decoding is chunked, and an out-of-memory error shrinks the work instead of ending the job.
+Memory is then set by the context length, not by the shot length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storyshade.controls import ControlSet
+from storyshade.engine.chunking import Plan
+from storyshade.engine.noise import initial_noise
+from storyshade.engine.sampling import SamplerConfig, WindowedSampler
+from storyshade.engine.windows import check_context
+from storyshade.errors import StoryShadeError
+from storyshade.models.loader import ModelCache, model_key
+from storyshade.progress import Reporter
+from storyshade.settings import Settings
+
+
+def sampler_config(settings: Settings) -> SamplerConfig:
+    return SamplerConfig(
+        steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        context_length=settings.context_length,
+        context_overlap=settings.context_overlap,
+        schedule=settings.context_schedule,
+        fuse=settings.context_fuse,
+        seed=settings.seed,
+        preview_every=settings.preview_every,
+    )
+
+
+def base_plan(settings: Settings) -> Plan:
+    """The slicing the user asked for; the OOM ladder only ever slices further."""
+    return Plan(
+        name="as configured",
+        temporal_chunk=settings.forward_chunk,
+        ff_chunk=settings.forward_chunk,
+        attention_slice=1 if settings.attention_slicing else 0,
+    )
+
+
+def check_windows(settings: Settings, unet: Any) -> None:
+    """Fail before any work on windows the motion module cannot take."""
+    try:
+        check_context(settings.context_length, settings.context_overlap)
+    except ValueError as exc:
+        raise StoryShadeError(
+            str(exc),
+            "make context_overlap smaller than context_length",
+            field="settings.context_overlap",
+        ) from None
+    limit = getattr(unet.config, "motion_max_seq_length", None)
+    if limit and settings.context_length > limit:
+        raise StoryShadeError(
+            f"context_length {settings.context_length} exceeds the motion adapter's "
+            f"{limit}-frame limit",
+            f"set context_length to {limit} or less (16 is what AnimateDiff was trained on)",
+            field="settings.context_length",
+        )
+
+
+def shot_noise(settings: Settings, num_frames: int, latent_shape: tuple[int, int, int]) -> Any:
+    """Per-frame initial noise for the shot, FreeNoise-rescheduled when asked."""
+    return initial_noise(
+        settings.seed,
+        num_frames,
+        latent_shape,
+        free_noise=settings.free_noise,
+        length=settings.context_length,
+        stride=settings.context_length - settings.context_overlap,
+    )
+
+
+def encode_text(pipe: Any, settings: Settings) -> Any:
+    """[negative, positive] prompt embeddings with CFG, else [positive] (one row each)."""
+    import torch
+
+    cfg = settings.guidance_scale > 1
+    positive, negative = pipe.encode_prompt(
+        settings.prompt, pipe.unet.device, 1, cfg, settings.negative_prompt or None
+    )
+    return torch.cat([negative, positive]) if cfg else positive
+
+
+def prefer_channels_last(pipe: Any) -> None:
+    """On CUDA, convolutions in fp16/bf16 run faster in NHWC (tensor-core layouts)."""
+    import torch
+
+    for model in (pipe.unet, pipe.controlnet, pipe.vae):
+        model.to(memory_format=torch.channels_last)
+
+
+class WindowedAnimateDiffEngine:
+    name = "animatediff"
+
+    def __init__(self, roots: list[Path], cache: ModelCache) -> None:
+        self.roots = roots
+        self.cache = cache
+
+    def render(
+        self, controls: ControlSet, settings: Settings, reporter: Reporter
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        import torch
+
+        key = model_key(self.roots, settings)
+        reporter.stage("loading", 0, 1)
+        pipe = self.cache.get(key)
+        reporter.stage("loading", 1, 1)
+        check_windows(settings, pipe.unet)
+        if settings.channels_last and pipe.unet.device.type == "cuda":
+            prefer_channels_last(pipe)
+        roles = [role for role, _ in key.controlnets]
+        frames = [controls.frames[role] for role in roles]
+        for role, seq in zip(roles, frames, strict=True):
+            if seq and seq[0].shape[:2] != (settings.height, settings.width):
+                raise StoryShadeError(
+                    f"{role} control frames are {seq[0].shape[1]}x{seq[0].shape[0]}, "
+                    f"not the generation size {settings.width}x{settings.height}",
+                    "build controls with the same settings",
+                    field="controls",
+                )
+        num_frames = len(controls.frame_numbers)
+        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        latent_shape = (
+            pipe.unet.config.in_channels,
+            settings.height // factor,
+            settings.width // factor,
+        )
+        sampler = WindowedSampler(pipe, sampler_config(settings), reporter, base_plan(settings))
+        with torch.inference_mode():  # not held across `yield`: it is thread-wide state
+            text = encode_text(pipe, settings)
+            noise = shot_noise(settings, num_frames, latent_shape)
+            scales = [settings.controls[role].scale for role in roles]
+            latents = sampler.denoise(noise, text, frames, scales)
+        yield from sampler.decode(latents, settings.decode_chunk_size)
