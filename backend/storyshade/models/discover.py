@@ -109,9 +109,12 @@ def snapshot(repo_dir: Path) -> Path | None:
 
 def _folder_model(folder: Path, name: str, layout: str, repo: str | None) -> Found | None:
     """A diffusers model folder, or None when `folder` is not one."""
-    refused = "pickle weights only" if pickle_only_folder(folder) else ""
+
+    def refused() -> str:
+        return "pickle weights only" if pickle_only_folder(folder) else ""
+
     if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
-        return Found("checkpoint", name, folder, layout, repo, refused)
+        return Found("checkpoint", name, folder, layout, repo, refused())
     config = folder / "config.json"
     if config.is_file():
         try:
@@ -121,7 +124,7 @@ def _folder_model(folder: Path, name: str, layout: str, repo: str | None) -> Fou
         kind = CLASS_KINDS.get(cls)
         if kind:
             note = "SparseCtrl model (not a motion adapter)" if kind == "unsupported" else ""
-            return Found(kind, name, folder, layout, repo, refused, note)
+            return Found(kind, name, folder, layout, repo, refused(), note)
     return None
 
 
