@@ -28,6 +28,7 @@ _cli_handle = None
 
 def register() -> None:
     global _cli_handle
+    props.load_preset_pickers()
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.storyshade = bpy.props.PointerProperty(type=props.StoryShadeSceneSettings)

@@ -7,7 +7,7 @@ import json
 
 import bpy
 
-from . import take
+from . import props, take
 
 
 def active_take(context):
@@ -42,7 +42,7 @@ class STORYSHADE_OT_take_use_settings(bpy.types.Operator):
             inputs = {k: settings[k] for k in ("seed",) if k in settings}
             if "preset" in settings:
                 inputs["preset"] = settings["preset"]
-        skipped = opts.apply_inputs(inputs)
+        skipped = props.apply_inputs(opts, inputs)
         if skipped:
             self.report({"WARNING"}, f"Not restored (preset missing?): {', '.join(skipped)}")
         else:

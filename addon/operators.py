@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import prefs, runtime, take
+from . import prefs, props, runtime, take
 from .client import Client
 from .errors import StoryShadeError
 from .session import DONE, FAILED, ModalDriver, ShadeRequest, ShadeSession
@@ -29,15 +29,15 @@ def build_session(context) -> ShadeSession:
     scene = context.scene
     opts = scene.storyshade
     url, token = prefs.server(context)
-    start, end = opts.frame_range(scene)
+    start, end = props.frame_range(opts)
     request = ShadeRequest(
-        settings=opts.overrides(),
+        settings=props.overrides(opts),
         frame_start=start,
         frame_end=end,
         take_mode=opts.take_mode,
         output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
         server_url=url,
-        inputs=opts.inputs(),
+        inputs=props.inputs(opts),
     )
     return ShadeSession(scene, Client(url, token), request)
 

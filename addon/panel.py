@@ -28,7 +28,9 @@ def _server(layout, context) -> None:
     header.label(text="Server", icon="CHECKMARK" if reachable else "URL")
     if body is None:
         return
-    if runtime.health.busy:
+    if runtime.local_server.running and runtime.health.result is None:
+        line, fix = "Starting the local server…", "the first start loads torch: up to a minute"
+    elif runtime.health.busy:
         line = "Checking…"
     wrapped(body, context, line, "CHECKMARK" if reachable else "ERROR")
     died = runtime.local_server.exited_error()

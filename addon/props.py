@@ -6,34 +6,48 @@ import bpy
 
 from . import presets, take
 
-# Blender keeps only pointers to enum item strings: the lists must outlive the callback.
 SERVER_DEFAULT = "SERVER_DEFAULT"  # shown when the layer's default preset file is missing
-_items_cache: dict[str, list[tuple[str, str, str, int]]] = {}
 
 
-def _preset_items(layer: str):
-    def items(_self, _context):
-        infos = presets.load()[layer]
-        out = [(p.name, p.name, p.description, presets.enum_number(layer, p.name)) for p in infos]
-        if not any(number == 0 for *_, number in out):
-            out.insert(0, (SERVER_DEFAULT, "(server default)", "The server's default preset", 0))
-        _items_cache[layer] = out
-        return out
+def preset_items(layer: str) -> list[tuple[str, str, str, int]]:
+    """The layer's presets as enum items, read once when the add-on loads.
 
-    return items
+    Static items, not an items callback: under the bpy module, a Python items callback
+    crashes (4.2) or hangs (4.5) the process at exit. `load_preset_pickers()` rebuilds
+    them at each register, so new preset files show up when the add-on is enabled again.
+    Numbers are stable (see presets.enum_number): a saved scene keeps its pick.
+    """
+    infos = presets.load()[layer]
+    out = [(p.name, p.name, p.description, presets.enum_number(layer, p.name)) for p in infos]
+    if not any(number == 0 for *_, number in out):
+        out.insert(0, (SERVER_DEFAULT, "(server default)", "The server's default preset", 0))
+    out.sort(key=lambda item: (item[3] != 0, item[0]))  # the default first
+    return out
 
 
 def _preset_enum(layer: str, label: str):
+    items = preset_items(layer)
     return bpy.props.EnumProperty(
-        name=label, description=f"{label} preset", items=_preset_items(layer)
+        name=label, description=f"{label} preset", items=items, default=items[0][0]
     )
 
 
+PICKERS = {
+    "style": "Style",
+    "camera": "Camera/Motion",
+    "resolution": "Resolution",
+    "quality": "Quality",
+}
+
+
+def load_preset_pickers() -> None:
+    """(Re)read the preset files into the pickers; call before registering the class."""
+    for layer, label in PICKERS.items():
+        StoryShadeSceneSettings.__annotations__[layer] = _preset_enum(layer, label)
+
+
 class StoryShadeSceneSettings(bpy.types.PropertyGroup):
-    style: _preset_enum("style", "Style")
-    camera: _preset_enum("camera", "Camera/Motion")
-    resolution: _preset_enum("resolution", "Resolution")
-    quality: _preset_enum("quality", "Quality")
+    # style, camera, resolution, quality: preset pickers added by load_preset_pickers()
     preset: bpy.props.StringProperty(
         name="Extra Presets",
         description="More comma-separated preset names; each replaces its layer's pick",
@@ -80,69 +94,76 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
     preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH", default="")
     job_id: bpy.props.StringProperty(name="Job", default="")
 
-    def preset_names(self) -> list[str]:
-        picked = [getattr(self, layer) for layer in presets.LAYERS]
-        extra = [s.strip() for s in self.preset.split(",") if s.strip()]
-        return [name for name in picked if name and name != SERVER_DEFAULT] + extra
 
-    def frame_range(self, scene) -> tuple[int | None, int | None]:
-        if self.use_scene_range:
-            return None, None
-        return self.frame_start, self.frame_end
+# Functions, not methods: under bpy 4.2 (the PyPI module) a PropertyGroup with Python
+# methods crashes the process at exit.
+def preset_names(opts) -> list[str]:
+    picked = [getattr(opts, layer) for layer in presets.LAYERS]
+    extra = [s.strip() for s in opts.preset.split(",") if s.strip()]
+    return [name for name in picked if name and name != SERVER_DEFAULT] + extra
 
-    def overrides(self) -> dict:
-        """The settings JSON for the server: preset names plus the user's changes.
 
-        The user's prompt goes as is: the server wraps it in the style's prompt_prefix and
-        prompt_suffix. The negative prompt is the presets' one with the user's words added,
-        since a plain override would drop the style's. (A style with a `prompt` of its own,
-        the older schema, gets the same treatment as the negative prompt.)
-        """
-        names = self.preset_names()
-        base = presets.layered_settings(names)
-        out: dict = {"seed": self.seed}
-        if names:
-            out["preset"] = ",".join(names)
-        if self.prompt.strip():
-            out["prompt"] = presets.join_prompt(base.get("prompt", ""), self.prompt)
-        if self.negative_prompt.strip():
-            out["negative_prompt"] = presets.join_prompt(
-                base.get("negative_prompt", ""), self.negative_prompt
-            )
-        if self.use_control_weights:
-            # Only controls the presets define: a scale without its model is invalid.
-            weights = {"depth": self.depth_weight, "normal": self.normal_weight}
-            controls = {
-                name: {"scale": round(weights[name], 3)}
-                for name in base.get("controls", {})
-                if name in weights
-            }
-            if controls:
-                out["controls"] = controls
-        return out
+def frame_range(opts) -> tuple[int | None, int | None]:
+    if opts.use_scene_range:
+        return None, None
+    return opts.frame_start, opts.frame_end
 
-    def inputs(self) -> dict:
-        """The panel's own fields, stored on each take so it can be re-run as it was."""
-        keys = (
-            *presets.LAYERS,
-            "preset",
-            "prompt",
-            "negative_prompt",
-            "seed",
-            "use_control_weights",
-            "depth_weight",
-            "normal_weight",
+
+def overrides(opts) -> dict:
+    """The settings JSON for the server: preset names plus the user's changes.
+
+    The user's prompt goes as is: the server wraps it in the style's prompt_prefix and
+    prompt_suffix. The negative prompt is the presets' one with the user's words added,
+    since a plain override would drop the style's. (A style with a `prompt` of its own,
+    the older schema, gets the same treatment as the negative prompt.)
+    """
+    names = preset_names(opts)
+    base = presets.layered_settings(names)
+    out: dict = {"seed": opts.seed}
+    if names:
+        out["preset"] = ",".join(names)
+    if opts.prompt.strip():
+        out["prompt"] = presets.join_prompt(base.get("prompt", ""), opts.prompt)
+    if opts.negative_prompt.strip():
+        out["negative_prompt"] = presets.join_prompt(
+            base.get("negative_prompt", ""), opts.negative_prompt
         )
-        return {k: getattr(self, k) for k in keys}
+    if opts.use_control_weights:
+        # Only controls the presets define: a scale without its model is invalid.
+        weights = {"depth": opts.depth_weight, "normal": opts.normal_weight}
+        controls = {
+            name: {"scale": round(weights[name], 3)}
+            for name in base.get("controls", {})
+            if name in weights
+        }
+        if controls:
+            out["controls"] = controls
+    return out
 
-    def apply_inputs(self, inputs: dict) -> list[str]:
-        """Set the panel from a take's stored inputs; returns what could not be restored."""
-        skipped = []
-        for key, value in inputs.items():
-            if not hasattr(self, key) or key in ("status", "fix", "note"):
-                continue
-            try:
-                setattr(self, key, value)
-            except (TypeError, ValueError):
-                skipped.append(f"{key}={value}")  # e.g. a preset file that was removed
-        return skipped
+
+def inputs(opts) -> dict:
+    """The panel's own fields, stored on each take so it can be re-run as it was."""
+    keys = (
+        *presets.LAYERS,
+        "preset",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "use_control_weights",
+        "depth_weight",
+        "normal_weight",
+    )
+    return {k: getattr(opts, k) for k in keys}
+
+
+def apply_inputs(opts, inputs: dict) -> list[str]:
+    """Set the panel from a take's stored inputs; returns what could not be restored."""
+    skipped = []
+    for key, value in inputs.items():
+        if not hasattr(opts, key) or key in ("status", "fix", "note"):
+            continue
+        try:
+            setattr(opts, key, value)
+        except (TypeError, ValueError):
+            skipped.append(f"{key}={value}")  # e.g. a preset file that was removed
+    return skipped

@@ -11,6 +11,7 @@ simulate Blender's event loop. Only this main-thread side touches bpy.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,21 @@ class ShadeSession:
                 self._network(wait)
         except StoryShadeError as exc:
             self._fail(exc)
+        except OSError as exc:  # e.g. the take folder cannot be created
+            self._fail(
+                StoryShadeError(
+                    f"could not write {exc.filename or 'a file'} ({exc.strerror or exc})",
+                    "check the Output Folder in the add-on preferences and free disk space",
+                )
+            )
+        except Exception as exc:  # a bug must end the run, not leave Blender "busy" forever
+            traceback.print_exc()
+            self._fail(
+                StoryShadeError(
+                    f"unexpected error: {type(exc).__name__}: {exc}",
+                    "report this with the system console output",
+                )
+            )
         return self.running
 
     def run_blocking(

@@ -7,6 +7,7 @@ tests check the helpers themselves.
 
 from __future__ import annotations
 
+import atexit
 import struct
 import sys
 import threading
@@ -24,10 +25,22 @@ from addon import prefs  # noqa: E402
 from addon.errors import ConnectionLost  # noqa: E402
 
 
+def _unregister_at_exit() -> None:
+    if hasattr(bpy.types.Scene, "storyshade"):
+        addon.unregister()
+
+
 def ensure_registered() -> None:
-    """Register once per process; other modules (or a file load) may already have."""
+    """Register once per process; other modules (or a file load) may already have.
+
+    Unregistered again before Blender shuts down: bpy 4.2 (the PyPI module) crashes at
+    exit while a CLI command is still registered. atexit runs handlers newest first, so
+    this runs before bpy's own teardown.
+    """
     if not hasattr(bpy.types.Scene, "storyshade"):
         addon.register()
+        atexit.unregister(_unregister_at_exit)
+        atexit.register(_unregister_at_exit)
 
 
 def enable_prefs(**values):

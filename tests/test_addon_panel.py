@@ -7,12 +7,14 @@ what breaks a panel at draw time in Blender.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import bpy
 import pytest
-from test_addon_helpers import FakeClient, ensure_registered, new_scene, png_bytes
+from test_addon_helpers import REPO, FakeClient, ensure_registered, new_scene, png_bytes
 
 import addon
 from addon import panel, preview, runtime
@@ -149,3 +151,23 @@ def test_unregister_and_register_again(scene) -> None:
     )
     addon.register()
     assert hasattr(bpy.types.Scene, "storyshade") and hasattr(bpy.types, "STORYSHADE_PT_sequencer")
+
+
+def test_blender_exits_cleanly_after_the_add_on_ran() -> None:
+    """Regression: under bpy 4.2, a PropertyGroup with Python methods or a registered CLI
+    command crashed the process at exit (and a dynamic enum callback hung 4.5)."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "import bpy, addon\n"
+        "from addon import props\n"
+        "addon.register()\n"
+        "opts = bpy.context.scene.storyshade\n"
+        "opts.quality = 'tiny'\n"
+        "assert props.overrides(opts)['preset'].endswith('tiny')\n"
+        "addon.unregister()\n"
+        "print('CLEAN')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and "CLEAN" in run.stdout, run.stderr[-2000:]

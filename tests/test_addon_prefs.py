@@ -12,7 +12,7 @@ import bpy
 import pytest
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import prefs, presets, server_local, take
+from addon import prefs, presets, props, server_local, take
 from addon.client import DEFAULT_URL
 from addon.errors import StoryShadeError
 from addon.server_local import HealthCheck
@@ -89,9 +89,9 @@ def test_pickers_keep_their_choice_when_presets_are_added(scene) -> None:
 def test_overrides_add_the_users_words_to_the_style(scene) -> None:
     opts = scene.storyshade
     style = presets.find("anime-cel").settings
-    assert opts.overrides() == {"seed": 0, "preset": "anime-cel,static,512x512,standard"}
+    assert props.overrides(opts) == {"seed": 0, "preset": "anime-cel,static,512x512,standard"}
     opts.prompt, opts.negative_prompt, opts.seed = "rainy alley", "people", 9
-    out = opts.overrides()
+    out = props.overrides(opts)
     # The server wraps `prompt` in the style's prompt_prefix/suffix; an older style that
     # sets `prompt` itself gets the user's words appended here instead.
     expected = f"{style['prompt']}, rainy alley" if "prompt" in style else "rainy alley"
@@ -104,18 +104,18 @@ def test_overrides_control_weights_only_for_controls_the_presets_define(scene) -
     opts = scene.storyshade
     opts.use_control_weights = True
     opts.depth_weight, opts.normal_weight = 1.25, 0.5
-    assert opts.overrides()["controls"] == {"depth": {"scale": 1.25}, "normal": {"scale": 0.5}}
+    assert props.overrides(opts)["controls"] == {"depth": {"scale": 1.25}, "normal": {"scale": 0.5}}
     opts.preset = "tiny"  # extra presets come after the pickers, replacing their layer
-    assert opts.overrides()["preset"].endswith(",standard,tiny")
+    assert props.overrides(opts)["preset"].endswith(",standard,tiny")
     opts.use_control_weights = False
-    assert "controls" not in opts.overrides()
+    assert "controls" not in props.overrides(opts)
 
 
 def test_overrides_are_valid_server_settings(scene) -> None:
     resolve = pytest.importorskip("storyshade.presets", reason="backend not installed").resolve
     opts = scene.storyshade
     opts.quality, opts.prompt, opts.use_control_weights, opts.depth_weight = "tiny", "x", True, 2.0
-    settings = dict(opts.overrides())
+    settings = dict(props.overrides(opts))
     resolved = resolve(settings.pop("preset"), settings)
     assert resolved.controls["depth"].scale == 2.0 and resolved.controls["depth"].model
     assert resolved.prompt.endswith(", x") and resolved.width == 64
@@ -123,9 +123,9 @@ def test_overrides_are_valid_server_settings(scene) -> None:
 
 def test_frame_range_is_the_scenes_or_custom(scene) -> None:
     opts = scene.storyshade
-    assert opts.frame_range(scene) == (None, None)
+    assert props.frame_range(opts) == (None, None)
     opts.use_scene_range, opts.frame_start, opts.frame_end = False, 5, 9
-    assert opts.frame_range(scene) == (5, 9)
+    assert props.frame_range(opts) == (5, 9)
 
 
 def test_panels_draw_without_errors(scene) -> None:

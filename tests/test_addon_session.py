@@ -183,6 +183,23 @@ def test_unreachable_server_fails_before_exporting(registered, tmp_path: Path) -
     assert not any(t.startswith("Exporting") for t in session.log)
 
 
+def test_unwritable_take_folder_is_a_plain_error(registered, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    request = ShadeRequest(settings={}, output_pattern=str(blocker / "{shot}" / "{take}"))
+    session = ShadeSession(registered, FakeClient(), request)
+    result, _ = _loop(ModalDriver(session, lambda s: None))
+    assert result == {"CANCELLED"} and session.outcome == FAILED
+    assert "could not write" in session.error.problem and "Output Folder" in session.error.fix
+
+
+def test_a_bug_ends_the_run_instead_of_leaving_it_busy(registered, tmp_path, monkeypatch) -> None:
+    session = _session(registered, FakeClient(), tmp_path)
+    monkeypatch.setattr(session, "_check", lambda wait: 1 / 0)
+    result, _ = _loop(ModalDriver(session, lambda s: None))
+    assert result == {"CANCELLED"} and "ZeroDivisionError" in session.error.problem
+
+
 def test_no_camera_is_reported_before_anything_starts(registered, tmp_path: Path) -> None:
     registered.camera = None
     with pytest.raises(operators.StoryShadeError, match="no active camera"):

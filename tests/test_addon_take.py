@@ -10,7 +10,7 @@ import bpy
 import pytest
 from test_addon_helpers import color_strip, ensure_registered, new_scene, png_bytes
 
-from addon import compat, take
+from addon import compat, props, take
 from addon.errors import StoryShadeError
 
 
@@ -140,7 +140,7 @@ def test_use_take_settings_restores_the_panel(scene, tmp_path: Path) -> None:
     scene.storyshade.quality = "tiny"
     scene.storyshade.prompt = "moonlight"
     scene.storyshade.seed = 42
-    inputs = scene.storyshade.inputs()
+    inputs = props.inputs(scene.storyshade)
     folder, name, _ = take.next_take_dir("shot", str(tmp_path / "{shot}" / "{take}"), scene)
     strip = take.add_take_strip(scene, folder, [1, 2], "shot", name, {"inputs": inputs})
     scene.storyshade.quality = "standard"
