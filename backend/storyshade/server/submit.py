@@ -72,11 +72,39 @@ def check_model_names(settings: Settings) -> None:
             )
 
 
+# What preset merging may raise on a value of the wrong shape (e.g. a LoRA without a name)
+# before validation gets to say so; the request is at fault, so it is a 400, never a 500.
+MERGE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, RecursionError)
+
+
+def merge_settings(preset: str | None, overrides: dict[str, Any]) -> Settings:
+    """Presets + overrides → Settings; a malformed override is a 400 naming its key."""
+    try:
+        return resolve(preset, overrides)
+    except StoryShadeError:
+        raise
+    except MERGE_ERRORS as exc:
+        field = "settings"
+        for key, value in overrides.items():  # find the culprit, for the error's field
+            try:
+                resolve(preset, {key: value})
+            except StoryShadeError:
+                continue
+            except MERGE_ERRORS:
+                field = f"settings.{key}"
+                break
+        raise StoryShadeError(
+            f"a value has the wrong shape ({type(exc).__name__}: {str(exc)[:120]})",
+            'check it against docs/presets.md; e.g. each LoRA is {"name": ..., "weight": ...}',
+            field=field,
+        ) from None
+
+
 def resolve_settings(
     text: str, roots: list[Path], models: ModelCache, max_resolution: int
 ) -> tuple[str | None, Settings]:
     preset, overrides = parse_settings(text)
-    settings = resolve(preset, overrides)
+    settings = merge_settings(preset, overrides)
     for side in ("width", "height"):
         if getattr(settings, side) > max_resolution:
             raise StoryShadeError(
