@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -23,6 +24,15 @@ def test_every_backend_package_is_listed() -> None:
 
 
 def test_wheel_ships_presets(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # setuptools writes build/ into the source tree: use a copy
+    shutil.copytree(
+        REPO / "backend",
+        src / "backend",
+        ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"),
+    )
+    shutil.copytree(REPO / "presets", src / "presets")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
     subprocess.run(
         [
             sys.executable,
@@ -33,13 +43,14 @@ def test_wheel_ships_presets(tmp_path: Path) -> None:
             "--no-deps",
             "--no-build-isolation",
             "-w",
-            str(tmp_path),
-            str(REPO),
+            str(tmp_path / "dist"),
+            str(src),
         ],
         check=True,
         capture_output=True,
     )
-    (wheel,) = tmp_path.glob("storyshade-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("storyshade-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "storyshade/presets_data/style/anime-cel.toml" in names
     assert "storyshade/cli.py" in names
+    assert any(n.startswith("storyshade/configs/") for n in names)
