@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
-	@if [ -x scripts/test_bpy42.sh ]; then bash scripts/test_bpy42.sh; fi
+	bash scripts/test_bpy42.sh
 
 extension: $(STAMP)
 	@mkdir -p dist
