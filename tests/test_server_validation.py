@@ -177,6 +177,7 @@ def test_bad_requests_elsewhere_are_json_4xx(client) -> None:
         422,
         "priority",
     )
+    _assert_error(client.post("/v1/jobs", files=[("bundle", ("b.zip", b"x"))] * 1001), 400, "body")
     _assert_error(client.get("/v1/jobs/0123456789ab"), 404, "job_id")
     _assert_error(client.get("/v1/jobs", params={"state": "sleeping"}), 422, "state")
     for resp, status in (

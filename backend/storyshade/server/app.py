@@ -60,6 +60,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # raised only by the multipart parser: the body is bad
+            return _json_error(
+                400,
+                str(exc.detail),
+                "send multipart/form-data with a 'bundle' file and a 'settings' field",
+                "body",
+            )
         fix = {404: "see docs/wire.md for the endpoints", 405: "see docs/wire.md"}
         return _json_error(exc.status_code, str(exc.detail), fix.get(exc.status_code, ""), None)
 
