@@ -53,15 +53,16 @@ def render_bundle(
         if done is not None:
             return done
         controls = stages.controls(
-            keys.controls, lambda: build_controls(bundle, settings, reporter), reporter
+            keys.controls, lambda: build_controls(bundle, settings, reporter, roots=roots), reporter
         )
     else:
-        controls = build_controls(bundle, settings, reporter)
+        controls = build_controls(bundle, settings, reporter, roots=roots)
     written: list[Path] = []
     total = len(bundle)
     for index, rgb in engine.render(controls, settings, reporter):
         frame = controls.frame_numbers[index]
-        written.append(save_frame(out_dir, frame, rgb, (bundle.width, bundle.height)))
+        scene_rgb = controls.to_scene(rgb)  # undo the fit-and-pad exactly
+        written.append(save_frame(out_dir, frame, scene_rgb, (bundle.width, bundle.height)))
         reporter.emit({"type": "frame", "frame": frame, "index": index})
         reporter.stage("saving", len(written), total)
     if stages and keys and len(written) == total:
