@@ -162,3 +162,13 @@ def test_cli_show_prints_the_merged_result(capsys) -> None:
     out = capsys.readouterr().out
     assert "# style      clay" in out and "clay.toml" in out
     assert main(["presets", "show", "nope"]) == 2
+
+
+def test_lora_override_without_name_is_a_named_error() -> None:
+    import pytest
+    from storyshade.errors import StoryShadeError
+    from storyshade.presets import resolve
+
+    with pytest.raises(StoryShadeError) as err:
+        resolve("anime-cel", {"loras": [{"weight": 0.5}]})
+    assert "settings.loras" in err.value.message

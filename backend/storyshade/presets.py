@@ -157,6 +157,8 @@ def _merge_loras(base: list[Any], top: list[Any]) -> list[Any]:
     list clears them."""
     if not top:
         return []
+    if not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in [*base, *top]):
+        return top  # malformed: let Settings validation name the bad entry
     out = {item["name"]: dict(item) for item in base}
     for item in top:
         out[item["name"]] = {**out.get(item["name"], {}), **item}
