@@ -87,7 +87,7 @@ def encode_text(pipe: Any, settings: Settings) -> Any:
 
     cfg = settings.guidance_scale > 1
     positive, negative = pipe.encode_prompt(
-        settings.prompt, pipe.unet.device, 1, cfg, settings.negative_prompt or None
+        settings.full_prompt, pipe.unet.device, 1, cfg, settings.negative_prompt or None
     )
     return torch.cat([negative, positive]) if cfg else positive
 

@@ -1,0 +1,511 @@
+"""Peak memory and time: the windowed engine against stock diffusers + FreeNoise.
+
+Each measurement runs in its own child process, so one run's allocations never inflate
+another's peak. On the CPU the peak is the child's max RSS (models, inputs and activations
+alike); on CUDA it is torch's peak allocated VRAM. Both engines use the same random-weight
+SD1.5-shaped model, written once to a temporary folder in diffusers format and loaded
+through storyshade's own loader.
+
+    python benchmarks/bench_engine.py --small                  # CPU: 256x256, 2 steps
+    python benchmarks/bench_engine.py --small --write BENCHMARKS.md
+    python benchmarks/bench_engine.py --gpu                    # SD1.5 size, 512x512, 20 steps
+    python benchmarks/bench_engine.py --child '{...}'          # one measurement (internal)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "backend"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HEADING = "## Engine: windowed vs stock diffusers"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Channel widths of a random SD1.5-family model set (SD1.5 itself is `SD15`)."""
+
+    blocks: tuple[int, ...]
+    vae_blocks: tuple[int, ...]
+    text_layers: int
+    layers_per_block: int = 2
+
+
+SMALL = Shape(
+    blocks=(32, 64, 128, 128), vae_blocks=(32, 32, 32, 32), text_layers=2, layers_per_block=1
+)
+SD15 = Shape(blocks=(320, 640, 1280, 1280), vae_blocks=(128, 256, 512, 512), text_layers=12)
+
+
+NAMES = {
+    "checkpoint": "bench-sd15",
+    "motion_adapter": "bench-motion-v3",
+    "depth": "bench-controlnet-depth",
+    "normal": "bench-controlnet-normal",
+}
+
+
+@dataclass
+class Case:
+    engine: str  # "windowed" or "stock" (stock = AnimateDiffControlNetPipeline + FreeNoise)
+    frames: int
+    models: str
+    width: int = 256
+    height: int = 256
+    steps: int = 2
+    guidance: float = 7.5
+    controlnets: int = 2
+    context_length: int = 16
+    context_overlap: int = 4
+    free_noise_stride: int = 4
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    extra: dict = field(default_factory=dict)  # further Settings fields for the windowed engine
+    names: dict = field(default_factory=lambda: dict(NAMES))  # model folder names by role
+
+
+def write_models(root: Path, shape: Shape, seed: int = 0) -> Path:
+    """Write checkpoint, motion adapter and two ControlNets of `shape` in diffusers format."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        MotionAdapter,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from storyshade.models.tiny import _tokenizer  # the offline byte-level CLIP tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    down = ("CrossAttnDownBlock2D",) * (len(shape.blocks) - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(shape.blocks) - 1)
+    common = {
+        "block_out_channels": shape.blocks,
+        "layers_per_block": shape.layers_per_block,
+        "down_block_types": down,
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
+        "norm_num_groups": 32,
+    }
+    unet = UNet2DConditionModel(
+        **common, up_block_types=up, sample_size=64, in_channels=4, out_channels=4
+    )
+    vae = AutoencoderKL(
+        block_out_channels=shape.vae_blocks,
+        layers_per_block=shape.layers_per_block,
+        down_block_types=("DownEncoderBlock2D",) * len(shape.vae_blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(shape.vae_blocks),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=shape.text_layers,
+            vocab_size=514,
+            max_position_embeddings=77,
+            projection_dim=768,
+        )
+    )
+    ckpt = root / "checkpoints" / NAMES["checkpoint"]
+    _tokenizer(ckpt / "tokenizer")
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(ckpt / "tokenizer"),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(ckpt, safe_serialization=True)
+    MotionAdapter(
+        block_out_channels=shape.blocks,
+        motion_layers_per_block=shape.layers_per_block,
+        motion_num_attention_heads=8,
+        motion_norm_num_groups=32,
+        motion_max_seq_length=32,
+        use_motion_mid_block=False,
+    ).save_pretrained(root / "motion" / NAMES["motion_adapter"], safe_serialization=True)
+    for role in ("depth", "normal"):
+        ControlNetModel(**common, in_channels=4).save_pretrained(
+            root / "controlnet" / NAMES[role], safe_serialization=True
+        )
+    return root
+
+
+# -- one measurement, in a child process ----------------------------------------------------
+def synthetic_controls(frames: int, width: int, height: int, roles: list[str]) -> dict:
+    """A ramp that moves with the frame: cheap, deterministic, different per frame."""
+    import numpy as np
+
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    out: dict[str, list] = {}
+    for k, role in enumerate(roles):
+        out[role] = []
+        for i in range(frames):
+            v = (0.5 + 0.5 * np.sin(6 * x + 4 * y + 0.2 * i + k)).astype(np.float32)
+            out[role].append(np.repeat((v * 255).astype(np.uint8)[..., None], 3, axis=-1))
+    return out
+
+
+def settings_for(case: Case):
+    from storyshade.settings import Settings
+
+    roles = ["depth", "normal"][: case.controlnets]
+    names = case.names
+    return Settings(
+        checkpoint=names["checkpoint"],
+        motion_adapter=names["motion_adapter"],
+        controls={r: {"model": names[r], "scale": 0.8} for r in roles},
+        prompt="a storyboard frame, cinematic lighting",
+        negative_prompt="blurry",
+        width=case.width,
+        height=case.height,
+        steps=case.steps,
+        guidance_scale=case.guidance,
+        context_length=case.context_length,
+        context_overlap=case.context_overlap,
+        device=case.device,
+        dtype=case.dtype,
+        preview_every=0,
+        **case.extra,
+    )
+
+
+def reset_peak(device: str) -> None:
+    """Forget the peak so far (model loading), so the render's own peak is what is read."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: writing 5 to clear_refs resets VmHWM, the peak resident set
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak includes loading
+
+
+def peak_mib(device: str) -> float:
+    """Peak since `reset_peak`: resident set on the CPU (KiB in /proc), allocated VRAM on CUDA."""
+    import resource
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(case: Case) -> dict:
+    """Run one render and return its time and peak memory (call in a fresh process)."""
+    import torch
+
+    torch.set_num_threads(case.threads)
+    from storyshade.controls import ControlSet
+    from storyshade.models.loader import ModelCache, model_key
+    from storyshade.progress import Reporter
+
+    settings = settings_for(case)
+    roots = [Path(case.models)]
+    cache = ModelCache()
+    key = model_key(roots, settings)
+    pipe = cache.get(key)
+    roles = [r for r, _ in key.controlnets]
+    frames = synthetic_controls(case.frames, case.width, case.height, roles)
+    loaded = peak_mib(case.device)
+    reset_peak(case.device)
+    base = peak_mib(case.device)  # what stays resident: runtime, models, inputs
+    start = time.perf_counter()
+    if case.engine == "windowed":
+        from storyshade.engine.windowed import WindowedAnimateDiffEngine
+
+        controls = ControlSet(frames=frames, frame_numbers=list(range(case.frames)))
+        engine = WindowedAnimateDiffEngine(roots, cache)
+        count = sum(1 for _ in engine.render(controls, settings, Reporter()))
+    else:
+        count = _run_stock(pipe, case, settings, frames, roles)
+    if case.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        **asdict(case),
+        "count": count,
+        "seconds": seconds,
+        "peak_mib": peak_mib(case.device),
+        "loaded_mib": loaded,
+        "base_mib": base,
+    }
+
+
+def _run_stock(pipe, case: Case, settings, frames: dict, roles: list[str]) -> int:
+    import torch
+    from PIL import Image
+
+    pipe.enable_free_noise(
+        context_length=case.context_length, context_stride=case.free_noise_stride
+    )
+    conditioning = [[Image.fromarray(f) for f in frames[r]] for r in roles]
+    scales = [settings.controls[r].scale for r in roles]
+    out = pipe(
+        prompt=settings.prompt,
+        negative_prompt=settings.negative_prompt,
+        num_frames=case.frames,
+        width=case.width,
+        height=case.height,
+        num_inference_steps=case.steps,
+        guidance_scale=case.guidance,
+        conditioning_frames=conditioning if len(roles) > 1 else conditioning[0],
+        controlnet_conditioning_scale=scales if len(roles) > 1 else scales[0],
+        generator=torch.Generator("cpu").manual_seed(0),
+        decode_chunk_size=settings.decode_chunk_size,
+        output_type="np",
+    )
+    return len(out.frames[0])
+
+
+def run_child(case: Case, timeout: float | None = None) -> dict:
+    """Measure `case` in a fresh interpreter; a failure comes back as {'error': ...}."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(case.threads), "MKL_NUM_THREADS": str(case.threads)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(case))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**asdict(case), "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**asdict(case), "error": tail[:300]}
+
+
+# -- the report -----------------------------------------------------------------------------
+def _fmt(result: dict, value: float | None, fmt: str) -> str:
+    if not result:
+        return "not run"
+    if "error" in result:
+        return "failed"
+    return format(value, fmt) if value is not None else "-"
+
+
+def table(results: list[dict]) -> str:
+    """Markdown rows per frame count: both engines' peak, growth and time, and the ratios.
+
+    "Work MiB" is the peak minus what was resident when the render began (runtime, weights,
+    the input control frames): the memory the render itself needed.
+    """
+    by = {(r["engine"], r["frames"]): r for r in results}
+    counts = sorted({r["frames"] for r in results})
+    base = by.get(("windowed", counts[0]), {})
+    ok = lambda r: bool(r) and "error" not in r  # noqa: E731
+    lines = [
+        "| frames | windowed peak MiB | stock peak MiB | windowed work MiB | stock work MiB "
+        "| windowed s/frame (fps) | stock s/frame (fps) | time ratio | windowed peak vs first row |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in counts:
+        w, s = by.get(("windowed", n), {}), by.get(("stock", n), {})
+        ws = w["seconds"] / n if ok(w) else None
+        ss = s["seconds"] / n if ok(s) else None
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(n),
+                    _fmt(w, w.get("peak_mib"), ".0f"),
+                    _fmt(s, s.get("peak_mib"), ".0f"),
+                    _fmt(w, w.get("peak_mib", 0) - w.get("base_mib", 0), ".0f"),
+                    _fmt(s, s.get("peak_mib", 0) - s.get("base_mib", 0), ".0f"),
+                    _fmt(w, ws, ".3f") + (f" ({1 / ws:.2f})" if ws else ""),
+                    _fmt(s, ss, ".3f") + (f" ({1 / ss:.2f})" if ss else ""),
+                    f"{ws / ss:.2f}" if ws and ss else "-",
+                    f"{w['peak_mib'] / base['peak_mib']:.3f}x" if ok(w) and ok(base) else "-",
+                ]
+            )
+            + " |"
+        )
+    errors = [
+        f"- {r['engine']} {r['frames']} frames: {r['error']}" for r in results if "error" in r
+    ]
+    return "\n".join(lines + (["", *errors] if errors else []))
+
+
+CPU_HEADING = "### CPU, small SD1.5-shaped model"
+GPU_HEADING = "### GPU, SD1.5-sized model"
+GPU_PENDING = (
+    "Not measured yet: no GPU was available to this work. Run "
+    "`python benchmarks/bench_engine.py --gpu --write BENCHMARKS.md` on a CUDA machine "
+    "(random SD1.5-sized weights, 512x512, 16 and 64 frames, 20 steps, CFG 7.5, two "
+    "ControlNets, float16) to fill this in with frames per second and peak VRAM.\n"
+)
+INTRO = (
+    "Produced by `benchmarks/bench_engine.py`; every number comes from its own child process. "
+    "Peak is the resident set (CPU, VmHWM reset after model loading) or allocated VRAM "
+    "(CUDA) while rendering; work is the peak minus what was resident when the render "
+    "began (runtime, weights, input control frames). Time is the render call after loading "
+    "(text encoding, denoising, decoding). Targets: windowed peak at the longest shot at "
+    "most 1.15x its peak at 16 frames; time per frame at most L/(L-O) times stock's.\n"
+)
+
+
+def describe(results: list[dict]) -> str:
+    """The setting line and the verdict on both targets, from the results themselves."""
+    r = results[0]
+    shape = SD15 if r["device"].startswith("cuda") else SMALL
+    threads = "" if r["device"].startswith("cuda") else f", {r['threads']} CPU thread(s) each"
+    lines = [
+        f"Random weights, UNet blocks {shape.blocks}, {r['width']}x{r['height']}, "
+        f"{r['steps']} steps, CFG {r['guidance']}, {r['controlnets']} ControlNets, "
+        f"{r['device']} {r['dtype']}{threads}. Windowed: windows {r['context_length']}/"
+        f"{r['context_overlap']}, static, pyramid. Stock: AnimateDiffControlNetPipeline with "
+        f"FreeNoise (context {r['context_length']}, stride {r['free_noise_stride']})."
+    ]
+    ok = [x for x in results if "error" not in x]
+    ours = sorted((x for x in ok if x["engine"] == "windowed"), key=lambda x: x["frames"])
+    theirs = {x["frames"]: x for x in ok if x["engine"] == "stock"}
+    if len(ours) >= 2:
+        growth = ours[-1]["peak_mib"] / ours[0]["peak_mib"]
+        verdict = "met" if growth <= 1.15 else "missed"
+        lines.append(
+            f"Memory: windowed peak at {ours[-1]['frames']} frames is {growth:.3f}x its peak "
+            f"at {ours[0]['frames']} (target <= 1.15x): {verdict}."
+        )
+    bound = r["context_length"] / (r["context_length"] - r["context_overlap"])
+    ratios = [
+        (x["frames"], (x["seconds"] / x["frames"]) / (theirs[x["frames"]]["seconds"] / x["frames"]))
+        for x in ours
+        if x["frames"] in theirs
+    ]
+    if ratios:
+        worst = max(ratios, key=lambda fr: fr[1])
+        verdict = "met" if worst[1] <= bound else "missed"
+        lines.append(
+            f"Time: windowed time per frame is at most {worst[1]:.2f}x stock's (at "
+            f"{worst[0]} frames; target <= {bound:.2f}x): {verdict}."
+        )
+    return "\n\n".join(lines) + "\n"
+
+
+def write_section(path: Path, sub_heading: str, body: str) -> None:
+    """Replace this benchmark's CPU or GPU part in `path`, leaving everything else alone."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if HEADING not in text:
+        text = (
+            f"{text.rstrip()}\n\n{HEADING}\n\n{INTRO}\n{CPU_HEADING}\n\nNot run yet.\n\n"
+            f"{GPU_HEADING}\n\n{GPU_PENDING}"
+        )
+    section_at = text.index(HEADING)
+    section_end = text.find("\n## ", section_at + len(HEADING))
+    section_end = len(text) if section_end < 0 else section_end + 1
+    section = text[section_at:section_end]
+    start = section.find(sub_heading)
+    if start < 0:
+        section = section.rstrip("\n") + f"\n\n{sub_heading}\n\n"
+        start = section.index(sub_heading)
+    stop = section.find("\n### ", start + len(sub_heading))
+    tail = "" if stop < 0 else section[stop + 1 :]
+    new = section[:start] + f"{sub_heading}\n\n{body.strip()}\n" + ("\n" + tail if tail else "")
+    text = text[:section_at] + new + ("\n" if section_end < len(text) else "") + text[section_end:]
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--small", action="store_true", help="CPU: small model, 256x256, 2 steps")
+    mode.add_argument("--gpu", action="store_true", help="CUDA: SD1.5 size, 512x512, 20 steps")
+    mode.add_argument("--child", help=argparse.SUPPRESS)
+    mode.add_argument("--results", type=Path, help="report saved JSON lines, measure nothing")
+    parser.add_argument("--frames", type=int, nargs="+")
+    parser.add_argument("--engines", nargs="+", default=["windowed", "stock"])
+    parser.add_argument("--models", type=Path, help="reuse a model folder written earlier")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per child")
+    parser.add_argument("--parallel", type=int, default=1, help="children at a time")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement")
+    parser.add_argument("--save", type=Path, help="also write the raw results as JSON lines")
+    parser.add_argument("--write", type=Path, help="update this file's engine section")
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(measure(Case(**json.loads(args.child)))), flush=True)
+        return 0
+    if args.results:
+        lines = args.results.read_text(encoding="utf-8").splitlines()
+        results = [json.loads(line) for line in lines if line.startswith("{")]
+    else:
+        results = run_all(args)
+    if args.save:
+        args.save.write_text("".join(json.dumps(r) + "\n" for r in results), encoding="utf-8")
+    report = f"{describe(results)}\n{table(results)}\n"
+    print(report)
+    if args.write:
+        gpu = results[0]["device"].startswith("cuda")
+        write_section(args.write, GPU_HEADING if gpu else CPU_HEADING, report)
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    shape = SD15 if args.gpu else SMALL
+    frames = args.frames or ([16, 64] if args.gpu else [16, 32, 64, 128, 256])
+    spec = (
+        dict(width=512, height=512, steps=20, device="cuda", dtype="float16")
+        if args.gpu
+        else dict(width=256, height=256, steps=2, device="cpu", dtype="float32")
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+        models = args.models or write_models(Path(tmp), shape)
+        if args.models and not (models / "checkpoints" / NAMES["checkpoint"]).exists():
+            write_models(models, shape)
+        cases = [
+            Case(engine=e, frames=n, models=str(models), threads=args.threads, **spec)
+            for n in frames
+            for e in args.engines
+        ]
+        # --parallel 2 runs both engines of a frame count side by side: same machine load
+        # for the pair, half the wall time. Peaks are per process, so they do not mix.
+        results = []
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            for result in pool.map(lambda c: run_child(c, args.timeout), cases):
+                results.append(result)
+                print(json.dumps(result), file=sys.stderr, flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
