@@ -59,3 +59,23 @@ def test_learned_detector_runs_from_weights_on_disk(bundle, tmp_path: Path) -> N
     cs = build_controls(bundle, line_settings("softedge", "hed"), roots=[tmp_path / "models"])
     soft = cs.frames["softedge"][0]
     assert soft.shape == (64, 64, 3) and soft.dtype == np.uint8
+
+
+class _Payload:
+    """A pickle that would run code when loaded by an unrestricted unpickler."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(__file__).parent / ".pwned",))
+
+
+def test_learned_weights_never_run_pickled_code(bundle, tmp_path: Path) -> None:
+    import pickle
+
+    folder = tmp_path / "models" / "annotators"
+    folder.mkdir(parents=True)
+    marker = Path(__file__).parent / ".pwned"
+    marker.unlink(missing_ok=True)
+    (folder / "ControlNetHED.pth").write_bytes(pickle.dumps({"w": _Payload()}))
+    with pytest.raises(ModelError, match="refused to load hed weights"):
+        build_controls(bundle, line_settings("softedge", "hed"), roots=[tmp_path / "models"])
+    assert not marker.exists()

@@ -157,6 +157,9 @@ def _hf_cached(files: tuple[str, ...]) -> Path | None:
 
 @lru_cache(maxsize=2)
 def _load(detector: str, folder: Path, device: str) -> Any:
+    """controlnet-aux ships its detectors as .pth (pickle) files; torch's weights-only
+    unpickler is forced so such a file can hold tensors but never run code."""
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     spec = LEARNED[detector]
     model = getattr(_import_aux(spec.module), spec.cls).from_pretrained(str(folder))
     return model.to(device) if hasattr(model, "to") else model
@@ -164,6 +167,16 @@ def _load(detector: str, folder: Path, device: str) -> Any:
 
 def learned(detector: str, normal_u8: np.ndarray, roots: list[Path], device: str) -> np.ndarray:
     """Run a learned controlnet-aux detector on the normal image (weights from disk only)."""
+    import pickle
+
     folder = find_weights(detector, roots)
-    model = _load(detector, folder, device)
+    try:
+        model = _load(detector, folder, device)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"refused to load {detector} weights in {folder}: the file holds more than "
+            f"tensors ({str(exc).splitlines()[0][:120]})",
+            "replace it with the original weights from lllyasviel/Annotators",
+            field="controls",
+        ) from None
     return _run_aux(model, normal_u8, **dict(LEARNED[detector].call))
