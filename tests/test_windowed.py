@@ -268,3 +268,18 @@ def test_half_precision_weights_keep_float32_latents(tiny_models, cache):
     )
     frames = render(tiny_models, cache, controls_for(6), settings)
     assert frames.shape == (6, SIZE, SIZE, 3) and frames.std() > 0
+
+
+@pytest.mark.parametrize("scheduler", ["euler_a", "dpmpp_2m"])
+def test_other_samplers_step_the_fused_prediction(tiny_models, cache, scheduler):
+    events: list[dict] = []
+    settings = tiny_settings(
+        scheduler=scheduler,
+        guidance_scale=1.0,
+        context_length=4,
+        context_overlap=1,
+        preview_every=1,
+    )
+    frames = render(tiny_models, cache, controls_for(5), settings, reporter=Reporter(events.append))
+    assert frames.shape == (5, SIZE, SIZE, 3) and np.isfinite(frames).all()
+    assert [e["step"] for e in events if e["type"] == "preview"] == [1]

@@ -44,10 +44,6 @@ def ladder(base: Plan) -> list[Plan]:
     return [base, smaller, smallest, replace(smallest, name="offload", offload=True)]
 
 
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError)
-
-
 def free_cached_memory() -> None:
     """Return what an aborted attempt left behind before trying again."""
     gc.collect()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.models import MultiControlNetModel
 from torch import nn
 
 from storyshade.engine.chunking import Plan, chunked
@@ -87,7 +88,7 @@ class WindowedSampler:
         self.dtype = self.unet.dtype
         self.config = config
         self.reporter = reporter
-        self.multi = not hasattr(self.controlnet, "controlnet_cond_embedding")
+        self.multi = isinstance(self.controlnet, MultiControlNetModel)
         self.placement = Placement(self.device, [self.unet, self.controlnet, self.vae])
         self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
 
@@ -243,8 +244,12 @@ class WindowedSampler:
         every = self.config.preview_every
         if not every or step % every or step == steps:
             return
-        estimate = getattr(out, "pred_original_sample", None)
-        frames, png = preview_strip(estimate if estimate is not None else out.prev_sample)
+        estimate = out.prev_sample  # the clean-image estimate where the sampler gives one
+        for name in ("pred_original_sample", "denoised"):
+            if getattr(out, name, None) is not None:
+                estimate = getattr(out, name)
+                break
+        frames, png = preview_strip(estimate)
         self.reporter.emit(
             {"type": "preview", "step": step, "steps": steps, "frames": frames, "png_base64": png}
         )
