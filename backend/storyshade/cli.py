@@ -12,17 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storyshade.errors import StoryShadeError
+from storyshade.models.cli import add_models_flag
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _add_models_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--models",
-        action="append",
-        metavar="DIR",
-        help="models root (repeatable); also $STORYSHADE_MODELS",
-    )
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -59,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render a shot bundle to PNG frames, no server needed")
     p.add_argument("bundle", help="bundle folder (with shot.json)")
     p.add_argument("--out", required=True, help="output folder: DIR/NNNN.png per scene frame")
-    _add_models_flag(p)
+    add_models_flag(p)
     p.add_argument("--preset", help="comma-separated preset names (`storyshade presets list`)")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)

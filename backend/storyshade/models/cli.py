@@ -8,7 +8,8 @@ from pathlib import Path
 from storyshade.errors import StoryShadeError
 
 
-def _add_models_flag(p: argparse.ArgumentParser) -> None:
+def add_models_flag(p: argparse.ArgumentParser) -> None:
+    """`--models DIR` (repeatable), the same on every command that finds models."""
     p.add_argument(
         "--models",
         action="append",
@@ -84,7 +85,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         dest="models_command", required=True
     )
     p = models.add_parser("list", help="every model found under the roots and the HF cache")
-    _add_models_flag(p)
+    add_models_flag(p)
     p.add_argument("--kind", choices=("checkpoint", "motion_adapter", "controlnet", "lora"))
     p.add_argument("--all", action="store_true", help="also list unrecognised files")
     p.set_defaults(func=cmd_list)
@@ -92,7 +93,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "check", help="what PRESET needs, what is present, missing, or mismatched"
     )
     p.add_argument("preset", nargs="?", help="comma-separated preset names (default: the defaults)")
-    _add_models_flag(p)
+    add_models_flag(p)
     p.set_defaults(func=cmd_check)
     p = models.add_parser("tiny", help="write tiny random-weight test models into DIR")
     p.add_argument("dir")
