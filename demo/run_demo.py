@@ -10,6 +10,7 @@ look) plus the model-free `preview` engine, which gives a meaningful draft.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,7 +130,8 @@ def write_contact_sheet(bundle_dir: Path, strips) -> Path:
     }
     for s in strips:
         folder = Path(bpy.path.abspath(s.directory))
-        columns[s.name] = [
+        preset = json.loads(s.get("storyshade_settings", "{}")).get("preset") or "default"
+        columns[f"{s['storyshade_take']} ({preset})"] = [
             np.asarray(Image.open(folder / s.elements[i].filename).convert("RGB")) for i in rows
         ]
     labels = [f"frame {bundle.shot.frame_numbers[i]}" for i in rows]
