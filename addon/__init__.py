@@ -15,6 +15,7 @@ CLASSES = (
     prefs.StoryShadePreferences,
     props.StoryShadeSceneSettings,
     operators.STORYSHADE_OT_shade,
+    operators.STORYSHADE_OT_reattach,
     op_cancel.STORYSHADE_OT_cancel,
     op_server.STORYSHADE_OT_server_check,
     op_server.STORYSHADE_OT_server_start,

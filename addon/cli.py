@@ -1,4 +1,4 @@
-"""Headless entry: `blender -b shot.blend -c storyshade shade|export ...`.
+"""Headless entry: `blender -b shot.blend -c storyshade shade|reattach|export ...`.
 
 `main(argv) -> int` is the registered CLI command; the return value is Blender's exit
 code: 0 on success, 1 with a one-line reason on failure.
@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         help="take folder pattern, e.g. //storyshade/{shot}/{take} (default: preferences)",
     )
+    p = sub.add_parser(
+        "reattach", help="follow the shot's job left running on the server, add its take, save"
+    )
+    p.add_argument("--server", default=None, help=f"server URL (default {DEFAULT_URL})")
+    p.add_argument("--token", default=None, help="server token (or $STORYSHADE_TOKEN)")
+    p.add_argument("--output", help="take folder pattern (default: preferences)")
+    p.add_argument("--no-save", action="store_true", help="do not save the .blend afterwards")
     p = sub.add_parser("export", help="write a shot bundle (depth/normal EXR + shot.json)")
     p.add_argument("--out", required=True)
     p.add_argument("--frames")
@@ -123,7 +130,22 @@ def run_shade(args: argparse.Namespace) -> int:
         output_pattern=args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN),
         server_url=url,
     )
-    session = ShadeSession(scene, Client(url, token), request)
+    return _finish_session(ShadeSession(scene, Client(url, token), request), args)
+
+
+def run_reattach(args: argparse.Namespace) -> int:
+    from .operators import reattach_session
+
+    url = args.server or prefs.server()[0] or DEFAULT_URL
+    token = args.token or prefs.server()[1]
+    pattern = args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN)
+    session = reattach_session(bpy.context.scene, url, token, pattern, take.KEEP, {})
+    _say(f"reattached to job {session.job_id}")
+    return _finish_session(session, args)
+
+
+def _finish_session(session: ShadeSession, args: argparse.Namespace) -> int:
+    """Run a session to its end, printing each stage once; place the take and save."""
     said = {"log": 0, "note": ""}
 
     def progress(s: ShadeSession) -> None:
@@ -155,7 +177,8 @@ def run_shade(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(list(argv))
-        return run_shade(args) if args.command == "shade" else run_export(args)
+        commands = {"shade": run_shade, "reattach": run_reattach, "export": run_export}
+        return commands[args.command](args)
     except StoryShadeError as exc:
         print(f"storyshade: error: {exc}", file=sys.stderr, flush=True)
         return 1

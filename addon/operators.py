@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bpy
 
-from . import prefs, props, runtime, take
+from . import export, prefs, props, runtime, take
 from .client import Client
 from .errors import StoryShadeError
 from .session import DONE, FAILED, ModalDriver, ShadeRequest, ShadeSession
+from .shade import unplaced_runs
 
 TICK_SECONDS = 0.1
 REDRAW_SPACES = {"VIEW_3D", "SEQUENCE_EDITOR"}
@@ -40,6 +41,35 @@ def build_session(context) -> ShadeSession:
         inputs=props.inputs(opts),
     )
     return ShadeSession(scene, Client(url, token), request)
+
+
+def reattach_session(
+    scene, url: str, token: str | None, pattern: str, take_mode: str, inputs: dict
+) -> ShadeSession:
+    """Follow the newest job of this shot that an earlier Blender session left running."""
+    shot = export.shot_name(scene)
+    root, _ = take.takes_root(shot, pattern, scene.name)
+    runs = unplaced_runs(root)
+    if not runs:
+        raise StoryShadeError(
+            f"no unfinished StoryShade job for shot '{shot}' (looked in {root})",
+            "shade the shot with the Shade button",
+        )
+    request = ShadeRequest(
+        settings=runs[-1].settings,
+        take_mode=take_mode,
+        output_pattern=pattern,
+        server_url=url,
+        inputs=inputs,
+    )
+    return ShadeSession.reattach(scene, Client(url, token), request, runs[-1])
+
+
+def build_reattach_session(context) -> ShadeSession:
+    opts = context.scene.storyshade
+    url, token = prefs.server(context)
+    pattern = prefs.value("output_pattern", context, take.DEFAULT_PATTERN)
+    return reattach_session(context.scene, url, token, pattern, opts.take_mode, props.inputs(opts))
 
 
 def redraw(context) -> None:
@@ -77,11 +107,10 @@ def show_error(context, exc: StoryShadeError) -> None:
     redraw(context)
 
 
-class STORYSHADE_OT_shade(bpy.types.Operator):
-    """Export depth/normal passes, shade them on the StoryShade server, add a take strip"""
+class ShadeRun:
+    """What Shade and Reattach share: a session driven modally (or blocking in background
+    mode) into the panel. A mixin, since Blender cannot subclass a registered operator."""
 
-    bl_idname = "storyshade.shade"
-    bl_label = "Shade"
     bl_options = {"REGISTER"}
 
     @classmethod
@@ -91,9 +120,12 @@ class STORYSHADE_OT_shade(bpy.types.Operator):
             return False
         return context.scene is not None
 
+    def _build(self, context) -> ShadeSession:
+        return build_session(context)
+
     def _begin(self, context) -> ShadeSession | None:
         try:
-            session = build_session(context)
+            session = self._build(context)
         except StoryShadeError as exc:
             show_error(context, exc)
             self.report({"ERROR"}, str(exc))
@@ -151,3 +183,21 @@ class STORYSHADE_OT_shade(bpy.types.Operator):
             return {"CANCELLED"}
         session.run_blocking(lambda s: show(s, context))
         return self._end(context, session)
+
+
+class STORYSHADE_OT_shade(ShadeRun, bpy.types.Operator):
+    """Export depth/normal passes, shade them on the StoryShade server, add a take strip"""
+
+    bl_idname = "storyshade.shade"
+    bl_label = "Shade"
+
+
+class STORYSHADE_OT_reattach(ShadeRun, bpy.types.Operator):
+    """Pick up the shot's job that kept running on the server after Blender quit or crashed,
+    fetch its frames and place its take strip"""
+
+    bl_idname = "storyshade.reattach"
+    bl_label = "Reattach to Running Job"
+
+    def _build(self, context) -> ShadeSession:
+        return build_reattach_session(context)

@@ -97,6 +97,7 @@ def _run(layout, context, opts) -> None:
         row = col.row()
         row.scale_y = 1.5
         row.operator("storyshade.shade", icon="RENDER_ANIMATION")
+        col.operator("storyshade.reattach", icon="LINKED")
         if opts.status:
             wrapped(col, context, opts.status, "ERROR" if opts.is_error else "INFO")
         if opts.is_error and opts.fix:

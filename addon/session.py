@@ -22,7 +22,7 @@ from . import export, protocol, take
 from .errors import StoryShadeError
 from .protocol import Message
 from .server_local import HealthCheck
-from .shade import TakeRun, remove_bundle, temp_bundle_dir
+from .shade import TakeRun, remove_bundle, temp_bundle_dir, write_job_record
 from .worker import NetworkJob
 
 # Phases of a run, in order.
@@ -159,12 +159,34 @@ class ShadeSession:
             self.text = "Cancelling…"
 
     def abandon(self) -> None:
-        """Blender is ending the run itself (file load, quit): cancel and stop waiting."""
+        """Blender is ending the run itself (file load, quit). A job already on the server
+        keeps running there (artists queue shots and close Blender): reattach later with
+        StoryShade > Reattach. An export still in progress is cancelled."""
+        if self.phase == NETWORK and self.job is not None and self.run and self.run.job_id:
+            self._finish(
+                CANCELLED,
+                f"Detached from job {self.run.job_id}; it keeps running on the server "
+                "(StoryShade > Reattach picks it up)",
+            )
+            return
         self.cancel()
         if self.running:
             self._finish(
                 CANCELLED, "Cancelled (Blender ended the run; the server was asked to stop)"
             )
+
+    @classmethod
+    def reattach(cls, scene, client, request: ShadeRequest, run: TakeRun) -> ShadeSession:
+        """Follow a job an earlier Blender session submitted (found by shade.unplaced_runs)
+        and place its take; frames already in the take folder are not fetched again."""
+        request.frame_start, request.frame_end = run.frames[0], run.frames[-1]
+        session = cls(scene, client, request)
+        session.shot = run.shot or session.shot
+        session.run = run
+        session.job = NetworkJob(client, run, None).start()
+        session.phase = NETWORK
+        session.text, session.fraction = f"Reattached to job {run.job_id}", 0.0
+        return session
 
     # -- phases ----------------------------------------------------------------------------
     def _check(self, wait: float) -> None:
@@ -249,6 +271,10 @@ class ShadeSession:
             self.scene(), run.folder, run.frames, run.shot, run.take, info, self.request.take_mode
         )
         self.strip_name, self.channel = strip.name, strip.channel
+        try:
+            write_job_record(run, state="placed")
+        except OSError:
+            pass  # the strip is placed; the record only serves reattaching
         self.fraction = 1.0
         self._finish(DONE, f"Take {strip.name} added on channel {strip.channel}")
 

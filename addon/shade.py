@@ -6,6 +6,7 @@ the main thread, while worker.NetworkJob does every network call in a thread.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -52,6 +53,54 @@ def follow_job(client, run: TakeRun, progress: Progress, cancelled=lambda: False
                 raise StoryShadeError(msg.text)
             if msg.kind == protocol.DONE:
                 return
+
+
+JOB_RECORD = "job.json"
+
+
+def write_job_record(run: TakeRun, state: str = "submitted") -> None:
+    """Note the server job in the take folder, so a later Blender session can reattach
+    (the job keeps running on the server when Blender quits or crashes)."""
+    record = {
+        "job": run.job_id,
+        "shot": run.shot,
+        "take": run.take,
+        "frames": run.frames,
+        "settings": run.settings,
+        "state": state,
+    }
+    path = Path(run.folder) / JOB_RECORD
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def unplaced_runs(takes_root: Path) -> list[TakeRun]:
+    """Runs submitted from this shot whose take strip was never placed, oldest first."""
+    runs = []
+    for path in sorted(Path(takes_root).glob(f"take_*/{JOB_RECORD}")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if rec.get("state") != "submitted" or not rec.get("job"):
+            continue
+        folder = path.parent
+        frames = [int(f) for f in rec.get("frames", [])]
+        received = [f for f in frames if (folder / f"{f:04d}.png").is_file()]
+        runs.append(
+            TakeRun(
+                rec.get("shot", ""),
+                rec.get("take", folder.name),
+                folder,
+                False,
+                frames,
+                job_id=str(rec["job"]),
+                received=received,
+                settings=rec.get("settings", {}),
+            )
+        )
+    return runs
 
 
 def submit_bundle(client, bundle_dir: Path, run: TakeRun) -> None:

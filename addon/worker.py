@@ -20,7 +20,7 @@ from pathlib import Path
 from . import protocol
 from .errors import ConnectionLost, StoryShadeError
 from .protocol import Message
-from .shade import TakeRun
+from .shade import TakeRun, write_job_record
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -135,6 +135,11 @@ class NetworkJob:
                 return
             job = self.client.submit(self.bundle_dir, self.run.settings)
             self.run.job_id = str(job["id"])
+            try:
+                write_job_record(self.run)
+            except OSError:
+                pass  # only reattaching after a restart needs it; the run goes on
+
         finally:
             shutil.rmtree(self.bundle_dir, ignore_errors=True)
         self._put(protocol.SUBMITTED, text="Submitted", total=len(self.run.frames))

@@ -98,7 +98,12 @@ def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
     } <= props
     assert {"use_scene_range", "use_control_weights", "depth_weight", "take_mode"} <= props
     ops = [name for kind, name, *_ in log if kind == "operator"]
-    assert ops == ["storyshade.server_check", "storyshade.server_start", "storyshade.shade"]
+    assert ops == [
+        "storyshade.server_check",
+        "storyshade.server_start",
+        "storyshade.shade",
+        "storyshade.reattach",
+    ]
     labels = [text for kind, text, *_ in log if kind == "label"]
     assert "Not checked yet" in labels
     assert any("flat colour" in t or "cel" in t.lower() for t in labels), "style description"

@@ -156,3 +156,34 @@ def test_esc_cancels_the_real_server_job(live, scene) -> None:
     ed = scene.sequence_editor
     assert ed is None or not list(compat.all_strips(ed))
     assert session.outcome != DONE
+
+
+def test_job_outlives_blender_and_reattach_places_its_take(live, scene, capsys) -> None:
+    """Blender ends the run (quit, crash, file load) after the upload: the server job goes
+    on, and `reattach` in a later session fetches its frames and places the take."""
+    client = Client(live["server_url"])
+    request = ShadeRequest(
+        settings={"preset": "tiny", "seed": 3},
+        output_pattern=live["output_pattern"],
+        server_url=live["server_url"],
+    )
+    session = ShadeSession(scene, client, request)
+    deadline = time.monotonic() + 240
+    while not session.job_id and time.monotonic() < deadline:
+        session.tick(wait=0.1)
+    job_id = session.job_id
+    assert job_id, session.log
+    session.abandon()  # what Blender closing does to a running modal
+    assert session.outcome == CANCELLED and "keeps running" in session.text
+    assert client.job(job_id)["state"] != "cancelled"
+    bpy.ops.wm.read_factory_settings(use_empty=True)  # "restart": no memory of the run
+    scene = new_scene(frames=2)
+    enable_prefs(**{k: v for k, v in live.items() if k != "takes"})
+    argv = ["reattach", "--server", live["server_url"], "--no-save"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert f"reattached to job {job_id}" in capsys.readouterr().out
+    (strip,) = take.shot_strips(scene, export.shot_name(scene))
+    assert strip["storyshade_job"] == job_id and len(strip.elements) == 2
+    assert client.job(job_id)["state"] == "done"
+    assert cli.main(argv) == 1  # nothing left to reattach to
+    assert "no unfinished StoryShade job" in capsys.readouterr().err

@@ -233,6 +233,7 @@ class _Op:
     execute = operators.STORYSHADE_OT_shade.execute
     cancel = operators.STORYSHADE_OT_shade.cancel
     _begin = operators.STORYSHADE_OT_shade._begin
+    _build = operators.STORYSHADE_OT_shade._build
     _end = operators.STORYSHADE_OT_shade._end
 
     def __init__(self) -> None:
