@@ -1,4 +1,4 @@
-"""Jobs on disk, a priority queue, and the one worker that runs them (one GPU, one job).
+"""Jobs on disk, a priority queue, and the worker threads that run them (one per GPU).
 
 Layout under the data folder, one folder per job, `jobs/<id>/`:
 
@@ -14,6 +14,10 @@ only the missing frames) and frames it already wrote stay on disk and downloadab
 overwritten only by the same frame of the new run. A job found with every frame written is
 done; a job interrupted MAX_ATTEMPTS times is marked failed (it may be what kills the
 server), keeping its frames.
+
+Jobs render in-process on one worker thread by default. A `Runner` (storyshade.cluster for
+`serve --ray`) renders them elsewhere instead, `runner.slots` at a time; records, events and
+cancel stay here either way.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from storyshade.bundle import Bundle, load_bundle
 from storyshade.cache import StageCache
@@ -47,6 +51,16 @@ PROGRESS_KEYS = (
     "stage", "done", "total", "step", "steps", "window", "windows", "cached", "eta_s",
     "elapsed_s", "position", "eta_start_s",
 )  # fmt: skip
+
+
+class Runner(Protocol):
+    """Renders one job somewhere other than this process (see storyshade.cluster)."""
+
+    slots: int  # jobs it can run at once: one worker thread each
+
+    def render(
+        self, job_id: str, job_dir: Path, settings: Settings, reporter: Reporter
+    ) -> None: ...
 
 
 @dataclass
@@ -77,7 +91,7 @@ class Job:
 
 
 class JobStore:
-    """Every job: records on disk, events, the priority queue and one worker thread."""
+    """Every job: records on disk, events, the priority queue and its worker threads."""
 
     def __init__(
         self,
@@ -86,6 +100,7 @@ class JobStore:
         models: ModelCache | None = None,
         stages: StageCache | None = None,
         start: bool = True,
+        runner: Runner | None = None,
     ) -> None:
         self.dir = data_dir / "jobs"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -100,15 +115,17 @@ class JobStore:
         self.heap: list[tuple[int, int, str]] = []
         self.seq = 0
         self.pace = Pace()
-        self.clock: RunClock | None = None
-        self.running: str | None = None
+        self.runner = runner
+        self.clocks: dict[str, RunClock] = {}  # running job id → its stopwatch
         self._announced: dict[str, int] = {}
         self._load_existing()
-        self.worker = threading.Thread(
-            target=self._run_forever, name="storyshade-worker", daemon=True
-        )
+        self.workers = [
+            threading.Thread(target=self._run_forever, name=f"storyshade-worker-{i}", daemon=True)
+            for i in range(runner.slots if runner else 1)
+        ]
         if start:
-            self.worker.start()
+            for worker in self.workers:
+                worker.start()
 
     # -- records ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
@@ -235,7 +252,7 @@ class JobStore:
         """Tell each queued job whose place changed where it stands and when it may start."""
         with self.lock:
             positions = self.positions()
-            ahead = self.clock.remaining(self.pace) if self.clock and self.running else 0.0
+            ahead = self._until_free_slot()
             for job_id, position in sorted(positions.items(), key=lambda kv: kv[1]):
                 job = self.jobs[job_id]
                 if self._announced.get(job_id) != position:
@@ -252,10 +269,18 @@ class JobStore:
                     job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
                     self._emit(job, event)
                 predicted = self.pace.predict(len(job.frame_numbers), self.settings[job_id].steps)
-                ahead = None if ahead is None or predicted is None else ahead + predicted
+                slots = len(self.workers)
+                ahead = None if ahead is None or predicted is None else ahead + predicted / slots
             for job_id in list(self._announced):
                 if job_id not in positions:
                     del self._announced[job_id]
+
+    def _until_free_slot(self) -> float | None:
+        """Seconds until a worker thread frees up (0 if one is free; None if unknown)."""
+        if len(self.clocks) < len(self.workers):
+            return 0.0
+        waits = [clock.remaining(self.pace) for clock in self.clocks.values()]
+        return None if None in waits else min(w for w in waits if w is not None)
 
     # -- lifecycle -------------------------------------------------------------------------
     @staticmethod
@@ -335,8 +360,7 @@ class JobStore:
                 job.state, job.started, job.error = "running", time.time(), None
                 job.attempts += 1
                 job.progress = {}
-                self.running = job_id
-                self.clock = RunClock(len(job.frame_numbers), self.settings[job_id].steps)
+                self.clocks[job_id] = RunClock(len(job.frame_numbers), self.settings[job_id].steps)
                 self._save(job)
                 self._emit(job, {"type": "state", "state": "running", "attempt": job.attempts})
                 self._announce_positions()
@@ -344,7 +368,7 @@ class JobStore:
                 self._run(job)
             finally:
                 with self.lock:
-                    self.running, self.clock = None, None
+                    self.clocks.pop(job_id, None)
 
     def _listener(self, job: Job, clock: RunClock):
         def listen(event: dict[str, Any]) -> None:
@@ -369,20 +393,22 @@ class JobStore:
 
     def _run(self, job: Job) -> None:
         settings = self.settings[job.id]
-        clock = self.clock or RunClock(len(job.frame_numbers), settings.steps)
+        clock = self.clocks.get(job.id) or RunClock(len(job.frame_numbers), settings.steps)
         reporter = Reporter(self._listener(job, clock), self.cancels[job.id])
         try:
             reporter.check()  # cancelled between dequeue and start
-            bundle = load_bundle(self.job_dir(job.id) / "bundle")
-            render_bundle(
-                bundle,
-                settings,
-                self.job_dir(job.id) / "frames",
-                self.roots,
-                self.models,
-                reporter,
-                self.stages,
-            )
+            if self.runner:  # elsewhere (a Ray worker): frames and events come back here
+                self.runner.render(job.id, self.job_dir(job.id), settings, reporter)
+            else:
+                render_bundle(
+                    load_bundle(self.job_dir(job.id) / "bundle"),
+                    settings,
+                    self.job_dir(job.id) / "frames",
+                    self.roots,
+                    self.models,
+                    reporter,
+                    self.stages,
+                )
         except Cancelled:
             self._finish(job, "cancelled")
         except StoryShadeError as exc:
