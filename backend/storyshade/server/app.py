@@ -104,7 +104,16 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
     )
     if stages:
         stages.clear_partial()
-    store = JobStore(config.data_dir, config.model_roots, models, stages, start=start_worker)
+    runner = None
+    if config.ray:  # Ray workers render; this process keeps the records (docs/cluster.md)
+        from storyshade.cluster.dispatch import RayRunner
+
+        runner = RayRunner.start(
+            config.ray, config.ray_workers, config.model_roots, stages, config.model_memory_bytes
+        )
+    store = JobStore(
+        config.data_dir, config.model_roots, models, stages, start=start_worker, runner=runner
+    )
     limits = Limits(config.max_upload_bytes, config.max_frames, config.max_resolution)
     app.state.store = store
     device = pick_device()
@@ -139,6 +148,7 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
             "jobs": counts,
             "models": models.stats(),
             "model_roots": [str(r) for r in config.model_roots],
+            "workers": runner.stats() if runner else None,
         }
 
     @app.post("/v1/jobs", status_code=201, response_model=Submitted, responses=ERRORS)

@@ -28,6 +28,12 @@ def build_config(args: argparse.Namespace):
     for name in ("max_upload_mb", "max_frames", "max_resolution"):
         if getattr(args, name) < 1:
             raise StoryShadeError(f"--{name.replace('_', '-')} must be at least 1", field=name)
+    if args.ray_workers < 0:
+        raise StoryShadeError("--ray-workers must be 0 (one per GPU) or more", field="ray_workers")
+    if args.ray:
+        from storyshade.cluster.connect import require_ray  # imports no Ray
+
+        require_ray()
     return ServerConfig(
         data_dir=Path(args.data).expanduser(),
         model_roots=model_roots(args.models),
@@ -39,6 +45,8 @@ def build_config(args: argparse.Namespace):
         cache_bytes=max(0, args.cache_mb) << 20,
         model_memory_bytes=max(0, args.model_memory_mb) << 20,
         host=args.host,
+        ray=args.ray,
+        ray_workers=args.ray_workers,
     )
 
 
@@ -57,6 +65,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"StoryShade server on http://{args.host}:{args.port} (data: {config.data_dir}; {auth})",
         flush=True,
     )
+    if config.ray:
+        cluster = app.state.store.runner.cluster
+        print(
+            f"Rendering on Ray cluster {cluster['address']}: {cluster['workers']} workers "
+            f"({cluster['gpus']} GPU, {cluster['cpus']} CPU)",
+            flush=True,
+        )
     uvicorn.run(
         app,
         host=args.host,
@@ -96,6 +111,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="ORIGIN",
         help="allow browser requests from ORIGIN (repeatable); none by default",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="render on Ray workers: 'auto' (this machine's cluster, else a private one) or "
+        "a head's host:port; needs storyshade[cluster] (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Ray workers to start (default: one per GPU in the cluster, else one per CPU)",
     )
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)

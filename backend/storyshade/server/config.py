@@ -21,6 +21,8 @@ class ServerConfig:
     cache_bytes: int = 4 << 30  # finished frames kept for identical reruns; 0 disables
     model_memory_bytes: int = 8 << 30  # loaded pipelines kept resident between jobs
     host: str = "127.0.0.1"
+    ray: str | None = None  # serve --ray: "auto" or a cluster's host:port (docs/cluster.md)
+    ray_workers: int = 0  # 0: one Ray worker per GPU in the cluster, else per CPU
 
 
 def is_loopback(host: str) -> bool:

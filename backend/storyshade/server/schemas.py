@@ -56,6 +56,9 @@ class Health(BaseModel):
     jobs: dict[str, int]
     models: dict[str, int]
     model_roots: list[str]
+    workers: dict[str, Any] | None = Field(
+        None, description="serve --ray: the cluster and each Ray worker; null otherwise"
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,255 @@
+"""The JobStore runner for `storyshade serve --ray`: jobs rendered by Ray workers.
+
+The server keeps every record: each frame a worker streams back is written into the job's
+own frames folder here, and its event goes through the same listener as a local render, so
+the HTTP API, job records, SSE and cancel behave exactly as with one local GPU.
+
+A worker lost mid-job (process killed, node gone) costs only time: the job goes back to
+the pool and runs again on another worker. Frames received from the lost attempt stay;
+the retry's copy of a frame already received is dropped, so each frame is written and
+announced once. A job whose worker dies MAX_LOSSES times is failed (it may be what kills
+them) rather than taking the whole pool down one worker at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import zipfile
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from storyshade.bundle import load_bundle
+from storyshade.cache import StageCache
+from storyshade.cluster.connect import cluster_size, connect
+from storyshade.cluster.pool import Pool, Slot
+from storyshade.errors import Cancelled, StoryShadeError
+from storyshade.models.loader import model_key
+from storyshade.progress import Reporter
+from storyshade.render import frame_name
+from storyshade.settings import Settings
+
+log = logging.getLogger("storyshade.cluster")
+MAX_LOSSES = 3
+
+
+class WorkerLost(Exception):
+    """The actor running a job is gone; the job can run again elsewhere."""
+
+
+def zip_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def placement_key(roots: list[Path], settings: Settings) -> Hashable | None:
+    """What a worker must have loaded to start this job at once (None: no models needed)."""
+    if settings.engine == "preview":
+        return None
+    try:
+        return model_key(roots, settings)  # hashes on its files only, not LoRAs or sampler
+    except StoryShadeError:
+        return None  # the worker reports the problem as the job's error
+
+
+class RayRunner:
+    """Runs JobStore jobs on a pool of Ray workers; `slots` jobs at a time."""
+
+    def __init__(
+        self, pool: Pool, roots: list[Path], stages: StageCache | None, cluster: dict[str, Any]
+    ) -> None:
+        self.pool = pool
+        self.roots = roots
+        self.stages = stages
+        self.cluster = cluster
+
+    @classmethod
+    def start(
+        cls,
+        address: str,
+        workers: int,
+        roots: list[Path],
+        stages: StageCache | None,
+        memory_bytes: int,
+    ) -> RayRunner:
+        """Join (or start) the cluster and start one worker per GPU, else per CPU."""
+        cluster = connect(address)
+        gpus, cpus = cluster_size()
+        count = workers or gpus or max(1, cpus)
+        options: dict[str, Any] = {"num_cpus": 1}
+        if gpus:
+            options["num_gpus"] = 1
+        cluster.update(gpus=gpus, cpus=cpus, workers=count)
+        log.warning(
+            "Ray cluster %s: %d GPU, %d CPU; starting %d workers (%s each)",
+            cluster["address"], gpus, cpus, count, "1 GPU" if gpus else "1 CPU",
+        )  # fmt: skip
+        return cls(Pool(count, options, (1, memory_bytes)), roots, stages, cluster)
+
+    @property
+    def slots(self) -> int:
+        return len(self.pool.slots)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.cluster, "pool": self.pool.public()}
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- one job ---------------------------------------------------------------------------
+    def render(self, job_id: str, job_dir: Path, settings: Settings, reporter: Reporter) -> None:
+        """Render `job_id` on the pool into `job_dir/frames`; raises as render_bundle does."""
+        bundle = load_bundle(job_dir / "bundle")
+        frames_dir = job_dir / "frames"
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        keys = self.stages.keys(bundle, settings, self.roots) if self.stages else None
+        if self.stages and keys:  # an identical rerun never leaves the server
+            if self.stages.restore_frames(
+                keys.frames, frames_dir, bundle.shot.frame_numbers, reporter
+            ):
+                return
+        import ray
+
+        key = placement_key(self.roots, settings)
+        payload = ray.put(zip_folder(job_dir / "bundle"))
+        received: dict[int, Path] = {}
+        losses = 0
+        while True:
+            reporter.check()
+            busy = self.pool.busy()
+            if busy:
+                reporter.note(f"waiting for a free Ray worker ({busy})", waiting=True)
+            slot = self.pool.acquire(job_id, key, reporter.cancel_event)
+            if slot is None:
+                raise Cancelled()
+            try:
+                self._attempt(slot, job_id, payload, settings, reporter, received, frames_dir, key)
+                break
+            except WorkerLost as exc:
+                name, pid, node = slot.name, slot.pid, slot.node
+                self.pool.lost(slot)  # a new actor takes the slot
+                losses += 1
+                if len(received) == len(bundle.shot.frame_numbers):
+                    reporter.note(
+                        f"worker {name} was lost after sending every frame; nothing lost",
+                        worker=name,
+                    )
+                    break
+                reporter.check()
+                if losses >= MAX_LOSSES:
+                    raise StoryShadeError(
+                        f"{losses} workers died while running this job (last: {exc})",
+                        "check the Ray worker logs and GPU memory (docs/cluster.md); "
+                        f"{len(received)} frames received are kept",
+                        field=None,
+                    ) from None
+                reporter.note(
+                    f"worker {name} (pid {pid} on {node}) was lost mid-job: "
+                    f"re-queued on another worker; {len(received)} frames already received "
+                    "are kept",
+                    requeued=True,
+                    worker=name,
+                    pid=pid,
+                    losses=losses,
+                    frames_kept=sorted(received),
+                )
+        if self.stages and keys and len(received) == len(bundle.shot.frame_numbers):
+            self.stages.save_frames(keys.frames, [received[f] for f in sorted(received)])
+
+    def _attempt(
+        self,
+        slot: Slot,
+        job_id: str,
+        payload: Any,
+        settings: Settings,
+        reporter: Reporter,
+        received: dict[int, Path],
+        frames_dir: Path,
+        key: Hashable | None,
+    ) -> None:
+        """One run of the job on `slot`'s worker, relaying its stream; frees the worker
+        unless it was lost (WorkerLost)."""
+        import ray
+
+        reporter.note(
+            f"running on Ray worker {slot.name} (pid {slot.pid} on {slot.node}, {slot.device})",
+            worker=slot.name,
+            pid=slot.pid,
+            node=slot.node,
+        )
+        handle = slot.handle
+        finished = threading.Event()
+        relay = threading.Thread(
+            target=_relay_cancel, args=(handle, job_id, reporter.cancel_event, finished),
+            daemon=True,
+        )  # fmt: skip
+        relay.start()
+        lost = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.ObjectLostError,
+            ray.exceptions.NodeDiedError,
+        )
+        outcome: dict[str, Any] | None = None
+        try:
+            stream = handle.render.options(num_returns="streaming").remote(
+                job_id, payload, settings.model_dump_json(), [str(r) for r in self.roots]
+            )
+            for ref in stream:
+                event = ray.get(ref)
+                if event["type"] == "frame":
+                    self._frame(event, received, frames_dir, reporter)
+                elif event["type"] in ("end", "cancelled", "error"):
+                    outcome = event
+                else:
+                    reporter.emit(event)
+        except lost as exc:
+            raise WorkerLost(f"{type(exc).__name__} on worker {slot.name}") from exc
+        except BaseException:  # a bug on either side: the job fails, the live worker is freed
+            self.pool.free(slot)
+            raise
+        finally:
+            finished.set()
+        if outcome is None:
+            raise WorkerLost(f"worker {slot.name} ended the job without a result")
+        if outcome["type"] == "end":
+            self.pool.release(slot, key, outcome["resident"], outcome["loads"])
+            return
+        self.pool.free(slot)
+        if outcome["type"] == "cancelled":
+            raise Cancelled()
+        raise StoryShadeError(outcome["error"], outcome.get("fix") or "", field=outcome["field"])
+
+    @staticmethod
+    def _frame(
+        event: dict[str, Any], received: dict[int, Path], frames_dir: Path, reporter: Reporter
+    ) -> None:
+        """Write a streamed frame into the job's folder and announce it, once per frame."""
+        frame, png = event["frame"], event.pop("png")
+        if frame in received:  # a re-queued run renders it again: the first copy stands
+            return
+        path = frames_dir / frame_name(frame)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(png)
+        tmp.replace(path)
+        received[frame] = path
+        reporter.emit(event)
+
+
+def _relay_cancel(
+    handle: Any, job_id: str, cancel: threading.Event, finished: threading.Event
+) -> None:
+    """Pass a cancel to the worker running the job (its own thread: `render` is busy)."""
+    while not finished.wait(0.05):
+        if cancel.is_set():
+            try:
+                handle.cancel.remote(job_id)
+            except Exception:  # the worker is gone: the stream reports that
+                pass
+            return

@@ -1,0 +1,133 @@
+"""The Ray actor that renders: one per GPU (or CPU slot), models kept loaded between jobs.
+
+A job arrives as the bundle zipped (bytes) and its resolved settings (JSON), so a worker
+needs no shared file system: it renders into a temporary folder and streams every event
+back, each frame event carrying the PNG itself. Jobs end with exactly one of the events
+`end`, `cancelled` or `error`. The actor is threaded so that `cancel` reaches it while
+`render` runs; the render itself runs in a thread of its own that feeds the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from storyshade.errors import Cancelled, StoryShadeError
+
+ENDINGS = ("end", "cancelled", "error")
+
+
+class ShadeWorker:
+    """Renders jobs sent by the server's dispatcher (storyshade.cluster.dispatch)."""
+
+    def __init__(self, threads: int, memory_bytes: int) -> None:
+        # One torch thread per reserved CPU: several workers on one machine must not fight
+        # over the same cores (Ray sets OMP_NUM_THREADS only for the actor's own process).
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        from storyshade.server.resident import ResidentModels
+
+        torch.set_num_threads(threads)
+        self.threads = threads
+        self.models = ResidentModels(memory_bytes)
+        self.cancels: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def info(self) -> dict[str, Any]:
+        """Who this worker is: answered once it is ready (torch imported, device known)."""
+        from storyshade.models.loader import pick_device
+
+        return {
+            "pid": os.getpid(),
+            "node": socket.gethostname(),
+            "device": pick_device(),
+            "threads": self.threads,
+        }
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def cancel(self, job_id: str) -> None:
+        """Stop `job_id` at its next step; a cancel that arrives before the job is kept."""
+        with self.lock:
+            self.cancels.setdefault(job_id, threading.Event()).set()
+
+    def render(
+        self, job_id: str, bundle_zip: bytes, settings_json: str, roots: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Stream the job's events (call with num_returns="streaming")."""
+        with self.lock:
+            cancel = self.cancels.setdefault(job_id, threading.Event())
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        try:
+            with tempfile.TemporaryDirectory(prefix="storyshade-job-") as tmp:
+                folder = Path(tmp)
+                with zipfile.ZipFile(BytesIO(bundle_zip)) as zf:
+                    zf.extractall(folder / "bundle")
+                args = (folder, settings_json, roots, events, cancel)
+                thread = threading.Thread(target=self._run, args=args, daemon=True)
+                thread.start()
+                while True:
+                    event = events.get()
+                    if event["type"] == "frame":
+                        png = folder / "frames" / f"{event['frame']:04d}.png"
+                        event = {**event, "png": png.read_bytes()}
+                    yield event
+                    if event["type"] in ENDINGS:
+                        break
+                thread.join()
+        finally:
+            with self.lock:
+                self.cancels.pop(job_id, None)
+
+    def _run(
+        self,
+        folder: Path,
+        settings_json: str,
+        roots: list[str],
+        events: queue.Queue[dict[str, Any]],
+        cancel: threading.Event,
+    ) -> None:
+        from storyshade.bundle import load_bundle
+        from storyshade.models.locate import model_roots
+        from storyshade.progress import Reporter
+        from storyshade.render import render_bundle
+        from storyshade.settings import Settings
+
+        try:
+            settings = Settings.model_validate_json(settings_json)
+            here = [p for p in model_roots() if str(p) not in roots]  # this machine's own
+            bundle = load_bundle(folder / "bundle")
+            reporter = Reporter(events.put, cancel)
+            reporter.check()
+            render_bundle(
+                bundle, settings, folder / "frames", [*map(Path, roots), *here], self.models,
+                reporter,
+            )  # fmt: skip
+        except Cancelled:
+            events.put({"type": "cancelled"})
+        except StoryShadeError as exc:
+            events.put({"type": "error", **exc.to_json()})
+        except Exception as exc:  # the job fails, the worker lives on
+            events.put(
+                {
+                    "type": "error",
+                    "error": f"internal error on worker {socket.gethostname()} pid "
+                    f"{os.getpid()}: {type(exc).__name__}: {str(exc)[:300]}",
+                    "fix": "see the Ray worker log (docs/cluster.md); frames received so far "
+                    "are kept",
+                    "field": None,
+                }
+            )
+        else:
+            stats = self.models.stats()
+            events.put({"type": "end", "resident": stats["resident"], "loads": stats["loads"]})
