@@ -165,6 +165,9 @@ class Pool:
         """The worker died (process killed, node lost): end it for good and start another."""
         import ray
 
+        log.warning(
+            "Ray worker %s (pid %s on %s) lost; starting another", slot.name, slot.pid, slot.node
+        )
         with self.cond:
             try:
                 ray.kill(slot.handle, no_restart=True)
