@@ -211,7 +211,8 @@ class RayRunner:
                     reporter.emit(event)
         except lost as exc:
             raise WorkerLost(f"{type(exc).__name__} on worker {slot.name}") from exc
-        except BaseException:  # a bug on either side: the job fails, the live worker is freed
+        except BaseException:  # e.g. this disk is full: stop the worker's run, free it, fail
+            _cancel_quietly(handle, job_id)
             self.pool.free(slot)
             raise
         finally:
@@ -248,8 +249,12 @@ def _relay_cancel(
     """Pass a cancel to the worker running the job (its own thread: `render` is busy)."""
     while not finished.wait(0.05):
         if cancel.is_set():
-            try:
-                handle.cancel.remote(job_id)
-            except Exception:  # the worker is gone: the stream reports that
-                pass
+            _cancel_quietly(handle, job_id)
             return
+
+
+def _cancel_quietly(handle: Any, job_id: str) -> None:
+    try:
+        handle.cancel.remote(job_id)
+    except Exception:  # the worker is gone: its stream says so
+        pass
