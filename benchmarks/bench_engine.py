@@ -460,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement")
     parser.add_argument("--save", type=Path, help="also write the raw results as JSON lines")
     parser.add_argument("--write", type=Path, help="update this file's engine section")
+    parser.add_argument("--note", default="", help="a line for the report (machine, load)")
     args = parser.parse_args(argv)
 
     if args.child:
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_all(args)
     if args.save:
         args.save.write_text("".join(json.dumps(r) + "\n" for r in results), encoding="utf-8")
-    report = f"{describe(results)}\n{table(results)}\n"
+    report = f"{describe(results)}\n{table(results)}\n" + (f"\n{args.note}\n" if args.note else "")
     print(report)
     if args.write:
         gpu = results[0]["device"].startswith("cuda")
