@@ -18,7 +18,7 @@ from storyshade.settings import Settings
 
 
 class StockAnimateDiffEngine:
-    name = "animatediff"
+    name = "animatediff-stock"
 
     def __init__(self, roots: list[Path], cache: ModelCache) -> None:
         self.roots = roots
