@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,8 +88,10 @@ def main() -> int:
                 return 1
     strips = sorted(compat.strips(bpy.context.scene.sequence_editor), key=lambda s: s.channel)
     for s in strips:
-        say(f"take strip {s.name}: channel {s.channel}, frames {s.frame_final_start}-"
-            f"{s.frame_final_end - 1}, {len(s.elements)} images in {s.directory}")
+        say(
+            f"take strip {s.name}: channel {s.channel}, frames {s.frame_final_start}-"
+            f"{s.frame_final_end - 1}, {len(s.elements)} images in {s.directory}"
+        )
     sheet = write_contact_sheet(OUT / "bundle", strips)
     say(f"contact sheet: {sheet}")
     say(f"saved {blend} (open it in Blender 4.2+ and look at the Sequencer)")
@@ -115,7 +116,6 @@ def write_contact_sheet(bundle_dir: Path, strips) -> Path:
     import bpy
     import numpy as np
     from PIL import Image
-
     from storyshade.bundle import load_bundle
     from storyshade.contact_sheet import contact_sheet
     from storyshade.controls import build_controls
