@@ -41,6 +41,7 @@ if importlib.util.find_spec("ray") is None:
         allow_module_level=True,
     )
 
+pytestmark = pytest.mark.slow  # about 2.5 minutes on 2 cores, mostly Ray starting up
 TERMINAL = ("done", "failed", "cancelled")
 FIGURES: Counter[str] = Counter()
 
@@ -62,6 +63,9 @@ class RayHead:
         cmd = [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
         cmd += [f"--port={self.port}", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={self.tmp}"]
         cmd += ["--include-dashboard=false", "--disable-usage-stats"]
+        # Ports Ray would otherwise fix (10001, 52365): two test runs on one machine coexist.
+        cmd += [f"--ray-client-server-port={free_port()}"]
+        cmd += [f"--dashboard-agent-listen-port={free_port()}"]
         self.proc = subprocess.Popen(
             cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
