@@ -86,10 +86,15 @@ class RayRunner:
         if gpus:
             options["num_gpus"] = 1
         cluster.update(gpus=gpus, cpus=cpus, workers=count)
+        each = "1 GPU" if gpus else "1 CPU"
         log.warning(
             "Ray cluster %s: %d GPU, %d CPU; starting %d workers (%s each)",
-            cluster["address"], gpus, cpus, count, "1 GPU" if gpus else "1 CPU",
-        )  # fmt: skip
+            cluster["address"],
+            gpus,
+            cpus,
+            count,
+            each,
+        )
         return cls(Pool(count, options, (1, memory_bytes)), roots, stages, cluster)
 
     @property
@@ -185,11 +190,8 @@ class RayRunner:
         )
         handle = slot.handle
         finished = threading.Event()
-        relay = threading.Thread(
-            target=_relay_cancel, args=(handle, job_id, reporter.cancel_event, finished),
-            daemon=True,
-        )  # fmt: skip
-        relay.start()
+        relay_args = (handle, job_id, reporter.cancel_event, finished)
+        threading.Thread(target=_relay_cancel, args=relay_args, daemon=True).start()
         lost = (
             ray.exceptions.RayActorError,
             ray.exceptions.WorkerCrashedError,

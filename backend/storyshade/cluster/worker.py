@@ -109,10 +109,8 @@ class ShadeWorker:
             bundle = load_bundle(folder / "bundle")
             reporter = Reporter(events.put, cancel)
             reporter.check()
-            render_bundle(
-                bundle, settings, folder / "frames", [*map(Path, roots), *here], self.models,
-                reporter,
-            )  # fmt: skip
+            every_root = [*map(Path, roots), *here]
+            render_bundle(bundle, settings, folder / "frames", every_root, self.models, reporter)
         except Cancelled:
             events.put({"type": "cancelled"})
         except StoryShadeError as exc:
