@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,6 +64,7 @@ def one_round(args: argparse.Namespace, workers: int, models: Path, data: bytes,
         finals = submit_all(srv.url, data, timed)
         wall = time.perf_counter() - t0
         health = srv.get("/v1/health")["workers"]
+    shutil.rmtree(work, ignore_errors=True)
     used = {w["name"]: w["jobs_done"] for w in health["pool"]}
     return {
         "wall_s": wall,
@@ -88,6 +90,7 @@ def bench(args: argparse.Namespace) -> dict:
         for workers in (1, 2):
             results[workers].append(one_round(args, workers, models, data, r))
             print(json.dumps({"workers": workers, **results[workers][-1]}), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     return {"args": vars(args) | {"models": str(args.models or "")}, "results": results}
 
 

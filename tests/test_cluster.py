@@ -189,13 +189,14 @@ def reference(models: Path, bundle: Path, overrides: dict) -> dict[int, np.ndarr
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    out = Path(tempfile.mkdtemp(prefix="ref-"))
     try:
-        out = Path(tempfile.mkdtemp(prefix="ref-"))
         settings = resolve("tiny", {k: v for k, v in overrides.items() if k != "preset"})
         paths = render_bundle(load_bundle(bundle), settings, out, [models])
         return {int(p.stem): np.asarray(Image.open(p).convert("RGB"), np.int16) for p in paths}
     finally:
         torch.set_num_threads(threads)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def same_pictures(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> None:
