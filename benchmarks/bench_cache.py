@@ -32,18 +32,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HEADING = "## Server: stage cache"
 
 
-def _zip(folder: Path) -> bytes:
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return buf.getvalue()
-
-
 def run_job(url: str, data: bytes, settings: dict) -> dict:
     """Submit, follow the SSE stream to the end; timings and what the events said."""
     import httpx
@@ -84,6 +72,7 @@ def bench(args: argparse.Namespace) -> dict:
     import numpy as np
     from conftest import write_synthetic_bundle
     from serverproc import ServerProcess
+    from storyshade.bundle import zip_bundle
     from storyshade.models.tiny import write_tiny_models
 
     work = Path(tempfile.mkdtemp(prefix="storyshade-bench-cache-"))
@@ -98,8 +87,10 @@ def bench(args: argparse.Namespace) -> dict:
     rounds: dict[str, list[dict]] = {k: [] for k in ("cold", "warm", "identical", "prompt")}
     loads: list[int] = []
     for r in range(args.repeat):
-        shot = _zip(write_synthetic_bundle(work / f"shot{r}", args.frames, size))
-        other = _zip(write_synthetic_bundle(work / f"other{r}", args.frames, size, depth_fn=far))
+        shot = zip_bundle(write_synthetic_bundle(work / f"shot{r}", args.frames, size))
+        other = zip_bundle(
+            write_synthetic_bundle(work / f"other{r}", args.frames, size, depth_fn=far)
+        )
         base = {"preset": args.preset, "steps": args.steps, "prompt": "a red barn at dusk"}
         with ServerProcess(work / f"data{r}", models) as server:
             rounds["cold"].append(run_job(server.url, shot, base))

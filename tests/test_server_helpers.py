@@ -18,18 +18,12 @@ from typing import Any
 import httpx
 from conftest import write_synthetic_bundle
 from serverproc import ServerProcess
+from storyshade.bundle import zip_bundle
+
+zip_dir = zip_bundle  # the name the server tests use
 
 TINY = {"preset": "tiny", "steps": 1}
 TERMINAL = ("done", "failed", "cancelled")
-
-
-def zip_dir(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return buf.getvalue()
 
 
 def bundle_zip(root: Path, frames: int = 2, size: tuple[int, int] = (64, 48), **kw: Any) -> bytes:

@@ -7,8 +7,10 @@ mirrors the version and field names); everything here validates it before any wo
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -201,3 +203,14 @@ def load_bundle(path: str | Path) -> Bundle:
                 field=f"frames[{i}].file",
             )
     return Bundle(root, shot)
+
+
+def zip_bundle(folder: Path) -> bytes:
+    """A bundle folder as the zip `POST /v1/jobs` takes (EXRs are compressed already, so the
+    entries are stored). The add-on has its own stdlib copy: it cannot import the backend."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()

@@ -13,15 +13,13 @@ them) rather than taking the whole pool down one worker at a time.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
-import zipfile
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from storyshade.bundle import load_bundle
+from storyshade.bundle import load_bundle, zip_bundle
 from storyshade.cache import StageCache
 from storyshade.cluster.connect import cluster_size, connect
 from storyshade.cluster.pool import Pool, Slot
@@ -37,15 +35,6 @@ MAX_LOSSES = 3
 
 class WorkerLost(Exception):
     """The actor running a job is gone; the job can run again elsewhere."""
-
-
-def zip_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return buf.getvalue()
 
 
 def placement_key(roots: list[Path], settings: Settings) -> Hashable | None:
@@ -122,7 +111,7 @@ class RayRunner:
         import ray
 
         key = placement_key(self.roots, settings)
-        payload = ray.put(zip_folder(job_dir / "bundle"))
+        payload = ray.put(zip_bundle(job_dir / "bundle"))
         received: dict[int, Path] = {}
         losses = 0
         while True:
