@@ -163,6 +163,7 @@ class ShadeSession:
         keeps running there (artists queue shots and close Blender): reattach later with
         StoryShade > Reattach. An export still in progress is cancelled."""
         if self.phase == NETWORK and self.job is not None and self.run and self.run.job_id:
+            self.job.detach()
             self._finish(
                 CANCELLED,
                 f"Detached from job {self.run.job_id}; it keeps running on the server "

@@ -26,8 +26,10 @@ FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Readers (the preview, the sequencer) never see a half-written PNG."""
-    tmp = path.with_name(path.name + ".part")
+    """Readers (the preview, the sequencer) never see a half-written PNG; the temporary
+    name is per thread, so two writers of one frame (a detached run and its reattach)
+    never rename each other's file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -54,6 +56,7 @@ class NetworkJob:
         self.retry_delay = retry_delay
         self.messages: queue.Queue[Message] = queue.Queue()
         self._cancel = threading.Event()
+        self._detached = threading.Event()
         self._lock = threading.Lock()
         self._cancel_sent = False
         self._thread = threading.Thread(target=self._main, name="storyshade-network", daemon=True)
@@ -75,6 +78,11 @@ class NetworkJob:
         """Ask the server to stop; returns at once (the DELETE goes from its own thread)."""
         self._cancel.set()
         self._send_cancel_async()
+
+    def detach(self) -> None:
+        """Stop following without cancelling: the server job goes on (Blender is ending the
+        run; a later Reattach picks the job up)."""
+        self._detached.set()
 
     def drain(self, timeout: float = 0.0) -> list[Message]:
         """Every message waiting; with `timeout`, wait that long for the first one."""
@@ -151,6 +159,8 @@ class NetworkJob:
         while True:
             try:
                 for event in self.client.events(self.run.job_id, last):
+                    if self._detached.is_set():
+                        return
                     failures = 0
                     last = int(event.get("id") or last)
                     final = self._on_event(event)
@@ -226,6 +236,8 @@ class NetworkJob:
         self._put(protocol.PREVIEW, path=str(path), data={"step": event.get("step")})
 
     def _download(self, frame: int) -> None:
+        if self._detached.is_set():
+            return
         path = self.run.folder / f"{frame:04d}.png"
         write_atomic(path, self.client.frame(self.run.job_id, frame))
         if frame not in self.run.received:

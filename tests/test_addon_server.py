@@ -175,6 +175,8 @@ def test_job_outlives_blender_and_reattach_places_its_take(live, scene, capsys) 
     assert job_id, session.log
     session.abandon()  # what Blender closing does to a running modal
     assert session.outcome == CANCELLED and "keeps running" in session.text
+    session.job.join(60)
+    assert not session.job.alive, "a detached run stops following (and writing frames)"
     assert client.job(job_id)["state"] != "cancelled"
     bpy.ops.wm.read_factory_settings(use_empty=True)  # "restart": no memory of the run
     scene = new_scene(frames=2)
