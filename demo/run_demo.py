@@ -75,7 +75,7 @@ def main() -> int:
     say(f"exported 24 frames at 512x288 in {per_frame:.2f} s/frame -> {OUT / 'bundle'}")
 
     server = ServerProcess(OUT / "server", None, *[a for r in roots for a in ("--models", str(r))])
-    with server.start():
+    with server:
         say(f"server running at {server.url}")
         presets = [p for p in (preset, "preview") if p is not None]
         for name in presets:
