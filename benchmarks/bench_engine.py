@@ -79,16 +79,9 @@ class Case:
 def write_models(root: Path, shape: Shape, seed: int = 0) -> Path:
     """Write checkpoint, motion adapter and two ControlNets of `shape` in diffusers format."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        ControlNetModel,
-        DDIMScheduler,
-        MotionAdapter,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from storyshade.models.tiny import _tokenizer  # the offline byte-level CLIP tokenizer
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+    from storyshade.models.tiny import save_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     down = ("CrossAttnDownBlock2D",) * (len(shape.blocks) - 1) + ("DownBlock2D",)
@@ -127,26 +120,7 @@ def write_models(root: Path, shape: Shape, seed: int = 0) -> Path:
             projection_dim=768,
         )
     )
-    ckpt = root / "checkpoints" / NAMES["checkpoint"]
-    _tokenizer(ckpt / "tokenizer")
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(ckpt / "tokenizer"),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(ckpt, safe_serialization=True)
+    save_checkpoint(root / "checkpoints" / NAMES["checkpoint"], unet, vae, text_encoder)
     MotionAdapter(
         block_out_channels=shape.blocks,
         motion_layers_per_block=shape.layers_per_block,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from storyshade.controls import ControlSet
-from storyshade.models.loader import ModelCache, model_key
+from storyshade.engine.base import load_pipeline
+from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 
@@ -30,10 +31,7 @@ class StockAnimateDiffEngine:
         import torch
         from PIL import Image
 
-        key = model_key(self.roots, settings)
-        reporter.stage("loading", 0, 1)
-        pipe = self.cache.get(key)
-        reporter.stage("loading", 1, 1)
+        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)
         roles = [role for role, _ in key.controlnets]
         conditioning = [[Image.fromarray(f) for f in controls.frames[r]] for r in roles]
         scales = [settings.controls[r].scale for r in roles]

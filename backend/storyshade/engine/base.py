@@ -8,11 +8,13 @@ what it produced.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from storyshade.controls import ControlSet
+from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 
@@ -25,3 +27,14 @@ class Engine(Protocol):
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index within the shot, HxWx3 uint8 RGB at generation size)."""
         ...
+
+
+def load_pipeline(
+    roots: list[Path], cache: ModelCache, settings: Settings, reporter: Reporter
+) -> tuple[ModelKey, Any]:
+    """Resolve the settings' models and load (or reuse) their pipeline, as a 'loading' stage."""
+    key = model_key(roots, settings)
+    reporter.stage("loading", 0, 1)
+    pipe = cache.get(key)
+    reporter.stage("loading", 1, 1)
+    return key, pipe

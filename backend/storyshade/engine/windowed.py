@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from storyshade.controls import ControlSet
+from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
 from storyshade.engine.noise import initial_noise
 from storyshade.engine.sampling import SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
 from storyshade.errors import StoryShadeError
-from storyshade.models.loader import ModelCache, model_key
+from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 
@@ -112,10 +113,7 @@ class WindowedAnimateDiffEngine:
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
 
-        key = model_key(self.roots, settings)
-        reporter.stage("loading", 0, 1)
-        pipe = self.cache.get(key)
-        reporter.stage("loading", 1, 1)
+        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)
         check_windows(settings, pipe.unet)
         if settings.channels_last and pipe.unet.device.type == "cuda":
             prefer_channels_last(pipe)

@@ -126,8 +126,8 @@ def write_tiny_checkpoint(
     dest: Path, cross: int = _CROSS, blocks: tuple[int, ...] = _BLOCKS
 ) -> Path:
     """A complete diffusers SD1.5-layout pipeline folder with random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     unet = tiny_unet(cross, blocks)  # built first: keeps the seeded weights of earlier sets
     vae = AutoencoderKL(
@@ -154,6 +154,16 @@ def write_tiny_checkpoint(
             projection_dim=cross,
         )
     )
+    return save_checkpoint(dest, unet, vae, text_encoder)
+
+
+def save_checkpoint(dest: Path, unet: Any, vae: Any, text_encoder: Any) -> Path:
+    """Save random parts as a diffusers SD1.5 folder with the offline tokenizer and the
+    SD1.5 DDIM schedule; the tiny set and the benchmark's bigger models share it."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    dest = Path(dest)
     _tokenizer(dest / "tokenizer")
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -163,7 +173,7 @@ def write_tiny_checkpoint(
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    sd = StableDiffusionPipeline(
+    StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(dest / "tokenizer"),
@@ -172,8 +182,7 @@ def write_tiny_checkpoint(
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
-    )
-    sd.save_pretrained(dest, safe_serialization=True)
+    ).save_pretrained(dest, safe_serialization=True)
     return dest
 
 
