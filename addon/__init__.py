@@ -21,6 +21,7 @@ CLASSES = (
     op_server.STORYSHADE_OT_server_start,
     op_server.STORYSHADE_OT_server_stop,
     op_take.STORYSHADE_OT_take_use_settings,
+    op_take.STORYSHADE_OT_show_in_sequencer,
     panel.STORYSHADE_PT_main,
     panel.STORYSHADE_PT_sequencer,
 )

@@ -1,4 +1,4 @@
-"""Everything that differs between Blender 4.2, 4.5 and 5.0 lives here."""
+"""Everything that differs between Blender 4.2, 4.5 and 5.x lives here."""
 
 from __future__ import annotations
 
@@ -37,3 +37,42 @@ def all_strips(sequence_editor):
     if hasattr(sequence_editor, "strips_all"):
         return sequence_editor.strips_all
     return sequence_editor.sequences_all
+
+
+def has_sequencer_scene() -> bool:
+    """Blender 5.0+: each workspace's Sequencer shows its own *sequencer scene*."""
+    return version() >= (5, 0, 0) and "sequencer_scene" in bpy.types.WorkSpace.bl_rna.properties
+
+
+def sequencer_shows(scene) -> bool:
+    """Whether some Sequencer can show `scene`'s strips without the user picking it:
+    always before 5.0 (the Sequencer shows the window's scene)."""
+    if not has_sequencer_scene():
+        return True
+    return any(ws.sequencer_scene == scene for ws in bpy.data.workspaces)
+
+
+def show_in_sequencer(scene, workspace=None) -> bool:
+    """On 5.x, let a workspace's Sequencer show `scene` if none does: the given (current)
+    workspace when its sequencer scene is unset, else unset workspaces that have a
+    Sequencer. A sequencer scene the user chose is never changed. True when some
+    workspace shows `scene` afterwards."""
+    if sequencer_shows(scene):
+        return True
+    candidates = [workspace] if workspace is not None else []
+    candidates += [
+        ws
+        for ws in bpy.data.workspaces
+        if any(a.type == "SEQUENCE_EDITOR" for s in ws.screens for a in s.areas)
+    ]
+    for ws in candidates:
+        if ws.sequencer_scene is None:
+            ws.sequencer_scene = scene
+            return True
+    return False
+
+
+def set_sequencer_scene(workspace, scene) -> None:
+    """The one-click fix when the user's chosen sequencer scene is another one."""
+    if has_sequencer_scene():
+        workspace.sequencer_scene = scene

@@ -7,7 +7,7 @@ import json
 
 import bpy
 
-from . import props, take
+from . import compat, props, take
 
 
 def active_take(context):
@@ -47,4 +47,21 @@ class STORYSHADE_OT_take_use_settings(bpy.types.Operator):
             self.report({"WARNING"}, f"Not restored (preset missing?): {', '.join(skipped)}")
         else:
             self.report({"INFO"}, f"Settings of {strip.name} loaded")
+        return {"FINISHED"}
+
+
+class STORYSHADE_OT_show_in_sequencer(bpy.types.Operator):
+    """Show this scene's take strips in the workspace's Sequencer (Blender 5: each
+    workspace's Sequencer shows its own scene)"""
+
+    bl_idname = "storyshade.show_in_sequencer"
+    bl_label = "Show Takes in Sequencer"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return compat.has_sequencer_scene() and context.workspace is not None
+
+    def execute(self, context):
+        compat.set_sequencer_scene(context.workspace, context.scene)
         return {"FINISHED"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 
-from . import export, protocol, take
+from . import compat, export, protocol, take
 from .errors import StoryShadeError
 from .protocol import Message
 from .server_local import HealthCheck
@@ -272,6 +272,12 @@ class ShadeSession:
             self.scene(), run.folder, run.frames, run.shot, run.take, info, self.request.take_mode
         )
         self.strip_name, self.channel = strip.name, strip.channel
+        scene = self.scene()
+        if not compat.show_in_sequencer(scene, getattr(bpy.context, "workspace", None)):
+            self.note = (
+                f"The Sequencer shows another scene: pick '{scene.name}' in its scene "
+                "selector, or press Show Takes in Sequencer"
+            )
         try:
             write_job_record(run, state="placed")
         except OSError:

@@ -91,6 +91,17 @@ def next_take_dir(shot: str, pattern: str = DEFAULT_PATTERN, scene=None) -> tupl
     return folder, name, temporary
 
 
+def blend_relative(path: Path) -> str:
+    """`//...` relative to the saved .blend, so a copied or moved project still finds its
+    takes; absolute for an unsaved file or another drive (Windows), where no `//` exists."""
+    if not bpy.data.filepath:
+        return str(path)
+    try:
+        return bpy.path.relpath(str(path))
+    except ValueError:  # another drive: no relative path
+        return str(path)
+
+
 def _overlaps(strip, start: int, end: int) -> bool:
     return strip.frame_final_start <= end and strip.frame_final_end > start
 
@@ -162,7 +173,7 @@ def add_take_strip(
     names = [f"{f:04d}.png" for f in frames]
     strip = compat.strips(ed).new_image(
         name=f"{shot}_{take}",
-        filepath=str(Path(folder) / names[0]),
+        filepath=blend_relative(Path(folder) / names[0]),
         channel=channel,
         frame_start=start,
     )
@@ -172,7 +183,7 @@ def add_take_strip(
     props = {
         "shot": shot,
         "take": take,
-        "folder": str(folder),
+        "folder": blend_relative(folder),
         "frame_start": start,
         "frame_end": end,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
