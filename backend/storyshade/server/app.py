@@ -26,6 +26,7 @@ from storyshade.models.loader import pick_device
 from storyshade.server.config import ServerConfig
 from storyshade.server.guard import Guard
 from storyshade.server.jobs import TERMINAL, JobStore
+from storyshade.server.readiness import router as readiness_router
 from storyshade.server.resident import ResidentModels
 from storyshade.server.schemas import ERRORS, Health, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
@@ -127,6 +128,8 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Last-Event-ID", "Content-Type"],
         )
+
+    app.include_router(readiness_router(config.model_roots))
 
     @app.get("/v1/health", response_model=Health, responses=ERRORS)
     def health() -> dict[str, Any]:
