@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,11 @@ from storyshade.errors import BundleError
 FORMAT = "storyshade.shot"
 VERSION = 1
 BACKGROUND_DEPTH = 1e10  # Cycles writes exactly this into background Z pixels.
+MAX_FRAME = 1_048_574  # Blender's MAXFRAME: no scene frame number lies beyond it
+MAX_FRAMES = 100_000  # no shot lists more frames; servers set far lower limits of their own
+# A pass file name: plain folder and file names (no empty, '.', '..', drive or backslash
+# parts), so the name means the same file on every system and stays inside the bundle.
+PASS_FILE = re.compile(r"(?:[\w\-][\w.\-]{0,99}/){0,4}[\w\-][\w.\-]{0,99}\.exr", re.ASCII)
 
 
 class Camera(BaseModel):
@@ -59,16 +65,18 @@ class Camera(BaseModel):
 
 
 class FrameEntry(BaseModel):
-    frame: int
-    file: str
+    frame: int = Field(ge=-MAX_FRAME, le=MAX_FRAME)
+    file: str = Field(max_length=512)
     camera: Camera
 
     @field_validator("file")
     @classmethod
     def _inside_bundle(cls, value: str) -> str:
-        p = Path(value)
-        if p.is_absolute() or ".." in p.parts or not value.endswith(".exr"):
-            raise ValueError("must be a relative .exr path inside the bundle")
+        if not PASS_FILE.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
+            raise ValueError(
+                "must be a relative .exr path inside the bundle, of plain names "
+                "(letters, digits, '_', '-', '.'), e.g. frames/0001.exr"
+            )
         return value
 
 
@@ -78,13 +86,13 @@ class Shot(BaseModel):
     format: Literal["storyshade.shot"] = FORMAT
     version: int
     shot: str = Field(min_length=1, max_length=128)
-    frame_start: int
-    frame_end: int
-    fps: float = Field(gt=0)
+    frame_start: int = Field(ge=-MAX_FRAME, le=MAX_FRAME)
+    frame_end: int = Field(ge=-MAX_FRAME, le=MAX_FRAME)
+    fps: float = Field(gt=0, le=1000)
     resolution: tuple[int, int]
     unit_scale: float = Field(default=1.0, gt=0)
     blender_version: str = ""
-    frames: list[FrameEntry] = Field(min_length=1)
+    frames: list[FrameEntry] = Field(min_length=1, max_length=MAX_FRAMES)
 
     @field_validator("version")
     @classmethod
@@ -104,11 +112,18 @@ class Shot(BaseModel):
     def _frames_match_range(self) -> Shot:
         if self.frame_end < self.frame_start:
             raise ValueError(f"frame_end {self.frame_end} is before frame_start {self.frame_start}")
-        expected = list(range(self.frame_start, self.frame_end + 1))
-        if [f.frame for f in self.frames] != expected:
+        # Compared without building the range: the count comes first, so a huge range with a
+        # short frame list costs nothing.
+        in_order = len(self.frames) == self.frame_end - self.frame_start + 1 and all(
+            f.frame == self.frame_start + i for i, f in enumerate(self.frames)
+        )
+        if not in_order:
             raise ValueError(
                 f"frames must list every frame {self.frame_start}..{self.frame_end} once, in order"
             )
+        files = {f.file for f in self.frames}
+        if len(files) != len(self.frames):
+            raise ValueError("each frame needs its own pass file; two frames name the same file")
         return self
 
     @property
@@ -126,21 +141,44 @@ def _first_error(exc: ValidationError) -> BundleError:
     )
 
 
-def parse_shot(raw: bytes | str) -> Shot:
-    """Validate shot.json text; errors name the bad field."""
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_shot(raw: bytes | str, max_frames: int = MAX_FRAMES) -> Shot:
+    """Validate shot.json text; errors name the bad field.
+
+    Untrusted text: too-deep nesting, huge integers and NaN are JSON errors here, and the
+    frame count is checked against `max_frames` before any frame is validated."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"shot.json is not valid JSON ({exc})", field="shot.json") from None
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise BundleError(
+            f"shot.json is not valid JSON ({reason})",
+            "re-export the shot from Blender (StoryShade > Export)",
+            field="shot.json",
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(
             "this is not a StoryShade shot bundle (shot.json has no format 'storyshade.shot')",
             "point at a folder written by the add-on's export",
             field="shot.json:format",
         )
+    frames = data.get("frames")
+    if isinstance(frames, list) and len(frames) > max_frames:
+        raise BundleError(
+            f"the shot has {len(frames)} frames; this server takes at most {max_frames}",
+            "split the shot, or start the server with a larger --max-frames",
+            field="shot.json:frames",
+        )
     try:
         return Shot.model_validate(data)
-    except ValidationError as exc:
+    except (ValidationError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            raise BundleError(
+                "shot.json is nested too deeply", "re-export the shot", field="shot.json"
+            ) from None
         raise _first_error(exc) from None
 
 

@@ -27,6 +27,7 @@ from storyshade.server.config import ServerConfig
 from storyshade.server.guard import Guard
 from storyshade.server.jobs import TERMINAL, JobStore
 from storyshade.server.readiness import router as readiness_router
+from storyshade.server.redact import Redactor
 from storyshade.server.resident import ResidentModels
 from storyshade.server.schemas import ERRORS, Health, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
@@ -43,10 +44,10 @@ def _json_error(status: int, problem: str, fix: str = "", field: str | None = No
     return JSONResponse({"error": problem, "fix": fix, "field": field}, status_code=status)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, redact: Redactor) -> None:
     @app.exception_handler(StoryShadeError)
     async def _user_error(_req: Request, exc: StoryShadeError) -> JSONResponse:
-        return JSONResponse(exc.to_json(), status_code=exc.status)
+        return JSONResponse(redact.error(exc.to_json()), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -118,7 +119,7 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
     limits = Limits(config.max_upload_bytes, config.max_frames, config.max_resolution)
     app.state.store = store
     device = pick_device()
-    _install_error_handlers(app)
+    _install_error_handlers(app, store.redact)
     app.openapi = _openapi(app, config)  # type: ignore[method-assign]
     app.add_middleware(Guard, config=config)
     if config.cors_origins:

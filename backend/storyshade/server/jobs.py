@@ -41,6 +41,7 @@ from storyshade.progress import Reporter
 from storyshade.render import render_bundle
 from storyshade.server.eta import Pace, RunClock
 from storyshade.server.events import EventLog
+from storyshade.server.redact import Redactor
 from storyshade.settings import Settings
 
 log = logging.getLogger("storyshade.server")
@@ -103,6 +104,7 @@ class JobStore:
         runner: Runner | None = None,
     ) -> None:
         self.dir = data_dir / "jobs"
+        self.redact = Redactor({"<data>": data_dir})
         self.dir.mkdir(parents=True, exist_ok=True)
         self.roots = roots
         self.models = models or ModelCache()
@@ -337,6 +339,7 @@ class JobStore:
             return job
 
     def _finish(self, job: Job, state: str, error: dict[str, Any] | None = None) -> None:
+        error = self.redact.error(error) if error else None
         with self.lock:
             # The event goes first: an SSE stream that sees a terminal state has its event.
             event: dict[str, Any] = {"type": "state", "state": state}

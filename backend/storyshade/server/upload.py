@@ -15,13 +15,14 @@ from typing import BinaryIO
 
 from storyshade.bundle import Bundle, Shot, load_bundle, parse_shot
 from storyshade.errors import BundleError, StoryShadeError
+from storyshade.server.ziparchive import TooLarge, check_entries, open_zip
 
 MANIFEST_MAX = 16 << 20  # a shot.json over 16 MiB is not a shot
 EXTRA_MEMBERS = 64  # files a bundle may hold beyond its pass files
+EXR_CHANNELS_MAX = 12  # depth 1 + normal 3 + combined 4, with room; more is not a pass file
+EXR_PARTS_MAX = 12
 
-
-class TooLarge(StoryShadeError):
-    status = 413
+__all__ = ["Limits", "TooLarge", "check_passes", "unpack_bundle"]
 
 
 @dataclass(frozen=True)
@@ -31,41 +32,8 @@ class Limits:
     max_resolution: int
 
 
-def _open(fileobj: BinaryIO) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(fileobj)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise BundleError(
-            "the upload is not a zip archive",
-            "send the bundle folder zipped (the add-on does this; or `zip -r shot.zip BUNDLE`)",
-            field="bundle",
-        ) from None
-
-
-def _check_members(members: list[zipfile.ZipInfo], limits: Limits) -> str:
-    """Reject unsafe or oversized member lists; returns the folder (prefix) of shot.json."""
-    if len(members) > limits.max_frames + EXTRA_MEMBERS:
-        raise TooLarge(
-            f"the zip holds {len(members)} files; a bundle within the limits holds at most "
-            f"{limits.max_frames + EXTRA_MEMBERS}",
-            "zip only the bundle folder",
-            field="bundle",
-        )
-    total = sum(m.file_size for m in members)
-    if total > limits.max_bytes:
-        raise TooLarge(
-            f"the bundle unpacks to {total} bytes, over the server limit of {limits.max_bytes}",
-            "render fewer frames or a smaller resolution, or raise --max-upload-mb",
-            field="bundle",
-        )
-    for m in members:
-        path = PurePosixPath(m.filename)
-        if path.is_absolute() or ".." in path.parts or not path.parts or "\\" in m.filename:
-            raise BundleError(f"unsafe path in zip: {m.filename!r}", field="bundle")
-        if m.flag_bits & 0x1:
-            raise BundleError(
-                f"{m.filename} is encrypted", "zip without a password", field="bundle"
-            )
+def _find_manifest(members: list[zipfile.ZipInfo]) -> tuple[zipfile.ZipInfo, str]:
+    """The one shot.json and the folder (prefix) it sits in."""
     manifests = [m for m in members if PurePosixPath(m.filename).name == "shot.json"]
     if len(manifests) != 1:
         raise BundleError(
@@ -76,7 +44,7 @@ def _check_members(members: list[zipfile.ZipInfo], limits: Limits) -> str:
     if manifests[0].file_size > MANIFEST_MAX:
         raise TooLarge("shot.json is over 16 MiB", "re-export the shot", field="shot.json")
     parent = PurePosixPath(manifests[0].filename).parent
-    return "" if str(parent) == "." else f"{parent}/"
+    return manifests[0], "" if str(parent) == "." else f"{parent}/"
 
 
 def _check_shot(shot: Shot, limits: Limits) -> None:
@@ -108,18 +76,44 @@ def _read(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
         ) from None
 
 
+def _wanted(
+    members: list[zipfile.ZipInfo], prefix: str, shot: Shot
+) -> list[tuple[zipfile.ZipInfo, str]]:
+    """(entry, path inside the bundle) for shot.json and each pass file shot.json names;
+    nothing else in the zip is ever written."""
+    by_name = {m.filename: m for m in members}
+    wanted = [(by_name[f"{prefix}shot.json"], "shot.json")]
+    for i, entry in enumerate(shot.frames):
+        member = by_name.get(prefix + entry.file)
+        if member is None:
+            raise BundleError(
+                f"pass file {entry.file} is missing",
+                "re-export the shot",
+                field=f"frames[{i}].file",
+            )
+        wanted.append((member, entry.file))
+    return wanted
+
+
+def _target(dest: Path, relative: str) -> Path:
+    """Where an entry lands: checked after every transformation, on the resolved path."""
+    target = (dest / relative).resolve()
+    if not target.is_relative_to(dest.resolve()) or target == dest.resolve():
+        raise BundleError(f"unsafe path in zip: {relative[:200]!r}", field="bundle")
+    return target
+
+
 def _extract(
-    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], prefix: str, dest: Path, limit: int
+    archive: zipfile.ZipFile, wanted: list[tuple[zipfile.ZipInfo, str]], dest: Path, limit: int
 ) -> None:
     written = 0
-    for m in members:
-        if not m.filename.startswith(prefix):
-            continue  # outside the bundle folder: not ours to keep
-        target = dest / m.filename[len(prefix) :]
+    for m, relative in wanted:
+        target = _target(dest, relative)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(m) as src, target.open("wb") as out:
-                while chunk := src.read(1 << 20):
+            # "x": never through an existing file or link, never one entry over another
+            with archive.open(m) as src, target.open("xb") as out:
+                while chunk := src.read(1 << 20):  # at most the declared size comes out
                     written += len(chunk)
                     if written > limit:
                         raise TooLarge(
@@ -142,6 +136,35 @@ def _extract(
             ) from None
 
 
+def _check_header(parts: list, entry_file: str, bundle: Bundle, field: str) -> None:
+    """A pass file costs what a pass needs: the shot's size, a few float channels."""
+    if len(parts) > EXR_PARTS_MAX or sum(len(p[1]) for p in parts) > EXR_CHANNELS_MAX:
+        raise BundleError(
+            f"{entry_file} has {len(parts)} parts and {sum(len(p[1]) for p in parts)} channels; "
+            f"a pass file holds at most {EXR_CHANNELS_MAX} (depth, normal, combined)",
+            "export with StoryShade, which writes only the passes it needs",
+            field=field,
+        )
+    for window, channels in parts:
+        if window is None:
+            continue
+        (x0, y0), (x1, y1) = window
+        size = (int(x1) - int(x0) + 1, int(y1) - int(y0) + 1)
+        if size != tuple(bundle.shot.resolution):
+            raise BundleError(
+                f"{entry_file} is {size[0]}x{size[1]} but shot.json says "
+                f"{bundle.width}x{bundle.height}",
+                "re-export the shot",
+                field=field,
+            )
+        if any(
+            getattr(c, "xSampling", 1) != 1 or getattr(c, "ySampling", 1) != 1 for c in channels
+        ):
+            raise BundleError(
+                f"{entry_file} has subsampled channels", "re-export the shot", field=field
+            )
+
+
 def check_passes(bundle: Bundle) -> None:
     """Every pass file is an EXR of the shot's size with finite depth and normals."""
     import OpenEXR
@@ -151,37 +174,38 @@ def check_passes(bundle: Bundle) -> None:
         path = bundle.root / entry.file
         try:  # the header first: a lying header must not make us allocate its pixels
             with OpenEXR.File(str(path), header_only=True) as exr:
-                windows = [part.header.get("dataWindow") for part in exr.parts]
+                parts = [
+                    (part.header.get("dataWindow"), list(part.header.get("channels") or []))
+                    for part in exr.parts
+                ]
         except Exception:  # OpenEXR raises bare RuntimeError on anything that is not an EXR
             raise BundleError(
                 f"{entry.file} is not an OpenEXR image", "re-export the shot", field=field
             ) from None
-        for window in windows:
-            if window is None:
-                continue
-            (x0, y0), (x1, y1) = window
-            if (int(x1) - int(x0) + 1, int(y1) - int(y0) + 1) != tuple(bundle.shot.resolution):
-                raise BundleError(
-                    f"{entry.file} is {int(x1) - int(x0) + 1}x{int(y1) - int(y0) + 1} but "
-                    f"shot.json says {bundle.width}x{bundle.height}",
-                    "re-export the shot",
-                    field=field,
-                )
+        _check_header(parts, entry.file, bundle, field)
         bundle.read_passes(i)  # raises on missing passes and NaN or infinite values
 
 
 def unpack_bundle(fileobj: BinaryIO, job_dir: Path, limits: Limits) -> Bundle:
     """Extract and validate the uploaded zip into `job_dir/bundle`."""
     dest = job_dir / "bundle"
-    archive = _open(fileobj)
+    archive = open_zip(fileobj, limits.max_frames + EXTRA_MEMBERS)
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
-        prefix = _check_members(members, limits)
-        manifest = next(m for m in members if m.filename == f"{prefix}shot.json")
-        shot = parse_shot(_read(archive, manifest))
+        if len(members) > limits.max_frames + EXTRA_MEMBERS:
+            raise TooLarge(
+                f"the zip holds {len(members)} files; a bundle within the limits holds at most "
+                f"{limits.max_frames + EXTRA_MEMBERS}",
+                "zip only the bundle folder",
+                field="bundle",
+            )
+        check_entries(members, limits.max_bytes)
+        manifest, prefix = _find_manifest(members)
+        shot = parse_shot(_read(archive, manifest), max_frames=limits.max_frames)
         _check_shot(shot, limits)
+        wanted = _wanted(members, prefix, shot)
         dest.mkdir(parents=True, exist_ok=True)
-        _extract(archive, members, prefix, dest, limits.max_bytes)
+        _extract(archive, wanted, dest, limits.max_bytes)
     bundle = load_bundle(dest)
     check_passes(bundle)
     return bundle
