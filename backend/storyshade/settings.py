@@ -8,77 +8,203 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from storyshade.errors import StoryShadeError
 
 
 class Control(BaseModel):
-    """One ControlNet: which model (a name in the models folder) and how strongly it steers."""
+    """One ControlNet: which model, how strongly and over which part of the schedule it steers."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
-    scale: float = Field(default=1.0, ge=0.0, le=2.0)
-    # Line roles only (lineart, softedge, canny): what draws the lines; None = the role's
-    # default ('geometry' for lineart/softedge, 'canny' for canny). See docs/controls.md.
+    model: str = Field(min_length=1, description="ControlNet name in the models folder")
+    scale: float = Field(
+        default=1.0, ge=0.0, le=2.0, description="strength of its residuals (0 = no effect)"
+    )
     detector: (
         Literal["geometry", "canny", "lineart", "lineart_coarse", "lineart_anime", "hed", "pidinet"]
         | None
-    ) = None
+    ) = Field(
+        default=None,
+        description="line roles only (lineart, softedge, canny): what draws the lines; None = "
+        "the role's default ('geometry' for lineart/softedge, 'canny' for canny). "
+        "See docs/controls.md",
+    )
+    start: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of the schedule before which this ControlNet is not run "
+        "(diffusers' control_guidance_start): step i of N runs it when i/N >= start",
+    )
+    end: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of the schedule after which it is not run (diffusers' "
+        "control_guidance_end): step i of N runs it when (i+1)/N <= end; 0 = never",
+    )
+    guess_mode: bool = Field(
+        default=False,
+        description="steer from the control image alone: the ControlNet sees only the "
+        "prompt's conditional branch, the unconditional branch gets no residual, and its "
+        "residuals fade from 0.1 (shallow) to 1.0 (deep), as in diffusers",
+    )
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, value: float, info: ValidationInfo) -> float:
+        start = info.data.get("start")
+        if start is not None and value < start:
+            raise ValueError(f"end {value} is before start {start} (both are 0-1 fractions)")
+        return value
 
 
 class Lora(BaseModel):
+    """A LoRA file by name and the strength it is applied with (negative inverts it)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
-    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+    name: str = Field(min_length=1, description="LoRA name in the models folder's lora/")
+    weight: float = Field(default=1.0, ge=-4.0, le=4.0, description="strength")
 
 
 class Settings(BaseModel):
+    """Every knob of a job. docs/engine.md says which fields each engine reads; fields an
+    engine does not read are inert for it (and listed there)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["animatediff", "animatediff-stock", "preview"] = "animatediff"
-    prompt: str = Field(default="", max_length=2000)
-    # Set by style presets; `presets.resolve` folds them into `prompt` (see full_prompt).
-    prompt_prefix: str = Field(default="", max_length=1000)
-    prompt_suffix: str = Field(default="", max_length=1000)
-    negative_prompt: str = Field(default="", max_length=2000)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    steps: int = Field(default=20, ge=1, le=150)
-    guidance_scale: float = Field(default=7.5, ge=0.0, le=30.0)
-    width: int = Field(default=512, ge=64, le=2048)
-    height: int = Field(default=512, ge=64, le=2048)
-    checkpoint: str = "stable-diffusion-v1-5"
-    motion_adapter: str = "animatediff-motion-adapter-v1-5-3"
-    motion_scale: float = Field(default=1.0, ge=0.0, le=2.0)
-    scheduler: Literal["ddim", "euler", "euler_a", "dpmpp_2m", "lcm"] = "ddim"
+    engine: Literal["animatediff", "animatediff-stock", "preview"] = Field(
+        default="animatediff",
+        description="'animatediff' (windowed, any length), 'animatediff-stock' (diffusers' "
+        "pipeline, the reference) or 'preview' (no model, cel-shaded draft)",
+    )
+    prompt: str = Field(default="", max_length=2000, description="what to paint")
+    prompt_prefix: str = Field(
+        default="",
+        max_length=1000,
+        description="set by style presets; `presets.resolve` folds it into `prompt`",
+    )
+    prompt_suffix: str = Field(
+        default="",
+        max_length=1000,
+        description="set by style presets; `presets.resolve` folds it into `prompt`",
+    )
+    negative_prompt: str = Field(
+        default="", max_length=2000, description="what to steer away from (needs CFG > 1)"
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="noise seed; frame i's noise depends on (seed, i) only (windowed engine)",
+    )
+    steps: int = Field(default=20, ge=1, le=150, description="denoising steps")
+    guidance_scale: float = Field(
+        default=7.5, ge=0.0, le=30.0, description="classifier-free guidance; <= 1 turns CFG off"
+    )
+    width: int = Field(default=512, ge=64, le=2048, description="generation width, pixels")
+    height: int = Field(default=512, ge=64, le=2048, description="generation height, pixels")
+    checkpoint: str = Field(
+        default="stable-diffusion-v1-5", description="SD1.5-class checkpoint name"
+    )
+    motion_adapter: str = Field(
+        default="animatediff-motion-adapter-v1-5-3", description="AnimateDiff motion adapter name"
+    )
+    motion_scale: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=2.0,
+        description="scale of the motion modules' residual: 0 = no temporal mixing (each "
+        "frame is the image model alone), 1 = as trained, >1 exaggerates",
+    )
+    scheduler: Literal["ddim", "euler", "euler_a", "dpmpp_2m", "lcm"] = Field(
+        default="ddim", description="sampler; euler_a and lcm add fresh noise every step"
+    )
     controls: dict[str, Control] = Field(
         default_factory=lambda: {
             "depth": Control(model="control_v11f1p_sd15_depth", scale=0.8),
             "normal": Control(model="control_v11p_sd15_normalbae", scale=0.6),
-        }
+        },
+        description="ControlNets by role: depth, normal, lineart, softedge, canny",
     )
-    loras: list[Lora] = Field(default_factory=list)
-    # Motion LoRAs act on the motion adapter (AnimateDiff v2 LoRAs need the v2 adapter).
-    motion_loras: list[Lora] = Field(default_factory=list)
-    context_length: int = Field(default=16, ge=2, le=64)
-    context_overlap: int = Field(default=4, ge=0, le=32)
-    decode_chunk_size: int = Field(default=8, ge=1, le=64)
-    # Windowed engine (docs/engine.md): how windows move, fuse and slice.
-    context_schedule: Literal["static", "shifting"] = "static"
-    context_fuse: Literal["pyramid", "flat"] = "pyramid"
-    free_noise: bool = False
-    forward_chunk: int = Field(default=0, ge=0, le=1_048_576)
-    attention_slicing: bool = False
-    channels_last: bool = True
-    preview_every: int = Field(default=5, ge=0, le=150)
-    depth_range: Literal["robust", "clip", "fixed"] = "robust"
-    depth_near: float | None = Field(default=None, gt=0)
-    depth_far: float | None = Field(default=None, gt=0)
-    normal_convention: Literal["bae", "midas"] = "bae"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    device: str = "auto"
+    loras: list[Lora] = Field(default_factory=list, description="style LoRAs on the UNet")
+    motion_loras: list[Lora] = Field(
+        default_factory=list,
+        description="LoRAs on the motion adapter (AnimateDiff v2 LoRAs need the v2 adapter)",
+    )
+    context_length: int = Field(
+        default=16,
+        ge=2,
+        le=64,
+        description="frames per context window (at most the motion adapter's limit)",
+    )
+    context_overlap: int = Field(
+        default=4, ge=0, le=32, description="frames shared by neighbouring windows"
+    )
+    decode_chunk_size: int = Field(
+        default=8, ge=1, le=64, description="frames per VAE decode (memory, not numbers)"
+    )
+    context_schedule: Literal["static", "shifting"] = Field(
+        default="static",
+        description="windowed engine: fixed windows, or windows that move every step",
+    )
+    context_fuse: Literal["pyramid", "flat"] = Field(
+        default="pyramid", description="how overlapping windows' predictions are blended"
+    )
+    free_noise: bool = Field(
+        default=False,
+        description="FreeNoise: frames past the first window reuse shuffled earlier noise "
+        "(one look over a long shot); the stock engine needs it for shots over its limit",
+    )
+    forward_chunk: int = Field(
+        default=0,
+        ge=0,
+        le=1_048_576,
+        description="windowed engine: slice size for temporal blocks and feed-forward; "
+        "0 = unsliced (memory, not numbers)",
+    )
+    attention_slicing: bool = Field(
+        default=False,
+        description="windowed engine: spatial attention one frame at a time (memory, not numbers)",
+    )
+    channels_last: bool = Field(
+        default=True,
+        description="on CUDA, channels-last weights (speed, not numbers); ignored elsewhere",
+    )
+    preview_every: int = Field(
+        default=5,
+        ge=0,
+        le=150,
+        description="windowed engine: a latent preview event every N steps (0 = off)",
+    )
+    depth_range: Literal["robust", "clip", "fixed"] = Field(
+        default="robust",
+        description="how metric depth maps to the depth image: one range per shot from "
+        "percentiles, from the camera's clip range, or depth_near/depth_far",
+    )
+    depth_near: float | None = Field(
+        default=None, gt=0, description="near distance for depth_range 'fixed' (scene units)"
+    )
+    depth_far: float | None = Field(
+        default=None, gt=0, description="far distance for depth_range 'fixed' (scene units)"
+    )
+    normal_convention: Literal["bae", "midas"] = Field(
+        default="bae", description="normal image encoding the normal ControlNet was trained on"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="weights' precision; auto = float16 on CUDA/MPS, else float32"
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
 
     @property
     def full_prompt(self) -> str:

@@ -1,21 +1,64 @@
-"""First engine: the stock diffusers AnimateDiffControlNetPipeline, one call per shot.
+"""The reference engine: the stock diffusers AnimateDiffControlNetPipeline, one call per shot.
 
 Memory grows with frame count here (see the windowed engine for long shots); it is kept
-as the reference the windowed engine is checked against.
+as the reference the windowed engine is checked against. Without `free_noise` the motion
+modules see the whole shot at once, so a shot longer than the motion adapter's positional
+table (32 frames for v2/v3, 24 for v1) cannot run: it is refused before any model loads.
+With `free_noise`, diffusers' FreeNoise windows the temporal attention with the job's
+`context_length` and stride `context_length - context_overlap`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
-from storyshade.models.loader import ModelCache
+from storyshade.engine.motion import motion_scaled
+from storyshade.errors import StoryShadeError
+from storyshade.models.loader import ModelCache, model_key
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+
+
+def motion_frame_limit(motion_adapter: Path) -> int:
+    """Frames the adapter's motion modules take at once, read from its files (no loading)."""
+    from storyshade.models.arch import adapter_arch
+
+    return adapter_arch(motion_adapter).max_seq_length or 32
+
+
+def check_stock_shot(settings: Settings, num_frames: int, roots: list[Path]) -> None:
+    """Refuse a shot the stock pipeline cannot run, naming the limit and the ways out.
+
+    Cheap (configs and safetensors headers only), so the server calls it at submit.
+    """
+    if settings.engine != "animatediff-stock" or settings.free_noise:
+        return
+    limit = motion_frame_limit(model_key(roots, settings).motion_adapter)
+    if num_frames > limit:
+        raise StoryShadeError(
+            f"the shot has {num_frames} frames but engine 'animatediff-stock' without "
+            f"free_noise runs at most {limit} (motion adapter '{settings.motion_adapter}' "
+            f"takes {limit} frames at once)",
+            "set free_noise = true (FreeNoise windows of context_length frames), use engine "
+            f"'animatediff' (windowed, any length), or shade at most {limit} frames at a time",
+            field="settings.engine",
+        )
+
+
+def disable_free_noise(pipe: Any) -> None:
+    """diffusers' `disable_free_noise`, minus its bug: 0.42 walks `unet.mid_block` even when
+    it has no motion modules (v3 adapters) and raises AttributeError."""
+    pipe._free_noise_context_length = None
+    unet = pipe.unet
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        if hasattr(block, "motion_modules"):
+            pipe._disable_free_noise_in_block(block)
 
 
 class StockAnimateDiffEngine:
@@ -31,32 +74,60 @@ class StockAnimateDiffEngine:
         import torch
         from PIL import Image
 
+        from storyshade.engine.windowed import check_windows
+
+        n = len(controls.frame_numbers)
+        check_stock_shot(settings, n, self.roots)
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)
+        check_windows(settings, pipe.unet)
         roles = [role for role, _ in key.controlnets]
         conditioning = [[Image.fromarray(f) for f in controls.frames[r]] for r in roles]
-        scales = [settings.controls[r].scale for r in roles]
-        n = len(controls.frame_numbers)
+        specs = [settings.controls[r] for r in roles]
+        scales = [c.scale for c in specs]
+        starts, ends = [c.start for c in specs], [c.end for c in specs]
+        if any(c.guess_mode for c in specs) and not all(c.guess_mode for c in specs):
+            raise StoryShadeError(
+                "engine 'animatediff-stock' applies guess_mode to every ControlNet or none",
+                "set guess_mode on all controls, or use engine 'animatediff'",
+                field=f"settings.controls.{roles[0]}.guess_mode",
+            )
 
         def on_step(_pipe, step: int, _t, kwargs):  # diffusers' step-end callback
             reporter.stage("denoising", step + 1, settings.steps)
             return kwargs
 
+        single = len(roles) == 1
+        free_noise = settings.free_noise and n > settings.context_length
+        if free_noise:
+            pipe.enable_free_noise(
+                context_length=settings.context_length,
+                context_stride=settings.context_length - settings.context_overlap,
+                weighting_scheme=settings.context_fuse,
+            )
         generator = torch.Generator("cpu").manual_seed(settings.seed)
-        result = pipe(
-            prompt=settings.prompt,
-            negative_prompt=settings.negative_prompt or None,
-            num_frames=n,
-            width=settings.width,
-            height=settings.height,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            conditioning_frames=conditioning if len(roles) > 1 else conditioning[0],
-            controlnet_conditioning_scale=scales if len(roles) > 1 else scales[0],
-            generator=generator,
-            decode_chunk_size=settings.decode_chunk_size,
-            output_type="np",
-            callback_on_step_end=on_step,
-        )
+        try:
+            with motion_scaled(pipe.unet, settings.motion_scale):
+                result = pipe(
+                    prompt=settings.full_prompt,
+                    negative_prompt=settings.negative_prompt or None,
+                    num_frames=n,
+                    width=settings.width,
+                    height=settings.height,
+                    num_inference_steps=settings.steps,
+                    guidance_scale=settings.guidance_scale,
+                    conditioning_frames=conditioning[0] if single else conditioning,
+                    controlnet_conditioning_scale=scales[0] if single else scales,
+                    control_guidance_start=starts[0] if single else starts,
+                    control_guidance_end=ends[0] if single else ends,
+                    guess_mode=specs[0].guess_mode,
+                    generator=generator,
+                    decode_chunk_size=settings.decode_chunk_size,
+                    output_type="np",
+                    callback_on_step_end=on_step,
+                )
+        finally:
+            if free_noise:  # the cached pipeline serves other jobs
+                disable_free_noise(pipe)
         frames = result.frames[0]
         for i in range(n):
             yield i, np.round(np.clip(frames[i], 0, 1) * 255).astype(np.uint8)

@@ -22,6 +22,7 @@ from torch import nn
 
 from storyshade.engine.chunking import Plan, chunked
 from storyshade.engine.latent_preview import preview_strip
+from storyshade.engine.motion import motion_scaled
 from storyshade.engine.oom import Fallback, free_cached_memory, ladder
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
 from storyshade.progress import Reporter
@@ -37,6 +38,7 @@ class SamplerConfig:
     fuse: Fuse = "pyramid"
     seed: int = 0
     preview_every: int = 0
+    motion_scale: float = 1.0  # motion modules' residual (engine/motion.py)
 
 
 class Placement:
@@ -202,40 +204,41 @@ class WindowedSampler:
         ]
         total, done = sum(len(w) for w in schedule), 0
         try:
-            for i, t in enumerate(timesteps):
-                windows = schedule[i]
-                shares = fusion_weights(windows, num_frames, cfg.fuse)
-                fused = torch.zeros_like(latents)
-                for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
-                    where = f"step {i + 1} window {w + 1}"
+            with motion_scaled(self.unet, cfg.motion_scale):
+                for i, t in enumerate(timesteps):
+                    windows = schedule[i]
+                    shares = fusion_weights(windows, num_frames, cfg.fuse)
+                    fused = torch.zeros_like(latents)
+                    for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
+                        where = f"step {i + 1} window {w + 1}"
 
-                    def work(
-                        plan: Plan,
-                        window: range = window,
-                        x: torch.Tensor = latents,
-                        t: torch.Tensor = t,
-                    ) -> torch.Tensor:
-                        return self.predict(x, t, text, controls, scales, window, plan)
+                        def work(
+                            plan: Plan,
+                            window: range = window,
+                            x: torch.Tensor = latents,
+                            t: torch.Tensor = t,
+                        ) -> torch.Tensor:
+                            return self.predict(x, t, text, controls, scales, window, plan)
 
-                    pred = self.fallback.run(work, where)
-                    share = share.to(self.device).view(1, 1, -1, 1, 1)
-                    fused[:, :, window.start : window.stop] += pred * share
-                    del pred
-                    done += 1
-                    self.reporter.stage(
-                        "denoising",
-                        done,
-                        total,
-                        step=i + 1,
-                        steps=len(timesteps),
-                        window=w + 1,
-                        windows=len(windows),
-                        frames=[window.start, window.stop],
-                        plan=self.fallback.plan.name,
-                    )
-                out = self.scheduler.step(fused, t, latents, **step_kwargs)
-                latents = out.prev_sample
-                self._maybe_preview(i + 1, len(timesteps), out)
+                        pred = self.fallback.run(work, where)
+                        share = share.to(self.device).view(1, 1, -1, 1, 1)
+                        fused[:, :, window.start : window.stop] += pred * share
+                        del pred
+                        done += 1
+                        self.reporter.stage(
+                            "denoising",
+                            done,
+                            total,
+                            step=i + 1,
+                            steps=len(timesteps),
+                            window=w + 1,
+                            windows=len(windows),
+                            frames=[window.start, window.stop],
+                            plan=self.fallback.plan.name,
+                        )
+                    out = self.scheduler.step(fused, t, latents, **step_kwargs)
+                    latents = out.prev_sample
+                    self._maybe_preview(i + 1, len(timesteps), out)
         finally:
             self.placement.restore()
         return latents

@@ -37,6 +37,7 @@ def sampler_config(settings: Settings) -> SamplerConfig:
         fuse=settings.context_fuse,
         seed=settings.seed,
         preview_every=settings.preview_every,
+        motion_scale=settings.motion_scale,
     )
 
 

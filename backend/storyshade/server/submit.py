@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from storyshade.engine import get_engine
+from storyshade.engine.animatediff import check_stock_shot
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.presets import resolve
@@ -128,6 +129,7 @@ def accept_job(
     max_resolution: int,
     priority: int = 0,
     tag: str = "",
+    owner: str | None = None,
 ) -> Job:
     preset, settings = resolve_settings(settings_text, store.roots, store.models, max_resolution)
     job_id = store.new_id()
@@ -135,7 +137,10 @@ def accept_job(
     try:
         job_dir.mkdir(parents=True)
         bundle = unpack_bundle(fileobj, job_dir, limits)
-        return store.submit(job_id, bundle, settings, priority=priority, tag=tag, preset=preset)
+        check_stock_shot(settings, len(bundle), store.roots)  # a 400 now, not a failed job
+        return store.submit(
+            job_id, bundle, settings, priority=priority, tag=tag, preset=preset, owner=owner
+        )
     except StoryShadeError:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
