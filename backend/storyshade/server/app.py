@@ -78,12 +78,18 @@ def _install_error_handlers(app: FastAPI, redact: Redactor) -> None:
         return _json_error(500, "internal server error", "see the server log", None)
 
 
+def _client(request: Request) -> str | None:
+    """The named client making the request (serve --clients), None for the admin token or
+    a server without named clients."""
+    return getattr(request.state, "client", None)
+
+
 def _openapi(app: FastAPI, config: ServerConfig):
     def build() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        if config.token:
+        if config.needs_auth:
             schema.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}
             }
@@ -143,7 +149,7 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
             "version": __version__,
             "api": API_VERSION,
             "device": device,
-            "auth": bool(config.token),
+            "auth": config.needs_auth,
             "limits": {
                 "max_upload_bytes": config.max_upload_bytes,
                 "max_frames": config.max_frames,
@@ -157,6 +163,7 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
 
     @app.post("/v1/jobs", status_code=201, response_model=Submitted, responses=ERRORS)
     def submit(
+        request: Request,
         bundle: Annotated[UploadFile, File(description="the bundle folder as a zip")],
         settings: Annotated[
             str, Form(description='JSON object: {"preset": NAME, ...setting overrides}')
@@ -177,25 +184,28 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
             max_resolution=config.max_resolution,
             priority=priority,
             tag=tag,
+            owner=_client(request),
         )
         return {**store.public(job), "frames": job.frame_numbers}
 
     @app.get("/v1/jobs", response_model=JobList, responses=ERRORS)
     def list_jobs(
+        request: Request,
         state: Annotated[State | None, Query(description="only jobs in this state")] = None,
         tag: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
         """Every job, oldest first, with its state and queue position."""
-        return {"jobs": store.list(state, tag)}
+        return {"jobs": store.list(state, tag, _client(request))}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
-    def get_job(job_id: str) -> dict[str, Any]:
-        return store.public(store.get(job_id))
+    def get_job(request: Request, job_id: str) -> dict[str, Any]:
+        return store.public(store.get(job_id, _client(request)))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
-    def cancel(job_id: str) -> dict[str, Any]:
+    def cancel(request: Request, job_id: str) -> dict[str, Any]:
         """Cancel: a queued job at once, a running one at its next step. Idempotent; a
         finished job is returned unchanged. Frames already written are kept."""
+        store.get(job_id, _client(request))  # a named client cancels only its own jobs
         return store.public(store.cancel(job_id))
 
     @app.get(
@@ -203,9 +213,9 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
         response_class=FileResponse,
         responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "PNG frame"}},
     )
-    def frame(job_id: str, frame: int) -> FileResponse:
+    def frame(request: Request, job_id: str, frame: int) -> FileResponse:
         """One finished frame as PNG, by scene frame number."""
-        job = store.get(job_id)
+        job = store.get(job_id, _client(request))
         if frame not in job.frame_numbers:
             raise NotFound(
                 f"frame {frame} is not in this shot "
@@ -230,13 +240,14 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
         },
     )
     async def events(
+        request: Request,
         job_id: str,
         last_event_id: Annotated[str | None, Header(max_length=32)] = None,
         after: Annotated[int | None, Query(ge=0, description="as Last-Event-ID")] = None,
     ) -> StreamingResponse:
         """The job's events from the start, or after Last-Event-ID; ends after the final
         state event. Disconnecting never cancels the job."""
-        job = store.get(job_id)
+        job = store.get(job_id, _client(request))
         start = after or 0
         if last_event_id and last_event_id.strip().isdigit():
             start = int(last_event_id.strip())

@@ -17,7 +17,12 @@ def build_config(args: argparse.Namespace):
     from storyshade.server.config import ServerConfig, is_loopback
 
     token = args.token or os.environ.get("STORYSHADE_TOKEN") or None
-    if not is_loopback(args.host) and not token:
+    clients = {}
+    if args.clients:
+        from storyshade.server.clients import load_clients
+
+        clients = load_clients(args.clients, token)
+    if not is_loopback(args.host) and not (token or clients):
         raise StoryShadeError(
             f"refusing to listen on {args.host} without a token: anyone who can reach this "
             "machine could submit jobs, read every frame and fill its disk",
@@ -41,6 +46,7 @@ def build_config(args: argparse.Namespace):
         max_frames=args.max_frames,
         max_resolution=args.max_resolution,
         token=token,
+        clients=clients,
         cors_origins=list(args.cors_origin or []),
         cache_bytes=max(0, args.cache_mb) << 20,
         model_memory_bytes=max(0, args.model_memory_mb) << 20,
@@ -60,7 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lock = lock_data_dir(config.data_dir)  # noqa: F841  held for the life of the process
     tempfile.tempdir = str(upload_tmp(config.data_dir))  # upload spool files go here
     app = create_app(config)
-    auth = "token required" if config.token else "no token: loopback only"
+    auth = "token required" if config.needs_auth else "no token: loopback only"
+    if config.clients:
+        auth += f", {len(config.clients)} named clients"
     print(
         f"StoryShade server on http://{args.host}:{args.port} (data: {config.data_dir}; {auth})",
         flush=True,
@@ -91,6 +99,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="~/.storyshade", help="jobs, results and cache live here")
     p.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (or set $STORYSHADE_TOKEN)"
+    )
+    p.add_argument(
+        "--clients",
+        metavar="FILE",
+        help="TOML file of name = token: each client sees and cancels only its own jobs "
+        "(docs/server.md)",
     )
     p.add_argument("--max-upload-mb", type=int, default=2048, help="largest request body")
     p.add_argument("--max-frames", type=int, default=1024, help="most frames in one shot")

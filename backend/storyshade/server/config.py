@@ -16,13 +16,18 @@ class ServerConfig:
     max_upload_bytes: int = 2 << 30
     max_frames: int = 1024
     max_resolution: int = 4096  # longest side of the bundle's render resolution, in pixels
-    token: str | None = None
+    token: str | None = None  # the administrator's: sees and cancels every job
+    clients: dict[str, str] = field(default_factory=dict)  # client name → its own token
     cors_origins: list[str] = field(default_factory=list)
     cache_bytes: int = 4 << 30  # finished frames kept for identical reruns; 0 disables
     model_memory_bytes: int = 8 << 30  # loaded pipelines kept resident between jobs
     host: str = "127.0.0.1"
     ray: str | None = None  # serve --ray: "auto" or a cluster's host:port (docs/cluster.md)
     ray_workers: int = 0  # 0: one Ray worker per GPU in the cluster, else per CPU
+
+    @property
+    def needs_auth(self) -> bool:
+        return bool(self.token or self.clients)
 
 
 def is_loopback(host: str) -> bool:

@@ -8,7 +8,9 @@ A pure ASGI middleware, so it runs before FastAPI reads a byte of the body:
 - Origin: browsers add it to cross-site requests; unless it is an allowed CORS origin the
   request is refused, so a web page cannot submit or cancel jobs (multipart POSTs need no
   CORS preflight, so closing CORS alone would not stop them).
-- Token: with one configured, every request carries `Authorization: Bearer <token>`.
+- Token: with one configured (the admin `--token`, or named client tokens from `--clients`),
+  every request carries `Authorization: Bearer <token>`; a client token's name is put in
+  the request's state (`client`) so routes show that client only its own jobs.
 - Size: a body declared larger than the limit is refused from its Content-Length before it
   is read; a body without one (chunked) is counted as it streams and cut off at the limit.
 """
@@ -57,11 +59,25 @@ class Guard:
         self.app = app
         self.config = config
         self.token = (config.token or "").encode("utf-8")
+        self.clients = [(name, t.encode("utf-8")) for name, t in config.clients.items()]
 
-    def _refusal(self, headers: dict[bytes, bytes]) -> tuple[int, str, str, str, list] | None:
+    def _who(self, given: bytes) -> tuple[bool, str | None]:
+        """(known, client name): the admin token is (True, None). Every token is compared,
+        so the time taken does not say which one nearly matched."""
+        known, client = False, None
+        if self.token and hmac.compare_digest(given, self.token):
+            known = True
+        for name, token in self.clients:
+            if hmac.compare_digest(given, token):
+                known, client = True, name
+        return known, client
+
+    def _refusal(
+        self, headers: dict[bytes, bytes], scope: Scope
+    ) -> tuple[int, str, str, str, list] | None:
         cfg = self.config
         host = headers.get(b"host", b"").decode("latin-1")
-        if not self.token and host:
+        if not cfg.needs_auth and host:
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if not is_loopback(name):
                 return (
@@ -82,10 +98,12 @@ class Guard:
                 "Origin",
                 [],
             )
-        if self.token:
+        if cfg.needs_auth:
             auth = headers.get(b"authorization", b"")
             scheme, _, given = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            known, client = self._who(given.strip())
+            scope.setdefault("state", {})["client"] = client
+            if scheme.lower() != b"bearer" or not known:
                 return (
                     401,
                     "missing or wrong token" if auth else "this server requires a token",
@@ -101,7 +119,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        refusal = self._refusal(headers)
+        refusal = self._refusal(headers, scope)
         if refusal:
             status, problem, fix, field, extra = refusal
             await send_error(send, status, problem, fix, field, extra)

@@ -84,6 +84,7 @@ class Job:
     attempts: int = 0
     cancel_requested: bool = False
     reused: list[str] = field(default_factory=list)
+    owner: str | None = None  # the named client that submitted it (serve --clients)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -209,9 +210,10 @@ class JobStore:
     def frame_path(self, job_id: str, frame: int) -> Path:
         return self.job_dir(job_id) / "frames" / f"{frame:04d}.png"
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, client: str | None = None) -> Job:
+        """The job; for a named client only its own (another's is as good as missing)."""
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or (client is not None and job.owner != client):
             raise NotFound(
                 f"no job '{job_id}' on this server", "list jobs with GET /v1/jobs", field="job_id"
             )
@@ -223,13 +225,17 @@ class JobStore:
         out["position"] = self.positions().get(job.id) if job.state == "queued" else None
         return out
 
-    def list(self, state: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, state: str | None = None, tag: str | None = None, client: str | None = None
+    ) -> list[dict[str, Any]]:
         with self.lock:
             jobs = sorted(self.jobs.values(), key=lambda j: (j.created, j.seq))
             positions = self.positions()
             out = []
             for job in jobs:
                 if (state and job.state != state) or (tag is not None and job.tag != tag):
+                    continue
+                if client is not None and job.owner != client:
                     continue
                 record = asdict(job)
                 record.pop("seq", None)
@@ -298,6 +304,7 @@ class JobStore:
         priority: int = 0,
         tag: str = "",
         preset: str | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Queue a job whose bundle is already unpacked and validated in its folder."""
         job_dir = self.job_dir(job_id)
@@ -313,6 +320,7 @@ class JobStore:
                 preset=preset,
                 engine=settings.engine,
                 frame_numbers=bundle.shot.frame_numbers,
+                owner=owner,
             )
             self._save(job)  # the commit point: from here on the job survives a restart
             self._register(job, settings)

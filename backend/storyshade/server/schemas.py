@@ -36,6 +36,7 @@ class JobOut(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     reused: list[str] = Field(default_factory=list, description="stages served by the cache")
+    owner: str | None = Field(None, description="the named client that submitted it, if any")
 
 
 class Submitted(JobOut):
