@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.storyshade-installed
 # torch first, pinned, so pip never pulls a different multi-GB build; override for your CUDA.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint extension clean
+.PHONY: setup demo test test-nightly lint extension clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 	bash scripts/test_bpy42.sh
+
+# Long randomized runs (300 random OpenAPI examples per operation): for a nightly CI job.
+test-nightly: $(STAMP)
+	$(BIN)/python -m pytest -m nightly
 
 extension: $(STAMP)
 	@mkdir -p dist

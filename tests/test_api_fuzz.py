@@ -2,7 +2,10 @@
 the two payloads schemathesis cannot shape (the settings JSON and the bundle's shot.json),
 against one real server process: zero 5xx, every error a JSON {error, fix, field}.
 
-Bounded so it runs in well under a minute on 2 cores; the figures are printed at the end.
+Bounded so it runs in well under a minute on 2 cores (30 examples, derandomized); the
+`nightly` marker runs the OpenAPI fuzz at 300 random examples per operation
+(`make test-nightly`). Each test counts its own requests and 5xx, so no figure depends on
+which tests ran before it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from serverproc import ServerProcess
 from storyshade.settings import Settings
 from test_server_helpers import post_job, zip_dir
 
-SEEN: Counter[str] = Counter()  # requests sent, and 5xx among them, over the whole module
 EXAMPLES = 30  # per operation (schemathesis) or per payload test (hypothesis)
+NIGHTLY_EXAMPLES = 300  # per operation, random: the nightly run
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +40,21 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path):
         yield proc
 
 
-def _count(resp_status: int) -> None:
-    SEEN["requests"] += 1
-    if resp_status >= 500:
-        SEEN["5xx"] += 1
+@pytest.fixture
+def seen(request: pytest.FixtureRequest, capsys):
+    """This test's requests, 5xx and accepted jobs; printed after it, checked by it."""
+    counts: Counter[str] = Counter()
+    yield counts
+    with capsys.disabled():
+        print(
+            f"\n[figures] {request.node.name}: " + " ".join(f"{k}={v}" for k, v in counts.items())
+        )
+    assert counts["5xx"] == 0
 
 
-def _check_error_shape(status: int, body: bytes, content_type: str) -> None:
-    _count(status)
+def _check_error_shape(seen: Counter, status: int, body: bytes, content_type: str) -> None:
+    seen["requests"] += 1
+    seen["5xx"] += status >= 500
     assert status < 500, body[:500]
     if status >= 400:
         assert content_type.startswith("application/json"), content_type
@@ -52,8 +62,15 @@ def _check_error_shape(status: int, body: bytes, content_type: str) -> None:
         assert b"Traceback" not in body
 
 
+DEPTHS = [
+    pytest.param(EXAMPLES, True, id="quick"),
+    pytest.param(NIGHTLY_EXAMPLES, False, id="nightly", marks=pytest.mark.nightly),
+]
+
+
+@pytest.mark.parametrize("examples, derandomize", DEPTHS)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_openapi_fuzz(fuzz_server, mode) -> None:
+def test_openapi_fuzz(fuzz_server, seen, mode, examples, derandomize) -> None:
     """Every operation in the server's own /openapi.json, with data that fits the schema
     (positive) and data that breaks it (negative); positive answers must match the schema.
 
@@ -66,10 +83,10 @@ def test_openapi_fuzz(fuzz_server, mode) -> None:
     for operation in operations:
 
         @settings(
-            max_examples=EXAMPLES,
+            max_examples=examples,
             deadline=None,
             suppress_health_check=list(HealthCheck),
-            derandomize=True,
+            derandomize=derandomize,
             database=None,
         )
         @given(case=operation.as_strategy(generation_mode=mode))
@@ -78,7 +95,7 @@ def test_openapi_fuzz(fuzz_server, mode) -> None:
             # 404 at once rather than following a job.
             response = case.call(timeout=30)
             ctype = response.headers.get("content-type") or [""]  # schemathesis: lists
-            _check_error_shape(response.status_code, response.content, ctype[0])
+            _check_error_shape(seen, response.status_code, response.content, ctype[0])
             if mode is GenerationMode.POSITIVE:
                 # Schema-valid is not valid here: a bundle is a zip whose content no schema
                 # can describe, so "positive data must be accepted" does not apply.
@@ -88,6 +105,7 @@ def test_openapi_fuzz(fuzz_server, mode) -> None:
             fuzz()
         except Unsatisfiable:  # nothing to break: e.g. GET /v1/health takes no input
             assert mode is GenerationMode.NEGATIVE
+    assert seen["requests"] >= examples  # the operations with inputs get every example
 
 
 # -- payloads schemathesis sees only as strings and bytes --------------------------------------
@@ -111,22 +129,23 @@ def valid_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_bundle(tmp_path_factory.mktemp("fuzzbundle") / "b", frames=2)
 
 
-def _post_and_cancel(client: httpx.Client, data: bytes, text: str) -> None:
+def _post_and_cancel(seen: Counter, client: httpx.Client, data: bytes, text: str) -> None:
     resp = post_job(client, data, text)
-    _check_error_shape(resp.status_code, resp.content, resp.headers.get("content-type", ""))
+    ctype = resp.headers.get("content-type", "")
+    _check_error_shape(seen, resp.status_code, resp.content, ctype)
     assert resp.status_code in (201, 400, 413, 422), resp.text
     if resp.status_code == 201:  # a valid job: don't spend the CPU on it
-        SEEN["accepted"] += 1
+        seen["accepted"] += 1
         cancel = client.delete(f"/v1/jobs/{resp.json()['id']}")
-        _check_error_shape(cancel.status_code, cancel.content, cancel.headers["content-type"])
+        _check_error_shape(seen, cancel.status_code, cancel.content, cancel.headers["content-type"])
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(overrides=settings_json)
-def test_settings_fuzz(fuzz_server, valid_bundle, overrides) -> None:
+def test_settings_fuzz(fuzz_server, seen, valid_bundle, overrides) -> None:
     data = zip_dir(valid_bundle)
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
-        _post_and_cancel(client, data, json.dumps({"preset": "tiny", **overrides}))
+        _post_and_cancel(seen, client, data, json.dumps({"preset": "tiny", **overrides}))
 
 
 def _mutate(shot: dict, path: list, value) -> dict:
@@ -146,7 +165,7 @@ def _mutate(shot: dict, path: list, value) -> dict:
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(path=st.lists(st.integers(0, 50), min_size=1, max_size=5), value=json_values)
-def test_shot_json_fuzz(fuzz_server, valid_bundle, path, value) -> None:
+def test_shot_json_fuzz(fuzz_server, seen, valid_bundle, path, value) -> None:
     shot = _mutate(json.loads((valid_bundle / "shot.json").read_text()), path, value)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -154,15 +173,4 @@ def test_shot_json_fuzz(fuzz_server, valid_bundle, path, value) -> None:
         for exr in sorted((valid_bundle / "frames").glob("*.exr")):
             zf.write(exr, f"frames/{exr.name}")
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
-        _post_and_cancel(client, buf.getvalue(), '{"preset": "tiny", "steps": 1}')
-
-
-def test_fuzz_figures_add_up(capsys) -> None:
-    """Runs last in this module: the fuzzing above sent requests and saw no 5xx."""
-    with capsys.disabled():
-        print(
-            f"\n[figures] fuzz: requests={SEEN['requests']} 5xx={SEEN['5xx']} "
-            f"accepted-then-cancelled={SEEN['accepted']}"
-        )
-    assert SEEN["requests"] >= 3 * EXAMPLES
-    assert SEEN["5xx"] == 0
+        _post_and_cancel(seen, client, buf.getvalue(), '{"preset": "tiny", "steps": 1}')
