@@ -1,6 +1,6 @@
 """StoryShade add-on: export depth/normal passes, shade them on the server, place takes.
 
-Imports only the standard library, bpy, mathutils and numpy (tests enforce this).
+Imports only the standard library, bpy, blf, mathutils and numpy (tests enforce this).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib import error, request
+from urllib import error, parse, request
 
 from .errors import ConnectionLost, StoryShadeError
 
@@ -78,7 +78,9 @@ class Client:
         problem = body.get("error") or f"HTTP {exc.code} {exc.reason}"
         if body.get("field"):
             problem = f"{body['field']}: {problem}"
-        return StoryShadeError(f"server: {problem}", body.get("fix") or "")
+        err = StoryShadeError(f"server: {problem}", body.get("fix") or "")
+        err.status = exc.code
+        return err
 
     def _json(self, method: str, path: str, body: bytes | None = None, headers=None) -> dict:
         with self._open(method, path, body, headers) as resp:
@@ -86,6 +88,16 @@ class Client:
 
     def health(self) -> dict:
         return self._json("GET", "/v1/health")
+
+    def readiness(self, preset: str) -> dict | None:
+        """Whether the server has the models these presets need (None: a server from
+        before /v1/readiness, which only finds out after the upload)."""
+        try:
+            return self._json("GET", f"/v1/readiness?{parse.urlencode({'preset': preset})}")
+        except StoryShadeError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def submit(self, bundle_dir: Path, settings: dict) -> dict:
         body, ctype = _multipart(

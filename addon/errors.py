@@ -5,8 +5,13 @@ class StoryShadeError(Exception):
     def __init__(self, problem: str, fix: str = "") -> None:
         self.problem = problem
         self.fix = fix
+        self.status = 0  # the HTTP status when the server refused a request
         super().__init__(f"{problem} Fix: {fix}" if fix else problem)
 
 
 class ConnectionLost(StoryShadeError):
     """The server could not be reached or dropped the connection: worth a retry."""
+
+
+class JobFailed(StoryShadeError):
+    """The server ended the job as failed: nothing more will come of it."""

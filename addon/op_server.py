@@ -10,7 +10,7 @@ import time
 
 import bpy
 
-from . import prefs, runtime, server_local
+from . import prefs, props, runtime, server_local
 from .client import Client
 from .errors import StoryShadeError
 
@@ -38,7 +38,7 @@ def _watch_health():
     return None
 
 
-def _watch_start(client: Client, deadline: float):
+def _watch_start(client: Client, deadline: float, preset: str | None = None):
     """Timer after Start: re-check until the new server answers, dies, or times out."""
 
     def poll():
@@ -50,11 +50,21 @@ def _watch_start(client: Client, deadline: float):
         if time.monotonic() > deadline:
             _redraw_all()
             return None
-        runtime.health.start(client)
+        runtime.health.start(client, preset=preset)
         _redraw_all()
         return 0.5
 
     return poll
+
+
+def check_readiness(context) -> None:
+    """Ask the server (in a thread) about the scene's presets, if it is known to answer;
+    the panel shows the answer under the Quality picker."""
+    if bpy.app.background or runtime.health.result is None or context.scene is None:
+        return
+    runtime.health.start(_client(context), preset=props.preset_spec(context.scene.storyshade))
+    if not bpy.app.timers.is_registered(_watch_health):
+        bpy.app.timers.register(_watch_health, first_interval=0.25)
 
 
 class STORYSHADE_OT_server_check(bpy.types.Operator):
@@ -64,10 +74,11 @@ class STORYSHADE_OT_server_check(bpy.types.Operator):
     bl_label = "Check"
 
     def execute(self, context):
-        runtime.health.start(_client(context))
+        spec = props.preset_spec(context.scene.storyshade) if context.scene else None
+        runtime.health.start(_client(context), preset=spec)
         if bpy.app.background:
             runtime.health.join(10.0)
-        else:
+        elif not bpy.app.timers.is_registered(_watch_health):
             bpy.app.timers.register(_watch_health, first_interval=0.25)
         return {"FINISHED"}
 
@@ -100,7 +111,8 @@ class STORYSHADE_OT_server_start(bpy.types.Operator):
             if bpy.app.background:
                 runtime.health.result = runtime.local_server.wait_ready(client, START_TIMEOUT)
             else:
-                poll = _watch_start(client, time.monotonic() + START_TIMEOUT)
+                spec = props.preset_spec(context.scene.storyshade)
+                poll = _watch_start(client, time.monotonic() + START_TIMEOUT, spec)
                 bpy.app.timers.register(poll, first_interval=0.5)
         except StoryShadeError as exc:
             context.scene.storyshade.status, context.scene.storyshade.fix = exc.problem, exc.fix

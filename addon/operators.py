@@ -12,7 +12,7 @@ import bpy
 
 from . import export, prefs, props, runtime, take
 from .client import Client
-from .errors import StoryShadeError
+from .errors import ConnectionLost, StoryShadeError
 from .session import DONE, FAILED, ModalDriver, ShadeRequest, ShadeSession
 from .shade import unplaced_runs
 
@@ -85,20 +85,30 @@ def show(session: ShadeSession, context) -> None:
     scene = bpy.data.scenes.get(session.scene_name)
     if scene is not None:
         opts = scene.storyshade
-        opts.status = session.text
-        opts.progress = min(max(session.fraction, 0.0), 1.0)
+        opts.status = session.status_line()
+        opts.progress_known = session.fraction is not None
+        opts.progress = min(max(session.fraction or 0.0, 0.0), 1.0)
         opts.note = session.note
         opts.job_id = session.job_id
         opts.is_error = session.error is not None
         opts.fix = session.error.fix if session.error else ""
-        if session.preview_path:
-            opts.preview_path = session.preview_path
+        opts.preview_path = session.preview_path
     workspace = getattr(context, "workspace", None)
     if workspace is not None:
         workspace.status_text_set(
             f"StoryShade: {session.text}  (Esc to cancel)" if session.running else None
         )
     redraw(context)
+
+
+def adopt_server_state(session: ShadeSession) -> None:
+    """What the run learnt about the server goes into the Server box, so it never says
+    "Reachable" after a run that could not reach it (or the reverse)."""
+    h = session.health
+    if h.checked_at and not h.busy:
+        runtime.health.record(h.url, h.result, h.error, h.readiness, h.preset)
+    if isinstance(session.error, ConnectionLost):
+        runtime.health.record(session.client.url, None, session.error)
 
 
 def show_error(context, exc: StoryShadeError) -> None:
@@ -131,6 +141,8 @@ class ShadeRun:
             self.report({"ERROR"}, str(exc))
             return None
         runtime.current = session
+        opts = context.scene.storyshade
+        opts.preview_path = ""  # the last take's frame is not this run's preview
         show(session, context)
         return session
 
@@ -141,6 +153,7 @@ class ShadeRun:
             self._timer = None
         if runtime.current is session:
             runtime.current = None
+        adopt_server_state(session)
         show(session, context)
         if session.outcome == DONE:
             self.report({"INFO"}, session.text)

@@ -6,19 +6,20 @@ and the preview icon. Everything that changes state is an operator.
 
 from __future__ import annotations
 
-import textwrap
-
 import bpy
 
-from . import preview, runtime
+from . import compat, preview, props, runtime, text_fit
 from .op_take import active_take
 from .presets import LAYERS, load
 
+UNIT = text_fit.UNIT
+PREVIEW_SHARE = 0.4  # of the region's height: the rest of the panel stays in view
+
 
 def wrapped(layout, context, text: str, icon: str = "NONE") -> None:
-    """Long problem/fix lines as several labels: the sidebar cuts a single label off."""
-    width = max(20, int((context.region.width if context.region else 300) / 7))
-    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+    """Long lines as several labels, measured with Blender's font: one label is cut off."""
+    width = text_fit.column_width(context, icon=icon != "NONE")
+    for i, line in enumerate(text_fit.wrap(text, width, context)):
         layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
 
 
@@ -47,7 +48,20 @@ def _server(layout, context) -> None:
         row.operator("storyshade.server_start", icon="PLAY")
 
 
-def _look(layout, opts) -> None:
+def _readiness(layout, context, opts) -> None:
+    """Under the Quality picker: can the server run these presets now?"""
+    answer = runtime.health.readiness_for(",".join(props.preset_names(opts)))
+    if answer is None:
+        if runtime.health.result is not None and not runtime.health.busy:
+            wrapped(layout, context, "Press Check to ask the server about these models", "INFO")
+        elif runtime.health.busy:
+            layout.label(text="Asking the server…", icon="TIME")
+        return
+    ok = answer.get("ready", False)
+    wrapped(layout, context, answer.get("summary", ""), "CHECKMARK" if ok else "ERROR")
+
+
+def _look(layout, context, opts) -> None:
     header, body = layout.panel("storyshade_look", default_closed=False)
     header.label(text="Look")
     if body is None:
@@ -55,11 +69,16 @@ def _look(layout, opts) -> None:
     infos = load()
     for layer in LAYERS:
         col = body.column(align=True)
-        col.prop(opts, layer)
+        col.label(text=f"{props.PICKERS[layer]}:")  # above: beside the picker it is cut
+        col.prop(opts, layer, text="")
         chosen = next((p for p in infos[layer] if p.name == getattr(opts, layer)), None)
         if chosen is not None and chosen.description:
-            col.label(text=chosen.description)
-    body.prop(opts, "preset")
+            wrapped(col, context, chosen.description)
+        if layer == "quality":
+            _readiness(col, context, opts)
+    col = body.column(align=True)
+    col.label(text="Extra Presets:")
+    col.prop(opts, "preset", text="")
     body.prop(opts, "prompt")
     body.prop(opts, "negative_prompt")
     body.prop(opts, "seed")
@@ -91,7 +110,12 @@ def _shot(layout, context, opts) -> None:
 def _run(layout, context, opts) -> None:
     col = layout.column()
     if runtime.busy():
-        col.progress(factor=opts.progress, type="BAR", text=opts.status or "Working…")
+        # The stage above the bar, wrapped: inside the bar a long stage text is cut off.
+        if opts.progress_known:
+            wrapped(col, context, opts.status or "Working…")
+            col.progress(factor=opts.progress, type="BAR", text=f"{opts.progress:.0%}")
+        else:  # honest about not knowing how far along it is: no bar at all
+            wrapped(col, context, opts.status or "Working…", "TIME")
         col.operator("storyshade.cancel", text="Cancel (Esc)", icon="CANCEL")
     else:
         row = col.row()
@@ -104,18 +128,65 @@ def _run(layout, context, opts) -> None:
             wrapped(col, context, f"Fix: {opts.fix}", "BLANK1")
     if opts.note:
         wrapped(col, context, opts.note, "INFO")
+    scene = context.scene
+    if (
+        not runtime.busy()
+        and compat.has_sequencer_scene()
+        and scene.sequence_editor is not None
+        and not compat.sequencer_shows(scene)
+        and any(s.get("storyshade_take") for s in compat.all_strips(scene.sequence_editor))
+    ):
+        col.operator("storyshade.show_in_sequencer", icon="SEQUENCE")
+
+
+def preview_scale(context) -> float:
+    """template_icon's scale (in UI units) that fits the region's width and leaves most
+    of its height to the rest of the panel."""
+    scale = text_fit.ui_scale(context)
+    region = getattr(context, "region", None)
+    if region is None or region.width <= 1:
+        return 8.0
+    across = (region.width - UNIT * scale * text_fit.MARGIN_UNITS) / (UNIT * scale)
+    down = region.height * PREVIEW_SHARE / (UNIT * scale)
+    return max(2.0, min(across, down))
+
+
+def _preview(layout, context, opts) -> None:
     icon = preview.icon_for(bpy.path.abspath(opts.preview_path) if opts.preview_path else "")
-    if icon:
-        col.template_icon(icon_value=icon, scale=8.0)
+    if not icon:
+        return
+    header, body = layout.panel("storyshade_preview", default_closed=False)
+    header.label(text="Preview")
+    if body is not None:
+        body.template_icon(icon_value=icon, scale=preview_scale(context))
 
 
-def draw(layout, context) -> None:
+def _take(layout, context) -> None:
+    """The Sequencer's active take: what made it, and a button to re-use its settings."""
+    strip = active_take(context)
+    if strip is None:
+        return
+    header, body = layout.panel("storyshade_take", default_closed=False)
+    header.label(text=f"Take: {strip.name}", icon="SEQUENCE")
+    if body is None:
+        return
+    for key in ("preset", "seed", "prompt", "job"):
+        value = strip.get(f"storyshade_{key}", "")
+        if value != "":
+            wrapped(body, context, f"{key.capitalize()}: {value}")
+    body.operator("storyshade.take_use_settings", icon="IMPORT")
+
+
+def draw(layout, context, take_info: bool = False) -> None:
     opts = context.scene.storyshade
     layout.use_property_split = False
     _server(layout, context)
-    _look(layout, opts)
+    _look(layout, context, opts)
     _shot(layout, context, opts)
     _run(layout, context, opts)
+    if take_info:
+        _take(layout, context)
+    _preview(layout, context, opts)
 
 
 class STORYSHADE_PT_main(bpy.types.Panel):
@@ -137,14 +208,4 @@ class STORYSHADE_PT_sequencer(bpy.types.Panel):
     bl_category = "StoryShade"
 
     def draw(self, context):
-        draw(self.layout, context)
-        strip = active_take(context)
-        if strip is None:
-            return
-        box = self.layout.box()
-        box.label(text=f"Take: {strip.name}", icon="SEQUENCE")
-        for key in ("preset", "seed", "prompt", "job"):
-            value = strip.get(f"storyshade_{key}", "")
-            if value != "":
-                box.label(text=f"{key.capitalize()}: {value}")
-        box.operator("storyshade.take_use_settings", icon="IMPORT")
+        draw(self.layout, context, take_info=True)

@@ -25,10 +25,21 @@ def preset_items(layer: str) -> list[tuple[str, str, str, int]]:
     return out
 
 
+def _look_changed(self, context) -> None:
+    """A picker changed: ask the server again whether it can run the new presets."""
+    from .op_server import check_readiness  # operators import props: import late
+
+    check_readiness(context)
+
+
 def _preset_enum(layer: str, label: str):
     items = preset_items(layer)
     return bpy.props.EnumProperty(
-        name=label, description=f"{label} preset", items=items, default=items[0][0]
+        name=label,
+        description=f"{label} preset",
+        items=items,
+        default=items[0][0],
+        update=_look_changed,
     )
 
 
@@ -52,6 +63,7 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
         name="Extra Presets",
         description="More comma-separated preset names; each replaces its layer's pick",
         default="",
+        update=_look_changed,
     )
     prompt: bpy.props.StringProperty(
         name="Prompt", description="What to show; the style's prompt words are added around it"
@@ -90,6 +102,9 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
     fix: bpy.props.StringProperty(name="Fix", default="")
     note: bpy.props.StringProperty(name="Note", default="")
     progress: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0)
+    progress_known: bpy.props.BoolProperty(
+        name="Progress Known", description="False while the stage's amount is unknown"
+    )
     is_error: bpy.props.BoolProperty(default=False)
     preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH", default="")
     job_id: bpy.props.StringProperty(name="Job", default="")
@@ -97,6 +112,11 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
 
 # Functions, not methods: under bpy 4.2 (the PyPI module) a PropertyGroup with Python
 # methods crashes the process at exit.
+def preset_spec(opts) -> str:
+    """The presets as the server's `preset` field: comma-separated names."""
+    return ",".join(preset_names(opts))
+
+
 def preset_names(opts) -> list[str]:
     picked = [getattr(opts, layer) for layer in presets.LAYERS]
     extra = [s.strip() for s in opts.preset.split(",") if s.strip()]

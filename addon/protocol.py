@@ -53,7 +53,7 @@ STAGE_LABELS = {
 def describe(event: dict) -> tuple[str, float]:
     """Stage text and bar fraction for a server `progress` event.
 
-    Windowed denoising reads "Denoising window 3/7 step 12/20" and its fraction spans all
+    Windowed denoising reads "Denoising step 12/20, window 3/7" and its fraction spans all
     windows, so the bar does not jump back to zero at each window.
     """
     text, fraction = _describe(event)
@@ -82,15 +82,17 @@ def _describe(event: dict) -> tuple[str, float]:
         return label, fraction
     if event.get("window") and event.get("windows") and event.get("step"):
         # Windowed sampling: done/total already count every (step, window) pair.
+        # Step first: steps go 1, 2, ... while windows cycle within each step, so
+        # "step 2/20, window 1/7" reads as progress where "window 1/7 step 2/20" did not.
         text = (
-            f"{label} window {event['window']}/{event['windows']} "
-            f"step {event['step']}/{event.get('steps', '?')}"
+            f"{label} step {event['step']}/{event.get('steps', '?')}, "
+            f"window {event['window']}/{event['windows']}"
         )
         return text, min(max(fraction, 0.0), 1.0)
     if "window" in event and event.get("windows"):
         window, windows = int(event["window"]), int(event["windows"])
         fraction = ((window - 1) + fraction) / windows
-        return f"{label} window {window}/{windows} step {done}/{total}", min(max(fraction, 0), 1)
+        return f"{label} step {done}/{total}, window {window}/{windows}", min(max(fraction, 0), 1)
     if stage == "denoising":
         return f"{label} step {done}/{total}", fraction
     return f"{label} {done}/{total}", fraction

@@ -164,24 +164,32 @@ class LocalServer:
 
 
 class HealthCheck:
-    """Ask a server for /v1/health in a thread; the panel shows the last answer."""
+    """Ask a server for /v1/health (and, given presets, /v1/readiness) in a thread; the
+    panel shows the last answer."""
 
     def __init__(self) -> None:
         self.result: dict | None = None
         self.error: StoryShadeError | None = None
+        self.readiness: dict | None = None  # for the presets in `preset`; None: not known
+        self.preset: str | None = None
         self.url = ""
         self.checked_at = 0.0
         self._thread: threading.Thread | None = None
+        self._want: tuple | None = None  # a newer request made while one was in flight
 
     @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, client) -> None:
+    def start(self, client, preset: str | None = None) -> None:
+        """Check now; `preset` (comma-separated names) also asks whether the server can
+        run them. A request made while busy runs when the current one ends."""
         if self.busy:
+            self._want = (client, preset)
             return
+        self._want = None
         self._thread = threading.Thread(
-            target=self._run, args=(client,), name="storyshade-health", daemon=True
+            target=self._run, args=(client, preset), name="storyshade-health", daemon=True
         )
         self._thread.start()
 
@@ -189,13 +197,31 @@ class HealthCheck:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self, client) -> None:
-        try:
-            result, error = client.health(), None
-        except StoryShadeError as exc:
-            result, error = None, exc
-        self.result, self.error, self.url = result, error, client.url
+    def _run(self, client, preset: str | None) -> None:
+        while True:
+            readiness = None
+            try:
+                result, error = client.health(), None
+                if preset is not None:
+                    readiness = client.readiness(preset)
+            except StoryShadeError as exc:
+                result, error = None, exc
+            self.record(client.url, result, error, readiness, preset)
+            want, self._want = self._want, None
+            if want is None:
+                return
+            client, preset = want
+
+    def record(self, url, result, error, readiness=None, preset=None) -> None:
+        """What a check (this one's, or a shading run's own) found out about the server."""
+        self.result, self.error, self.url = result, error, url
+        if preset is not None or error is not None:
+            self.readiness, self.preset = readiness, preset
         self.checked_at = time.time()
+
+    def readiness_for(self, preset: str) -> dict | None:
+        """The last readiness answer if it is for these presets."""
+        return self.readiness if self.preset == preset and self.error is None else None
 
     def summary(self) -> tuple[bool, str, str]:
         """(reachable, one line for the panel, a fix or a warning)."""

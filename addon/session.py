@@ -22,11 +22,22 @@ from . import compat, export, protocol, take
 from .errors import StoryShadeError
 from .protocol import Message
 from .server_local import HealthCheck
-from .shade import TakeRun, remove_bundle, temp_bundle_dir, write_job_record
+from .shade import (
+    TakeRun,
+    discard_take_folder,
+    remove_bundle,
+    temp_bundle_dir,
+    write_job_record,
+)
 from .worker import NetworkJob
 
 # Phases of a run, in order.
 CHECKING, EXPORTING, NETWORK, FINISHED = "checking", "exporting", "network", "finished"
+CANCELLING = "Cancelling: waiting for the server to stop the job"
+# Server stages whose amount is unknown (loading reports 0/1 then 1/1), and those that
+# become frames: the server decodes and saves while the worker receives.
+INDETERMINATE_STAGES = frozenset({"queued", "running", "loading"})
+FRAME_STAGES = frozenset({"decoding", "saving"})
 # Outcomes of a finished run.
 DONE, FAILED, CANCELLED = protocol.DONE, protocol.FAILED, protocol.CANCELLED
 
@@ -47,21 +58,24 @@ class ShadeRequest:
 class ShadeSession:
     """Advance with `tick()`; read `phase`, `text`, `fraction`, `preview_path`, `error`."""
 
-    def __init__(self, scene, client, request: ShadeRequest, cancel_grace: float = 15.0) -> None:
+    def __init__(self, scene, client, request: ShadeRequest) -> None:
         export.check_scene(scene)  # no camera etc.: say so before anything starts
         self.scene_name = scene.name
         self.client = client
         self.request = request
         self.start, self.end = export.frame_range(scene, request.frame_start, request.frame_end)
         self.shot = export.shot_name(scene)
-        self.cancel_grace = cancel_grace
         self.phase = CHECKING
         self.outcome = ""
         self.log: list[str] = []  # every distinct stage text, oldest first (for the console)
         self._text = ""
         self.text = "Checking the server"
-        self.fraction = 0.0
-        self.note = ""
+        self.fraction: float | None = None  # of the current stage; None: not knowable
+        self.stage = "checking"
+        self.stage_since = time.monotonic()
+        self._decoded = 0
+        self.note = ""  # the server's latest remark while running ("control images ready")
+        self.lasting_note = ""  # what still matters after the run (temp folder, Sequencer)
         self.error: StoryShadeError | None = None
         self.preview_path = ""
         self.strip_name = ""
@@ -71,8 +85,8 @@ class ShadeSession:
         self._bundle_dir: Path | None = None
         self._export = None
         self._cancel_at: float | None = None
-        self._health = HealthCheck()
-        self._health.start(client)
+        self.health = HealthCheck()  # the server's answers; the panel adopts them
+        self.health.start(client, preset=request.settings.get("preset", ""))
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -150,13 +164,28 @@ class ShadeSession:
                 return self
 
     def cancel(self) -> None:
-        """Stop now if nothing reached the server; otherwise ask it and wait for its answer."""
+        """Stop now if nothing reached the server; otherwise ask it, and keep listening
+        until it confirms (it stops within one model call). Cancel again while waiting
+        stops waiting: the server may then still finish the job (Reattach picks it up)."""
         if self.phase in (CHECKING, EXPORTING):
+            self._discard_take_folder()
             self._finish(CANCELLED, "Cancelled during export; nothing was sent to the server")
         elif self.phase == NETWORK and self.job is not None and self._cancel_at is None:
             self._cancel_at = time.monotonic()
             self.job.cancel()
-            self.text = "Cancelling…"
+            self._progress("cancelling", CANCELLING, None)
+        elif self.phase == NETWORK and self.job is not None:
+            self.job.detach()
+            job = self.job_id or "the job"
+            self._finish(
+                CANCELLED,
+                f"Stopped waiting after {self.cancel_wait():.0f} s: the server had not confirmed "
+                f"the cancel, so it may still finish {job} (Reattach picks it up)",
+            )
+
+    def cancel_wait(self) -> float:
+        """Seconds since Cancel was pressed (0 if it was not)."""
+        return time.monotonic() - self._cancel_at if self._cancel_at is not None else 0.0
 
     def abandon(self) -> None:
         """Blender is ending the run itself (file load, quit). A job already on the server
@@ -186,21 +215,24 @@ class ShadeSession:
         session.run = run
         session.job = NetworkJob(client, run, None).start()
         session.phase = NETWORK
-        session.text, session.fraction = f"Reattached to job {run.job_id}", 0.0
+        session._progress("reattached", f"Reattached to job {run.job_id}", None)
         return session
 
     # -- phases ----------------------------------------------------------------------------
     def _check(self, wait: float) -> None:
-        if self._health.busy and wait > 0:
-            self._health.join(wait)
-        if self._health.busy:
+        if self.health.busy and wait > 0:
+            self.health.join(wait)
+        if self.health.busy:
             return
-        if self._health.error is not None:
-            raise self._health.error
+        if self.health.error is not None:
+            raise self.health.error
+        ready = self.health.readiness
+        if ready is not None and not ready.get("ready", True):
+            raise not_ready_error(ready)  # before minutes of export and upload, not after
         self._bundle_dir = temp_bundle_dir()
         self._export = export.iter_export(self.scene(), self._bundle_dir, self.start, self.end)
         self.phase = EXPORTING
-        self.text, self.fraction = f"Exporting 0/{self.total}", 0.0
+        self._progress("exporting", f"Exporting 0/{self.total}", 0.0)
 
     def _export_step(self) -> None:
         try:
@@ -214,7 +246,7 @@ class ShadeSession:
                 f"Blender could not render the depth/normal passes ({exc})",
                 "check that Cycles is enabled and the scene renders (F12)",
             ) from None
-        self.text, self.fraction = f"Exporting {done}/{total}", done / total
+        self._progress("exporting", f"Exporting {done}/{total}", done / total)
 
     def _start_network(self) -> None:
         scene = self.scene()
@@ -223,30 +255,33 @@ class ShadeSession:
         self.run = TakeRun(self.shot, name, folder, temporary, frames)
         self.run.settings = dict(self.request.settings)
         if temporary:
-            self.note = f"The .blend is not saved: frames go to the temporary folder {folder}"
+            self.lasting_note = (
+                f"The .blend is not saved: frames go to the temporary folder {folder}"
+            )
+            self.note = self.lasting_note
         self.job = NetworkJob(self.client, self.run, self._bundle_dir).start()
         self._bundle_dir = None  # the worker uploads and deletes it
         self.phase = NETWORK
-        self.text, self.fraction = "Uploading", 0.0
+        self._progress("uploading", "Uploading", None)
 
     def _network(self, wait: float) -> None:
         for msg in self.job.drain(wait):
             self._apply(msg)
             if not self.running:
                 return
-        if self._cancel_at is not None and time.monotonic() - self._cancel_at > self.cancel_grace:
-            self._finish(
-                CANCELLED, "Cancelled (the server did not confirm; it may still finish the job)"
-            )
+        if self._cancel_at is not None:  # the server stops at its next check: say so
+            self.text = f"{CANCELLING} (Esc again to stop waiting)"
 
     def _apply(self, msg: Message) -> None:
         if msg.kind == protocol.SUBMITTED:
-            self.text = f"job {msg.job_id} submitted"
+            self._progress("submitted", f"Job {msg.job_id} submitted", None)
         elif msg.kind == protocol.PROGRESS:
-            if msg.stage == "saving" and self.run.received:
-                return  # "Receiving n/N" already says it, from our side of the wire
-            if self._cancel_at is None:
-                self.text, self.fraction = msg.text, msg.fraction
+            if msg.stage in FRAME_STAGES:  # the server decodes while we receive: one bar
+                self._decoded = max(self._decoded, int(msg.data.get("done", 0) or 0))
+                self._frames_progress()
+            else:
+                known = msg.stage not in INDETERMINATE_STAGES
+                self._progress(msg.stage, msg.text, msg.fraction if known else None)
         elif msg.kind == protocol.NOTE:
             self.note = msg.text
         elif msg.kind == protocol.PREVIEW:
@@ -254,14 +289,15 @@ class ShadeSession:
                 self.preview_path = msg.path
         elif msg.kind == protocol.FRAME:
             self.preview_path = msg.path
-            if self._cancel_at is None:
-                self.text, self.fraction = msg.text, msg.fraction
+            self._frames_progress()
         elif msg.kind == protocol.DONE:
             self._place_take()
         elif msg.kind == protocol.FAILED:
-            self._fail(StoryShadeError(msg.text, msg.fix))
+            self._fail(StoryShadeError(msg.text, msg.fix), job_over=msg.data.get("job_over", False))
         elif msg.kind == protocol.CANCELLED:
-            self._finish(CANCELLED, msg.text)
+            if "stopped answering" not in msg.text:  # else the job may still be running
+                self._discard_take_folder()
+            self._finish(CANCELLED, self._cancelled_text(msg.text))
 
     def _place_take(self) -> None:
         run = self.run
@@ -274,7 +310,7 @@ class ShadeSession:
         self.strip_name, self.channel = strip.name, strip.channel
         scene = self.scene()
         if not compat.show_in_sequencer(scene, getattr(bpy.context, "workspace", None)):
-            self.note = (
+            self.lasting_note = (
                 f"The Sequencer shows another scene: pick '{scene.name}' in its scene "
                 "selector, or press Show Takes in Sequencer"
             )
@@ -285,9 +321,64 @@ class ShadeSession:
         self.fraction = 1.0
         self._finish(DONE, f"Take {strip.name} added on channel {strip.channel}")
 
+    # -- progress -------------------------------------------------------------------------
+    def _progress(self, stage: str, text: str, fraction: float | None) -> None:
+        """One bar per stage that only moves forward; None where the amount is unknown."""
+        if self._cancel_at is not None and stage != "cancelling":
+            return  # "Cancelling" stays until the server confirms
+        if stage != self.stage:
+            self.stage, self.stage_since = stage, time.monotonic()
+        elif fraction is not None and self.fraction is not None:
+            fraction = max(fraction, self.fraction)
+        self.text, self.fraction = text, fraction
+
+    def _frames_progress(self) -> None:
+        n, total = len(self.run.received), len(self.run.frames)
+        text = f"Frames {n}/{total} received"
+        if self._decoded > n:
+            text += f" ({min(self._decoded, total)} decoded)"
+        self._progress("frames", text, n / total if total else 1.0)
+
+    def stage_seconds(self) -> float:
+        return time.monotonic() - self.stage_since
+
+    def status_line(self) -> str:
+        """The text for the panel: an indeterminate stage counts its seconds."""
+        if self.running and self.fraction is None:
+            return f"{self.text} · {self.stage_seconds():.0f} s"
+        return self.text
+
     # -- endings ---------------------------------------------------------------------------
-    def _fail(self, exc: StoryShadeError) -> None:
+    def _cancelled_text(self, server_text: str) -> str:
+        """What happened, in words: who stopped the job, when, and what is left."""
+        kept = len(self.run.received) if self.run else 0
+        if self._cancel_at is not None:
+            head = f"Cancelled: the server stopped job {self.job_id} {self.cancel_wait():.0f} s after Cancel"
+        elif self.job_id:
+            head = f"Job {self.job_id} was cancelled on the server"
+        else:
+            return server_text or "Cancelled before the shot reached the server"
+        if "stopped answering" in server_text:
+            return server_text
+        if kept:
+            return f"{head}; {kept} frames kept in {self.run.folder}"
+        return f"{head}; no frames were made"
+
+    def _discard_take_folder(self) -> None:
+        """A run that ends without frames leaves no take folder, so it uses no take number."""
+        if self.job is not None:
+            self.job.join(1.0)  # it has sent its last message and is returning
+            if self.job.alive:
+                return  # still writing there: leave the folder alone
+        if self.run is not None and not self.run.received:
+            discard_take_folder(self.run.folder)
+
+    def _fail(self, exc: StoryShadeError, job_over: bool = False) -> None:
+        """`job_over`: the server ended the job; else a job it accepted may still run
+        (its folder's job.json is what Reattach needs)."""
         self.error = exc
+        if job_over or not self.job_id:
+            self._discard_take_folder()
         self._finish(FAILED, exc.problem)
 
     def _finish(self, outcome: str, text: str) -> None:
@@ -298,6 +389,23 @@ class ShadeSession:
             remove_bundle(self._bundle_dir)
             self._bundle_dir = None
         self.phase, self.outcome, self.text = FINISHED, outcome, text
+        self.note = self.lasting_note  # the server's remarks were about the run
+
+
+def not_ready_error(readiness: dict) -> StoryShadeError:
+    """The server's /v1/readiness answer as a problem and what to do about it."""
+    works = [w for w in readiness.get("works_now") or [] if w != readiness.get("quality")]
+    fix = ""
+    if works:
+        fix = f"pick Quality '{works[0]}'"
+        fix += f" (or {', '.join(repr(w) for w in works[1:])})" if works[1:] else ""
+        fix += ", which works now, or "
+    preset = readiness.get("preset") or "PRESET"
+    fix += (
+        "put the missing models in the server's models folder (on the server, "
+        f"`storyshade models check {preset}` says where to get them)"
+    )
+    return StoryShadeError(readiness.get("summary") or "the server lacks models", fix)
 
 
 class ModalDriver:

@@ -118,3 +118,20 @@ def temp_bundle_dir() -> Path:
 
 def remove_bundle(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+TAKE_LEFTOVERS = (JOB_RECORD, "_preview.png")
+
+
+def discard_take_folder(folder: Path) -> bool:
+    """Remove a take folder that holds no frames: only the files a run itself leaves
+    (job record, preview, half-written parts); anything else keeps the folder."""
+    folder = Path(folder)
+    try:
+        for path in folder.iterdir():
+            if path.name in TAKE_LEFTOVERS or path.name.endswith(".part"):
+                path.unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        return False
+    return True

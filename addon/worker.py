@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from . import protocol
-from .errors import ConnectionLost, StoryShadeError
+from .errors import ConnectionLost, JobFailed, StoryShadeError
 from .protocol import Message
 from .shade import TakeRun, write_job_record
 
@@ -127,7 +127,11 @@ class NetworkJob:
             self._follow()
         except StoryShadeError as exc:
             self._put(
-                protocol.FAILED, text=exc.problem, fix=exc.fix, received=len(self.run.received)
+                protocol.FAILED,
+                text=exc.problem,
+                fix=exc.fix,
+                received=len(self.run.received),
+                data={"job_over": isinstance(exc, JobFailed)},
             )
         except Exception as exc:  # the UI waits for a terminal message: never die silently
             self._put(
@@ -201,7 +205,11 @@ class NetworkJob:
         elif kind == "progress":
             text, fraction = protocol.describe(event)
             self._put(
-                protocol.PROGRESS, text=text, fraction=fraction, stage=str(event.get("stage", ""))
+                protocol.PROGRESS,
+                text=text,
+                fraction=fraction,
+                stage=str(event.get("stage", "")),
+                data={"done": event.get("done"), "total": event.get("total")},
             )
         elif kind == "note" and event.get("message"):
             self._put(protocol.NOTE, text=str(event["message"]))
@@ -259,7 +267,7 @@ class NetworkJob:
         kept = f"{len(self.run.received)} frames kept in {self.run.folder}"
         if state == "failed":
             err = final.get("error") or {}
-            raise StoryShadeError(
+            raise JobFailed(
                 f"the server could not shade the shot: {err.get('error', 'unknown error')} ({kept})",
                 err.get("fix") or "see the server's console output",
             )

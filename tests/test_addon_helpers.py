@@ -133,6 +133,7 @@ class FakeClient:
         self.submitted: dict = {}
         self.cancelled = threading.Event()
         self.job_id = "job1"
+        self.not_ready: dict | None = None
 
     def _call(self, *args) -> None:
         self.calls.append(args)
@@ -142,6 +143,11 @@ class FakeClient:
     def health(self) -> dict:
         self._call("health")
         return {"status": "ok", "version": "0.0-fake", "device": "cpu", "model_roots": ["/m"]}
+
+    def readiness(self, preset: str) -> dict | None:
+        """Ready, or what `not_ready` says (a dict shaped like GET /v1/readiness)."""
+        self._call("readiness", preset)
+        return self.not_ready or {"preset": preset, "ready": True, "summary": "ready"}
 
     def submit(self, bundle_dir: Path, settings: dict) -> dict:
         self._call("submit")

@@ -76,6 +76,7 @@ def _draw(cls, context) -> list:
 @pytest.fixture(autouse=True)
 def scene():
     ensure_registered()
+    runtime.health.record("", None, None)  # earlier runs' answers are not this test's
     yield new_scene(frames=2)
     runtime.current = None
 
@@ -113,12 +114,14 @@ def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) 
     session = ShadeSession(scene, FakeClient(), ShadeRequest(settings={}))
     runtime.current = session
     opts = scene.storyshade
-    opts.status, opts.progress = "Denoising window 3/7 step 12/20", 0.4
+    opts.status, opts.progress = "Denoising step 12/20, window 3/7", 0.4
+    opts.progress_known = True
     frame = tmp_path / "0001.png"
     frame.write_bytes(png_bytes())
     opts.preview_path = str(frame)
     log = _draw(panel.STORYSHADE_PT_main, _ctx(scene))
-    assert ("progress", 0.4, "Denoising window 3/7 step 12/20") in log
+    assert ("label", "Denoising step 12/20, window 3/7") in log
+    assert ("progress", 0.4, "40%") in log
     assert ("operator", "storyshade.cancel") in log and ("operator", "storyshade.shade") not in log
     assert preview.loaded()[0] == str(frame), "the latest frame is loaded for the panel"
     if not bpy.app.background:

@@ -76,10 +76,10 @@ def test_describe_gives_stage_text_and_fraction() -> None:
         "window": 2,
         "windows": 2,
     }
-    assert protocol.describe(windowed) == ("Denoising window 2/2 step 3/4", 0.75)
+    assert protocol.describe(windowed) == ("Denoising step 3/4, window 2/2", 0.75)
     legacy = {"stage": "denoising", "done": 12, "total": 20, "window": 3, "windows": 7}
     text, fraction = protocol.describe(legacy)
-    assert text == "Denoising window 3/7 step 12/20"
+    assert text == "Denoising step 12/20, window 3/7"
     assert fraction == pytest.approx((2 + 12 / 20) / 7)
     assert protocol.describe({"stage": "denoising", "done": 1, "total": 2}) == (
         "Denoising step 1/2",
@@ -97,7 +97,7 @@ def test_describe_gives_stage_text_and_fraction() -> None:
     queued = {"stage": "queued", "done": 2, "total": 3, "position": 2, "eta_start_s": 40.2}
     assert protocol.describe(queued) == ("Queued #2 (~40 s to start)", 0.0)
     windowed["eta_s"] = 300
-    assert protocol.describe(windowed)[0] == "Denoising window 2/2 step 3/4 (~5 min left)"
+    assert protocol.describe(windowed)[0] == "Denoising step 3/4, window 2/2 (~5 min left)"
 
 
 def test_queue_position_counts_jobs_ahead() -> None:
@@ -128,7 +128,7 @@ def test_worker_submits_follows_and_downloads_in_order(tmp_path: Path) -> None:
     assert kinds.count(protocol.FRAME) == 2
     texts = [m.text for m in messages]
     assert "Queued #2" in texts and "Starting" in texts
-    assert "Denoising window 1/2 step 1/2" in texts and "Receiving 2/2" in texts
+    assert "Denoising step 1/2, window 1/2" in texts and "Receiving 2/2" in texts
     frames = [m for m in messages if m.kind == protocol.FRAME]
     assert [m.frame for m in frames] == [1, 2]
     assert all(Path(m.path).read_bytes().startswith(b"\x89PNG") for m in frames)

@@ -91,7 +91,7 @@ def test_headless_cli_shades_two_takes_on_two_channels(live, scene, capsys) -> N
     assert cli.main(argv) == 0
     assert cli.main([*argv, "--frames", "1-2", "--prompt", "night"]) == 0
     out = capsys.readouterr().out
-    for line in ("Exporting 2/2", "submitted", "Denoising", "Receiving 2/2", "take strip"):
+    for line in ("Exporting 2/2", "submitted", "Denoising", "Frames 2/2 received", "take strip"):
         assert "storyshade: " in out and line in out, line
     shot = export.shot_name(scene)
     strips = sorted(take.shot_strips(scene, shot), key=lambda s: s.channel)
@@ -153,9 +153,16 @@ def test_esc_cancels_the_real_server_job(live, scene) -> None:
         time.sleep(0.05)
     assert result == {"CANCELLED"} and session.outcome == CANCELLED, session.log
     assert client.job(job_id)["state"] == "cancelled"
+    assert session.text.startswith(f"Cancelled: the server stopped job {job_id} "), session.text
+    assert session.text.endswith("no frames were made"), session.text
     ed = scene.sequence_editor
     assert ed is None or not list(compat.all_strips(ed))
     assert session.outcome != DONE
+    shot = live["takes"] / export.shot_name(scene)
+    assert not shot.exists() or not list(shot.iterdir()), "no empty take folder is left"
+    assert take.next_take_dir(export.shot_name(scene), live["output_pattern"], scene)[1] == (
+        "take_001"
+    ), "the cancelled run used no take number"
 
 
 def test_job_outlives_blender_and_reattach_places_its_take(live, scene, capsys) -> None:
@@ -189,3 +196,41 @@ def test_job_outlives_blender_and_reattach_places_its_take(live, scene, capsys) 
     assert client.job(job_id)["state"] == "done"
     assert cli.main(argv) == 1  # nothing left to reattach to
     assert "no unfinished StoryShade job" in capsys.readouterr().err
+
+
+def test_missing_models_refuse_shade_before_exporting(live, scene) -> None:
+    """The default quality with only tiny models: the server says so before a frame is
+    rendered, naming what is missing and which quality works now."""
+    scene.storyshade.quality = "standard"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cannot run here"):  # how bpy.ops reports ERROR
+        bpy.ops.storyshade.shade("INVOKE_DEFAULT")
+    assert time.monotonic() - started < 20
+    opts = scene.storyshade
+    assert opts.is_error, opts.status
+    assert opts.status.startswith("'standard' cannot run here: missing checkpoint")
+    assert "'stable-diffusion-v1-5'" in opts.status
+    assert opts.status.endswith("works now: preview, tiny"), opts.status
+    assert opts.fix.startswith("pick Quality 'preview' (or 'tiny'), which works now")
+    assert not live["takes"].exists(), "nothing exported, no take folder"
+    # The panel shows the same next to the Quality picker after Check.
+    assert bpy.ops.storyshade.server_check() == {"FINISHED"}
+    answer = runtime.health.readiness_for("anime-cel,static,512x512,standard")
+    assert answer is not None and answer["ready"] is False
+    scene.storyshade.quality = "tiny"
+    assert bpy.ops.storyshade.server_check() == {"FINISHED"}
+    assert runtime.health.readiness_for("anime-cel,static,512x512,tiny")["ready"] is True
+
+
+def test_a_run_that_cannot_reach_the_server_updates_the_server_box(live, scene) -> None:
+    assert bpy.ops.storyshade.server_check() == {"FINISHED"}
+    assert runtime.health.summary()[0], "reachable before"
+    url = f"http://127.0.0.1:{free_port()}"
+    enable_prefs(server_url=url)
+    try:
+        with pytest.raises(RuntimeError, match="cannot reach"):
+            bpy.ops.storyshade.shade("INVOKE_DEFAULT")
+    finally:
+        enable_prefs(server_url=live["server_url"])
+    reachable, line, _fix = runtime.health.summary()
+    assert not reachable and line == f"Not reachable at {url}"

@@ -84,8 +84,8 @@ def test_modal_loop_exports_shades_and_adds_a_take(registered, tmp_path: Path) -
         "Exporting 1/2",
         "Exporting 2/2",
         "Queued #2",
-        "Denoising window 2/2 step 2/2",
-        "Receiving 2/2",
+        "Denoising step 2/2, window 2/2",
+        "Frames 2/2 received",
     ):
         assert any(expected in t for t in session.log), (expected, session.log)
     # the bundle that went over the wire
@@ -142,12 +142,21 @@ def test_esc_during_denoising_cancels_the_server_job(registered, tmp_path: Path)
     )
     _loop(driver, until=lambda s: s.text.startswith("Denoising"))
     assert driver.handle("ESC", "PRESS") == {"RUNNING_MODAL"}, "waits for the server to confirm"
-    assert registered.storyshade.status == "Cancelling…"
+    opts = registered.storyshade
+    assert opts.status.startswith("Cancelling: waiting for the server") and not opts.progress_known
     result, _ = _loop(driver)
     assert result == {"CANCELLED"} and driver.session.outcome == CANCELLED
     assert fake.count("cancel") == 1
+    assert opts.status.startswith("Cancelled: the server stopped job job1 ")
+    assert opts.status.endswith("s after Cancel; no frames were made")
     ed = registered.sequence_editor
     assert ed is None or not list(compat.all_strips(ed)), "a cancelled run adds no take"
+    shot = tmp_path / "takes" / export.shot_name(registered)
+    assert not shot.exists() or not list(shot.iterdir()), "no empty take folder is left"
+    _folder, name, _ = take.next_take_dir(
+        export.shot_name(registered), str(tmp_path / "takes" / "{shot}" / "{take}"), registered
+    )
+    assert name == "take_001", "the cancelled run used no take number"
 
 
 def test_cancel_operator_stops_the_current_run(registered, tmp_path: Path) -> None:
