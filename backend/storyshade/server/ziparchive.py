@@ -100,7 +100,7 @@ def check_entry(info: zipfile.ZipInfo) -> None:
         not name
         or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME
         or "\\" in name
-        or "\0" in name
+        or "\0" in info.orig_filename  # zipfile cuts the name at a NUL; the original has it
         or ":" in name  # drive letters (C:) and NTFS streams
         or name.startswith("/")
         or any(p in ("", ".", "..") for p in parts)
