@@ -69,7 +69,7 @@ GENERATION_ONLY = frozenset(
     }
 )
 # Fields of one control that only weight it during generation.
-CONTROL_GENERATION_ONLY = frozenset({"model", "scale"})
+CONTROL_GENERATION_ONLY = frozenset({"model", "scale", "start", "end", "guess_mode"})
 
 
 def _sha(*parts: bytes | str) -> str:

@@ -83,13 +83,20 @@ class StockAnimateDiffEngine:
         roles = [role for role, _ in key.controlnets]
         conditioning = [[Image.fromarray(f) for f in controls.frames[r]] for r in roles]
         specs = [settings.controls[r] for r in roles]
-        scales = [c.scale for c in specs]
-        starts, ends = [c.start for c in specs], [c.end for c in specs]
-        if any(c.guess_mode for c in specs) and not all(c.guess_mode for c in specs):
+        # diffusers refuses an empty span (start == end); a zero scale is the same numbers.
+        empty = [c.start >= c.end for c in specs]
+        scales = [0.0 if e else c.scale for c, e in zip(specs, empty, strict=True)]
+        starts = [0.0 if e else c.start for c, e in zip(specs, empty, strict=True)]
+        ends = [1.0 if e else c.end for c, e in zip(specs, empty, strict=True)]
+        guess = [r for r, c in zip(roles, specs, strict=True) if c.guess_mode]
+        if guess and (len(guess) < len(roles) or settings.guidance_scale > 1):
+            # diffusers 0.42's AnimateDiff ControlNet pipeline takes one guess_mode for all
+            # ControlNets, and with CFG it crashes on a batch mismatch.
             raise StoryShadeError(
-                "engine 'animatediff-stock' applies guess_mode to every ControlNet or none",
-                "set guess_mode on all controls, or use engine 'animatediff'",
-                field=f"settings.controls.{roles[0]}.guess_mode",
+                "engine 'animatediff-stock' runs guess_mode only on every ControlNet at once "
+                "and without CFG (guidance_scale <= 1)",
+                "use engine 'animatediff' (per-control guess mode, with CFG)",
+                field=f"settings.controls.{guess[0]}.guess_mode",
             )
 
         def on_step(_pipe, step: int, _t, kwargs):  # diffusers' step-end callback

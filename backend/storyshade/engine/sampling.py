@@ -41,6 +41,32 @@ class SamplerConfig:
     motion_scale: float = 1.0  # motion modules' residual (engine/motion.py)
 
 
+@dataclass(frozen=True)
+class ControlSpec:
+    """How one ControlNet steers: strength, schedule span (fractions, as diffusers'
+    control_guidance_start/end) and guess mode."""
+
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    guess_mode: bool = False
+
+    @classmethod
+    def of(cls, value: ControlSpec | float) -> ControlSpec:
+        return value if isinstance(value, ControlSpec) else cls(scale=float(value))
+
+    def active(self, step: int, steps: int) -> bool:
+        """diffusers' rule: step i of N runs the ControlNet when start <= i/N, (i+1)/N <= end."""
+        return not (step / steps < self.start or (step + 1) / steps > self.end)
+
+
+@dataclass
+class Progress:
+    total: int
+    steps: int
+    done: int = 0
+
+
 class Placement:
     """Which model sits on the accelerator; with offload, only the one that is running."""
 
@@ -91,6 +117,8 @@ class WindowedSampler:
         self.config = config
         self.reporter = reporter
         self.multi = isinstance(self.controlnet, MultiControlNetModel)
+        self.nets = list(self.controlnet.nets) if self.multi else [self.controlnet]
+        self._progress = Progress(0, 0)
         self.placement = Placement(self.device, [self.unet, self.controlnet, self.vae])
         self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
 
@@ -112,25 +140,34 @@ class WindowedSampler:
         x: torch.Tensor,
         t: torch.Tensor,
         text: torch.Tensor,
-        images: list[torch.Tensor],
-        scales: list[float],
+        images: dict[int, torch.Tensor],
+        specs: Sequence[ControlSpec],
         plan: Plan,
+        branches: tuple[str, ...] = ("uncond", "cond"),
     ) -> torch.Tensor:
-        """UNet + ControlNets on (b, C, n, h, w) latents; b is 2 with batched CFG."""
+        """UNet + the ControlNets in `images` (index → window frames) on (b, C, n, h, w)
+        latents; `branches` names the CFG branch of each of the b rows.
+
+        The cancel token is checked before every model call, so a cancel lands within one
+        model call's time."""
         b, channels, n = x.shape[:3]
         embeds = text.repeat_interleave(n, dim=0)
-        control_input = x.transpose(1, 2).reshape(b * n, channels, *x.shape[3:])
-        cond = [torch.cat([img] * b) for img in images]
-        self.placement.use(self.controlnet, plan.offload)
-        down, mid = self.controlnet(
-            control_input,
-            t,
-            encoder_hidden_states=embeds,
-            controlnet_cond=cond if self.multi else cond[0],
-            conditioning_scale=scales if self.multi else scales[0],
-            guess_mode=False,
-            return_dict=False,
-        )
+        flat = x.transpose(1, 2).reshape(b * n, channels, *x.shape[3:])
+        down: list[torch.Tensor] | None = None
+        mid: torch.Tensor | None = None
+        if images:
+            self.placement.use(self.controlnet, plan.offload)
+        for j, image in images.items():  # MultiControlNetModel's loop and summation order
+            self.reporter.check()
+            res = self._control(j, flat, t, embeds, image, specs[j], n, branches)
+            if res is None:
+                continue
+            if down is None:
+                down, mid = res
+            else:
+                down = [prev + cur for prev, cur in zip(down, res[0], strict=True)]
+                mid += res[1]
+        self.reporter.check()
         self.placement.use(self.unet, plan.offload)
         return self.unet(
             x,
@@ -140,29 +177,77 @@ class WindowedSampler:
             mid_block_additional_residual=mid,
         ).sample
 
+    def _control(
+        self,
+        j: int,
+        flat: torch.Tensor,
+        t: torch.Tensor,
+        embeds: torch.Tensor,
+        image: torch.Tensor,
+        spec: ControlSpec,
+        n: int,
+        branches: tuple[str, ...],
+    ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """ControlNet j's residuals for the rows of `flat`; None if it adds nothing here.
+
+        In guess mode it sees only the conditional branch (the unconditional rows get zero
+        residuals), as in diffusers' image ControlNet pipeline."""
+        rows = range(len(branches))
+        if spec.guess_mode and "uncond" in branches:
+            if "cond" not in branches:
+                return None
+            k = branches.index("cond")
+            rows = range(k, k + 1)
+        sel = slice(rows.start * n, rows.stop * n)
+        down, mid = self.nets[j](
+            flat[sel],
+            t,
+            encoder_hidden_states=embeds[sel],
+            controlnet_cond=torch.cat([image] * len(rows)),
+            conditioning_scale=spec.scale,
+            guess_mode=spec.guess_mode,
+            return_dict=False,
+        )
+        if len(rows) == len(branches):
+            return list(down), mid
+
+        def pad(r: torch.Tensor) -> torch.Tensor:
+            zeros = torch.zeros_like(r)
+            return torch.cat([zeros if k not in rows else r for k in range(len(branches))])
+
+        return [pad(d) for d in down], pad(mid)
+
     def predict(
         self,
         latents: torch.Tensor,
         t: torch.Tensor,
         text: torch.Tensor,
         controls: list[Sequence[np.ndarray]],
-        scales: list[float],
+        specs: Sequence[ControlSpec | float],
         window: range,
         plan: Plan,
+        active: Sequence[bool] | None = None,
     ) -> torch.Tensor:
-        """Guided noise prediction (float32) for the frames of `window`."""
+        """Guided noise prediction (float32) for the frames of `window`; ControlNets whose
+        `active` entry is False are not run at all."""
+        specs = [ControlSpec.of(s) for s in specs]
         x = latents[:, :, window.start : window.stop]
         x = torch.cat([x] * 2) if self.cfg else x
         x = self.scheduler.scale_model_input(x, t).to(self.dtype)
         cn_dtype = self.controlnet.dtype
-        images = [control_window(f, window).to(self.device, cn_dtype) for f in controls]
+        images = {
+            j: control_window(f, window).to(self.device, cn_dtype)
+            for j, f in enumerate(controls)
+            if active is None or active[j]
+        }
+        whole = ("uncond", "cond") if self.cfg else ("cond",)
         parts = (
-            [(x, text)]
+            [(x, text, whole)]
             if not (plan.cfg_split and self.cfg)
-            else [(x[:1], text[:1]), (x[1:], text[1:])]
+            else [(x[:1], text[:1], ("uncond",)), (x[1:], text[1:], ("cond",))]
         )
         with chunked([self.unet, self.controlnet], plan):
-            outs = [self._forward(xp, t, tp, images, scales, plan) for xp, tp in parts]
+            outs = [self._forward(xp, t, tp, images, specs, plan, br) for xp, tp, br in parts]
         pred = (torch.cat(outs) if len(outs) > 1 else outs[0]).float()
         if self.cfg:
             uncond, cond = pred.chunk(2)
@@ -184,13 +269,15 @@ class WindowedSampler:
         noise: torch.Tensor,
         text: torch.Tensor,
         controls: list[Sequence[np.ndarray]],
-        scales: list[float],
+        specs: Sequence[ControlSpec | float],
     ) -> torch.Tensor:
         """(1, C, F, h, w) unit noise → denoised latents (float32, on the device).
 
         `text` holds [negative, positive] embeddings (one row each) with CFG, else [positive].
+        `specs` gives each control's scale (a float) or its full ControlSpec.
         """
         cfg = self.config
+        specs = [ControlSpec.of(s) for s in specs]
         num_frames = noise.shape[2]
         self.scheduler.set_timesteps(cfg.steps, device=self.device)
         timesteps = self.scheduler.timesteps
@@ -202,46 +289,57 @@ class WindowedSampler:
             context_windows(num_frames, cfg.context_length, cfg.context_overlap, cfg.schedule, i)
             for i in range(len(timesteps))
         ]
-        total, done = sum(len(w) for w in schedule), 0
+        self._progress = Progress(sum(len(w) for w in schedule), len(timesteps))
         try:
             with motion_scaled(self.unet, cfg.motion_scale):
                 for i, t in enumerate(timesteps):
-                    windows = schedule[i]
-                    shares = fusion_weights(windows, num_frames, cfg.fuse)
-                    fused = torch.zeros_like(latents)
-                    for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
-                        where = f"step {i + 1} window {w + 1}"
-
-                        def work(
-                            plan: Plan,
-                            window: range = window,
-                            x: torch.Tensor = latents,
-                            t: torch.Tensor = t,
-                        ) -> torch.Tensor:
-                            return self.predict(x, t, text, controls, scales, window, plan)
-
-                        pred = self.fallback.run(work, where)
-                        share = share.to(self.device).view(1, 1, -1, 1, 1)
-                        fused[:, :, window.start : window.stop] += pred * share
-                        del pred
-                        done += 1
-                        self.reporter.stage(
-                            "denoising",
-                            done,
-                            total,
-                            step=i + 1,
-                            steps=len(timesteps),
-                            window=w + 1,
-                            windows=len(windows),
-                            frames=[window.start, window.stop],
-                            plan=self.fallback.plan.name,
-                        )
+                    active = [s.active(i, len(timesteps)) for s in specs]
+                    fused = self._step(i, t, latents, text, controls, specs, active, schedule[i])
                     out = self.scheduler.step(fused, t, latents, **step_kwargs)
                     latents = out.prev_sample
                     self._maybe_preview(i + 1, len(timesteps), out)
         finally:
             self.placement.restore()
         return latents
+
+    def _step(
+        self,
+        i: int,
+        t: torch.Tensor,
+        latents: torch.Tensor,
+        text: torch.Tensor,
+        controls: list[Sequence[np.ndarray]],
+        specs: list[ControlSpec],
+        active: list[bool],
+        windows: list[range],
+    ) -> torch.Tensor:
+        """One step's fused noise prediction over the whole shot, window by window."""
+        num_frames = latents.shape[2]
+        shares = fusion_weights(windows, num_frames, self.config.fuse)
+        fused = torch.zeros_like(latents)
+        for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
+            self.reporter.check()
+
+            def work(plan: Plan, window: range = window) -> torch.Tensor:
+                return self.predict(latents, t, text, controls, specs, window, plan, active)
+
+            pred = self.fallback.run(work, f"step {i + 1} window {w + 1}")
+            share = share.to(self.device).view(1, 1, -1, 1, 1)
+            fused[:, :, window.start : window.stop] += pred * share
+            del pred
+            self._progress.done += 1
+            self.reporter.stage(
+                "denoising",
+                self._progress.done,
+                self._progress.total,
+                step=i + 1,
+                steps=self._progress.steps,
+                window=w + 1,
+                windows=len(windows),
+                frames=[window.start, window.stop],
+                plan=self.fallback.plan.name,
+            )
+        return fused
 
     def _maybe_preview(self, step: int, steps: int, out: Any) -> None:
         every = self.config.preview_every

@@ -19,7 +19,7 @@ from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
 from storyshade.engine.noise import initial_noise
-from storyshade.engine.sampling import SamplerConfig, WindowedSampler
+from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache
@@ -39,6 +39,11 @@ def sampler_config(settings: Settings) -> SamplerConfig:
         preview_every=settings.preview_every,
         motion_scale=settings.motion_scale,
     )
+
+
+def control_spec(settings: Settings, role: str) -> ControlSpec:
+    c = settings.controls[role]
+    return ControlSpec(scale=c.scale, start=c.start, end=c.end, guess_mode=c.guess_mode)
 
 
 def base_plan(settings: Settings) -> Plan:
@@ -139,6 +144,6 @@ class WindowedAnimateDiffEngine:
         with torch.inference_mode():  # not held across `yield`: it is thread-wide state
             text = encode_text(pipe, settings)
             noise = shot_noise(settings, num_frames, latent_shape)
-            scales = [settings.controls[role].scale for role in roles]
-            latents = sampler.denoise(noise, text, frames, scales)
+            specs = [control_spec(settings, role) for role in roles]
+            latents = sampler.denoise(noise, text, frames, specs)
         yield from sampler.decode(latents, settings.decode_chunk_size)
