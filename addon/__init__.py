@@ -9,7 +9,21 @@ import atexit
 
 import bpy
 
-from . import cli, op_cancel, op_server, op_take, operators, panel, prefs, preview, props, runtime
+from . import (
+    cli,
+    looks,
+    op_cancel,
+    op_looks,
+    op_server,
+    op_take,
+    operators,
+    panel,
+    panel_looks,
+    prefs,
+    preview,
+    props,
+    runtime,
+)
 
 CLASSES = (
     prefs.StoryShadePreferences,
@@ -24,6 +38,12 @@ CLASSES = (
     op_take.STORYSHADE_OT_show_in_sequencer,
     panel.STORYSHADE_PT_main,
     panel.STORYSHADE_PT_sequencer,
+    op_looks.STORYSHADE_OT_look_add,
+    op_looks.STORYSHADE_OT_look_remove,
+    op_looks.STORYSHADE_OT_look_select,
+    panel_looks.STORYSHADE_PT_object_look,
+    panel_looks.STORYSHADE_PT_collection_look,
+    panel_looks.STORYSHADE_PT_looks,
 )
 _cli_handle = None
 
@@ -31,6 +51,7 @@ _cli_handle = None
 def register() -> None:
     global _cli_handle
     props.load_preset_pickers()
+    looks.register()
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.storyshade = bpy.props.PointerProperty(type=props.StoryShadeSceneSettings)
@@ -55,3 +76,4 @@ def unregister() -> None:
     del bpy.types.Scene.storyshade
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
+    looks.unregister()

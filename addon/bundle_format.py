@@ -4,7 +4,7 @@ backend/storyshade/bundle.py; a test keeps the two in step)."""
 from __future__ import annotations
 
 FORMAT = "storyshade.shot"
-VERSION = 1
+VERSION = 2  # 2: per-object looks (regions + Object Index pass); 1 without looks
 MANIFEST = "shot.json"
 
 

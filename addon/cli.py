@@ -16,6 +16,7 @@ import bpy
 from . import export, prefs, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
+from .looks import load_looks_file
 from .session import DONE, ShadeRequest, ShadeSession
 
 
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--settings", help="JSON object of setting overrides")
     p.add_argument("--no-save", action="store_true", help="do not save the .blend afterwards")
+    p.add_argument(
+        "--looks",
+        metavar="LOOKS.json",
+        help='per-object looks: {"objects": {NAME: {"prompt": ...}}, "collections": {...}}',
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--keep",
@@ -81,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a shot bundle (depth/normal EXR + shot.json)")
     p.add_argument("--out", required=True)
     p.add_argument("--frames")
+    p.add_argument(
+        "--looks",
+        metavar="LOOKS.json",
+        help='per-object looks: {"objects": {NAME: {"prompt": ...}}, "collections": {...}}',
+    )
     return parser
 
 
@@ -108,10 +119,14 @@ def _say(text: str) -> None:
     print(f"storyshade: {text}", flush=True)
 
 
+def _looks(args: argparse.Namespace, scene):
+    return load_looks_file(args.looks, scene) if args.looks else None
+
+
 def run_export(args: argparse.Namespace) -> int:
     scene = bpy.context.scene
     start, end = parse_frames(args.frames)
-    for done, total in export.iter_export(scene, Path(args.out), start, end):
+    for done, total in export.iter_export(scene, Path(args.out), start, end, _looks(args, scene)):
         _say(f"Exporting {done}/{total}")
     _say(f"bundle written to {args.out}")
     return 0
@@ -129,6 +144,7 @@ def run_shade(args: argparse.Namespace) -> int:
         take_mode=args.take_mode or take.KEEP,
         output_pattern=args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN),
         server_url=url,
+        looks=_looks(args, scene),
     )
     return _finish_session(ShadeSession(scene, Client(url, token), request), args)
 

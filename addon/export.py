@@ -1,5 +1,10 @@
 """Export a shot bundle: Cycles depth + normal passes and the camera for every frame.
 
+With per-object looks (addon/looks.py) the Object Index pass is written too, each object's
+pass index set to its look's region id for the duration of the export. Object Index over
+Cryptomatte: it is an exact integer per pixel at sample 0 (no coverage to decode), costs one
+float channel, and Cycles has it in every version we support.
+
 The export is a generator (one frame per step) so the sidebar can drive it from a modal
 timer without freezing Blender, while headless runs simply exhaust it. The user's scene
 is restored exactly on completion, failure, or cancellation (generator close).
@@ -18,6 +23,7 @@ import bpy
 from . import compat
 from .bundle_format import FORMAT, MANIFEST, VERSION, camera_record, frame_file
 from .errors import StoryShadeError
+from .looks import LookOverrides, shot_regions
 
 
 def shot_name(scene) -> str:
@@ -51,6 +57,26 @@ def check_scene(scene) -> None:
 def _export_view_layer(scene):
     active = bpy.context.view_layer
     return active if active and active.name in scene.view_layers else scene.view_layers[0]
+
+
+@contextmanager
+def region_ids(scene, view_layer, ids: dict[str, int]):
+    """Object Index pass on, each object's pass index = its region id (0: no look); the
+    user's pass indices and pass setting are put back afterwards, also on error or cancel."""
+    if not ids:
+        yield
+        return
+    saved = [(obj, obj.pass_index) for obj in scene.objects]
+    use_index = view_layer.use_pass_object_index
+    try:
+        view_layer.use_pass_object_index = True
+        for obj in scene.objects:
+            obj.pass_index = ids.get(obj.name, 0)
+        yield
+    finally:
+        view_layer.use_pass_object_index = use_index
+        for obj, index in saved:
+            obj.pass_index = index
 
 
 @contextmanager
@@ -93,11 +119,17 @@ def render_settings(scene, view_layer):
 
 
 def iter_export(
-    scene, out_dir: Path, frame_start: int | None = None, frame_end: int | None = None
+    scene,
+    out_dir: Path,
+    frame_start: int | None = None,
+    frame_end: int | None = None,
+    looks: LookOverrides | None = None,
 ) -> Iterator[tuple[int, int]]:
-    """Render frame by frame, yielding (done, total); writes shot.json after the last frame."""
+    """Render frame by frame, yielding (done, total); writes shot.json after the last frame.
+    `looks` (from a looks file) add to and replace the .blend's own looks."""
     check_scene(scene)
     start, end = frame_range(scene, frame_start, frame_end)
+    regions, ids = shot_regions(scene, looks)  # a bad look fails before any frame renders
     out_dir = Path(out_dir)
     (out_dir / "frames").mkdir(parents=True, exist_ok=True)
     pct = scene.render.resolution_percentage / 100.0
@@ -108,7 +140,7 @@ def iter_export(
     frames = []
     total = end - start + 1
     view_layer = _export_view_layer(scene)
-    with render_settings(scene, view_layer):
+    with render_settings(scene, view_layer), region_ids(scene, view_layer, ids):
         for i, frame in enumerate(range(start, end + 1)):
             scene.frame_set(frame)
             rel = frame_file(frame)
@@ -126,7 +158,7 @@ def iter_export(
             yield i + 1, total
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if regions else 1,  # servers before looks still read these
         "shot": shot_name(scene),
         "frame_start": start,
         "frame_end": end,
@@ -135,14 +167,19 @@ def iter_export(
         "unit_scale": scene.unit_settings.scale_length,
         "blender_version": bpy.app.version_string,
         "frames": frames,
+        **({"regions": regions} if regions else {}),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def export_bundle(
-    scene, out_dir: Path, frame_start: int | None = None, frame_end: int | None = None
+    scene,
+    out_dir: Path,
+    frame_start: int | None = None,
+    frame_end: int | None = None,
+    looks: LookOverrides | None = None,
 ) -> Path:
     """Write the whole bundle synchronously (headless and tests)."""
-    for _ in iter_export(scene, out_dir, frame_start, frame_end):
+    for _ in iter_export(scene, out_dir, frame_start, frame_end, looks):
         pass
     return Path(out_dir)

@@ -20,6 +20,7 @@ import bpy
 
 from . import compat, export, protocol, take
 from .errors import StoryShadeError
+from .looks import LookOverrides, shot_regions
 from .protocol import Message
 from .server_local import HealthCheck
 from .shade import (
@@ -53,6 +54,7 @@ class ShadeRequest:
     output_pattern: str = take.DEFAULT_PATTERN
     server_url: str = ""
     inputs: dict = field(default_factory=dict)  # the panel's fields, stored on the take
+    looks: LookOverrides | None = None  # from a looks file (--looks), over the .blend's own
 
 
 class ShadeSession:
@@ -60,6 +62,7 @@ class ShadeSession:
 
     def __init__(self, scene, client, request: ShadeRequest) -> None:
         export.check_scene(scene)  # no camera etc.: say so before anything starts
+        self.regions, _ids = shot_regions(scene, request.looks)  # a bad look, too
         self.scene_name = scene.name
         self.client = client
         self.request = request
@@ -230,7 +233,9 @@ class ShadeSession:
         if ready is not None and not ready.get("ready", True):
             raise not_ready_error(ready)  # before minutes of export and upload, not after
         self._bundle_dir = temp_bundle_dir()
-        self._export = export.iter_export(self.scene(), self._bundle_dir, self.start, self.end)
+        self._export = export.iter_export(
+            self.scene(), self._bundle_dir, self.start, self.end, self.request.looks
+        )
         self.phase = EXPORTING
         self._progress("exporting", f"Exporting 0/{self.total}", 0.0)
 
@@ -304,6 +309,8 @@ class ShadeSession:
         info = {"job": run.job_id, "settings": run.settings, "server": self.request.server_url}
         if self.request.inputs:
             info["inputs"] = self.request.inputs
+        if self.regions:
+            info["looks"] = self.regions  # the looks this take was shaded with
         strip = take.add_take_strip(
             self.scene(), run.folder, run.frames, run.shot, run.take, info, self.request.take_mode
         )

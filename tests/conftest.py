@@ -46,8 +46,12 @@ def write_synthetic_bundle(
     depth_fn=None,
     normal_fn=None,
     frame_start: int = 1,
+    ids_fn=None,
+    regions: list[dict] | None = None,
 ) -> Path:
-    """A valid bundle with analytic passes: a camera at the origin facing a wall (-Z)."""
+    """A valid bundle with analytic passes: a camera at the origin facing a wall (-Z).
+    With `regions` (shot.json looks) it is version 2, and `ids_fn(i)` gives frame i's
+    region id map (HxW ints; all 0 without it)."""
     from storyshade.exr import write_depth_normal
 
     w, h = size
@@ -61,7 +65,10 @@ def write_synthetic_bundle(
         else:
             normal = np.zeros((h, w, 3), np.float32)
             normal[..., 2] = 1.0
-        write_depth_normal(root / "frames" / f"{frame:04d}.exr", depth, normal)
+        ids = None
+        if regions is not None:
+            ids = ids_fn(i) if ids_fn else np.zeros((h, w), np.uint8)
+        write_depth_normal(root / "frames" / f"{frame:04d}.exr", depth, normal, ids)
         entries.append(
             {
                 "frame": frame,
@@ -78,7 +85,7 @@ def write_synthetic_bundle(
         )
     shot = {
         "format": "storyshade.shot",
-        "version": 1,
+        "version": 1 if regions is None else 2,
         "shot": "synthetic",
         "frame_start": frame_start,
         "frame_end": frame_start + frames - 1,
@@ -86,6 +93,7 @@ def write_synthetic_bundle(
         "resolution": [w, h],
         "unit_scale": 1.0,
         "frames": entries,
+        **({"regions": regions} if regions is not None else {}),
     }
     (root / "shot.json").write_text(json.dumps(shot, indent=1), encoding="utf-8")
     return root

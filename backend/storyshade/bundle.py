@@ -3,6 +3,10 @@
 A bundle is a folder with `shot.json` (this schema) and one multilayer EXR per frame
 holding the Cycles depth (Z) and normal passes. The add-on writes it (addon/bundle_format.py
 mirrors the version and field names); everything here validates it before any work starts.
+
+Version 2 adds per-object looks: a `regions` table (id → look) and, in every pass file,
+Cycles' Object Index pass holding each pixel's region id (0: no look, the shot's prompt).
+Version 1 bundles (no regions) are still read.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from storyshade.errors import BundleError
 
 FORMAT = "storyshade.shot"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what this server reads
+MAX_REGIONS = 16  # looks per shot: each one is a text encoding and a mask in every layer
 BACKGROUND_DEPTH = 1e10  # Cycles writes exactly this into background Z pixels.
 MAX_FRAME = 1_048_574  # Blender's MAXFRAME: no scene frame number lies beyond it
 MAX_FRAMES = 100_000  # no shot lists more frames; servers set far lower limits of their own
@@ -80,6 +86,31 @@ class FrameEntry(BaseModel):
         return value
 
 
+class Region(BaseModel):
+    """A look: what the pixels with this id in the Object Index pass are."""
+
+    id: int = Field(ge=1, le=255)
+    name: str = Field(min_length=1, max_length=128)
+    prompt: str = Field(max_length=2000)
+    negative: str = Field(default="", max_length=2000)
+    weight: float = Field(default=1.0, gt=0, le=4)
+    color: tuple[float, float, float] | None = None  # base colour for the preview engine
+
+    @field_validator("prompt")
+    @classmethod
+    def _says_something(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a look needs a prompt (what this object is)")
+        return value
+
+    @field_validator("color")
+    @classmethod
+    def _unit_rgb(cls, value: tuple[float, float, float] | None):
+        if value is not None and not all(0.0 <= c <= 1.0 for c in value):
+            raise ValueError("colour channels must be between 0 and 1")
+        return value
+
+
 class Shot(BaseModel):
     """Contents of shot.json."""
 
@@ -93,12 +124,26 @@ class Shot(BaseModel):
     unit_scale: float = Field(default=1.0, gt=0)
     blender_version: str = ""
     frames: list[FrameEntry] = Field(min_length=1, max_length=MAX_FRAMES)
+    regions: list[Region] = Field(default_factory=list, max_length=MAX_REGIONS)
 
     @field_validator("version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value != VERSION:
-            raise ValueError(f"unsupported bundle version {value}; this server reads {VERSION}")
+        if value not in VERSIONS:
+            raise ValueError(
+                f"unsupported bundle version {value}; this server reads versions "
+                f"{', '.join(map(str, VERSIONS))} (update the server or the add-on)"
+            )
+        return value
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _at_most_16(cls, value: object) -> object:
+        if isinstance(value, list) and len(value) > MAX_REGIONS:
+            raise ValueError(
+                f"{len(value)} looks; a shot takes at most {MAX_REGIONS} (give objects that "
+                "are the same thing one look, e.g. on their collection)"
+            )
         return value
 
     @field_validator("resolution")
@@ -124,6 +169,11 @@ class Shot(BaseModel):
         files = {f.file for f in self.frames}
         if len(files) != len(self.frames):
             raise ValueError("each frame needs its own pass file; two frames name the same file")
+        if self.regions and self.version < 2:
+            raise ValueError("looks (regions) need bundle version 2")
+        ids = [r.id for r in self.regions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two looks share one region id")
         return self
 
     @property
@@ -205,10 +255,28 @@ class Bundle:
 
     def read_passes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(depth HxW float32 in scene units, world normal HxWx3 float32) for frame `index`."""
-        from storyshade.exr import read_depth_normal
+        depth, normal, _ids = self.read_frame(index)
+        return depth, normal
+
+    def read_frame(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Depth and normal as `read_passes`, plus the region id map (HxW uint8, 0 = no
+        look) when the shot has looks; an id with no look in the table is an error."""
+        from storyshade.exr import read_passes
 
         entry = self.shot.frames[index]
-        depth, normal = read_depth_normal(self.root / entry.file, field=f"frames[{index}].file")
+        field = f"frames[{index}].file"
+        depth, normal, ids = read_passes(
+            self.root / entry.file, field=field, with_ids=bool(self.shot.regions)
+        )
+        if ids is not None:
+            unknown = sorted(set(np.unique(ids).tolist()) - {0, *(r.id for r in self.shot.regions)})
+            if unknown:
+                raise BundleError(
+                    f"{entry.file} has pixels of region id {unknown[0]}, which shot.json's "
+                    "regions table does not list",
+                    "re-export the shot (every look is written to the table)",
+                    field=field,
+                )
         if depth.shape != (self.height, self.width):
             raise BundleError(
                 f"pass is {depth.shape[1]}x{depth.shape[0]} but shot.json says "
@@ -216,7 +284,7 @@ class Bundle:
                 "re-export the shot",
                 field=f"frames[{index}].file",
             )
-        return depth, normal
+        return depth, normal, ids
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -38,13 +38,16 @@ KEEP_IN_MEMORY = 256 * 1024 * 1024  # bytes of passes worth keeping between the 
 class ControlSet:
     """Control frames per role ('depth', 'normal', derived line roles), each a list of HxWx3
     uint8 arrays at generation size; `depth16` holds the same depth at 16 bits (HxW) for
-    inspection; `size_map` maps generated frames back to the scene's resolution."""
+    inspection; `regions` the region id map per frame (HxW uint8 at generation size, 0 = no
+    look; empty without looks); `size_map` maps generated frames back to the scene's
+    resolution."""
 
     frames: dict[str, list[np.ndarray]]
     frame_numbers: list[int]
     meta: dict = field(default_factory=dict)
     depth16: list[np.ndarray] = field(default_factory=list)
     size_map: SizeMap | None = None
+    regions: list[np.ndarray] = field(default_factory=list)
 
     def to_scene(self, rgb: np.ndarray) -> np.ndarray:
         """A generated frame at the render size (crop the padding, scale back)."""
@@ -117,8 +120,14 @@ def build_controls(
     normal_bg = background_u8(convention)
     frames: dict[str, list[np.ndarray]] = {role: [] for role in (*PASSES, *roles)}
     depth16: list[np.ndarray] = []
+    regions: list[np.ndarray] = []
+    looks = bool(bundle.shot.regions)
     for i in range(n):
-        depth, normal = kept[i] if kept else bundle.read_passes(i)
+        if looks:  # the id map is read with the passes, never kept between the two loops
+            depth, normal, ids = bundle.read_frame(i)
+            regions.append(size_map.place(size_map.to_content(ids, nearest=True), 0))
+        else:
+            depth, normal = kept[i] if kept else bundle.read_passes(i)
         check_finite(depth, f"frames[{i}].file")
         bg = is_background(depth)
         d01_native = inverse_depth(depth, drange.near, drange.far)
@@ -156,6 +165,19 @@ def build_controls(
         "derived": roles,
         "frames": list(bundle.shot.frame_numbers),
     }
+    if looks:
+        meta["looks"] = [r.model_dump() for r in bundle.shot.regions]
     if reporter:
         reporter.note("control images ready", controls=meta)
-    return ControlSet(frames, bundle.shot.frame_numbers, meta, depth16, size_map)
+        for name in unseen_looks(bundle, regions):
+            reporter.note(f"look '{name}' is not visible in any frame; it changes nothing")
+    return ControlSet(frames, bundle.shot.frame_numbers, meta, depth16, size_map, regions)
+
+
+def unseen_looks(bundle: Bundle, regions: list[np.ndarray]) -> list[str]:
+    """Names of looks whose id appears in no frame (a warning, not an error: an object may
+    simply be out of shot)."""
+    seen: set[int] = set()
+    for ids in regions:
+        seen.update(np.unique(ids).tolist())
+    return [r.name for r in bundle.shot.regions if r.id not in seen]

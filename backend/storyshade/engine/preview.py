@@ -4,7 +4,9 @@ It reads only what a ControlNet would see (the 8-bit depth and normal images), s
 encoding shows up at once: light coming from the wrong side means a flipped normal
 channel, fog on the near objects means inverted depth. Look: banded lambert from a key
 light at the camera's upper left, a cool shadow tone, depth fog towards a sky gradient, and
-ink lines where depth jumps or faces crease.
+ink lines where depth jumps or faces crease. Objects whose look has a base colour are
+painted in it (lit tones) and a darker, cooler tone of it (shadow), so a draft already
+shows which thing is which.
 """
 
 from __future__ import annotations
@@ -38,8 +40,29 @@ def sky(height: int, width: int) -> np.ndarray:
     return np.broadcast_to(SKY_TOP * (1 - t) + SKY_HORIZON * t, (height, width, 3)).copy()
 
 
-def shade(depth_u8: np.ndarray, normal_u8: np.ndarray, convention: str = "bae") -> np.ndarray:
-    """One HxWx3 uint8 frame from a depth and a normal control image."""
+def _tones(
+    shape: tuple[int, int], ids: np.ndarray | None, colors: dict[int, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel lit and shadow colours: the paper tones, or each look's base colour."""
+    paper = np.broadcast_to(PAPER, (*shape, 3)).copy()
+    shadow = np.broadcast_to(SHADOW, (*shape, 3)).copy()
+    if ids is not None:
+        for region, rgb in colors.items():
+            where = ids == region
+            paper[where] = rgb
+            shadow[where] = rgb * 0.45 + SHADOW * 0.3
+    return paper, shadow
+
+
+def shade(
+    depth_u8: np.ndarray,
+    normal_u8: np.ndarray,
+    convention: str = "bae",
+    ids: np.ndarray | None = None,
+    colors: dict[int, np.ndarray] | None = None,
+) -> np.ndarray:
+    """One HxWx3 uint8 frame from a depth and a normal control image; `ids` (region id map)
+    and `colors` (id → RGB 0-255) paint looks in their base colours."""
     depth01 = depth_u8[..., 0].astype(np.float32) / 255.0
     normals = decode(normal_u8, convention)
     background = (depth_u8[..., 0] == 0) & np.all(
@@ -47,8 +70,9 @@ def shade(depth_u8: np.ndarray, normal_u8: np.ndarray, convention: str = "bae") 
     )
     lambert = np.clip(normals @ LIGHT, 0.0, 1.0)
     band = np.ceil(lambert * BANDS) / BANDS  # 0 = shadow, then BANDS flat lit tones
-    colour = SHADOW + (PAPER - SHADOW) * (0.25 + 0.75 * band)[..., None]
-    colour[lambert <= 0.0] = SHADOW
+    paper, shadow = _tones(lambert.shape, ids, colors or {})
+    colour = shadow + (paper - shadow) * (0.25 + 0.75 * band)[..., None]
+    colour[lambert <= 0.0] = shadow[lambert <= 0.0]
     h, w = depth01.shape
     horizon = sky(h, w)
     fog = (FOG * (1.0 - depth01) ** 1.5)[..., None]
@@ -71,8 +95,16 @@ class PreviewEngine:
         self, controls: ControlSet, settings: Settings, reporter: Reporter
     ) -> Iterator[tuple[int, np.ndarray]]:
         convention = controls.meta.get("normal_convention", settings.normal_convention)
+        colors = {
+            look["id"]: np.asarray(look["color"], np.float32) * 255
+            for look in controls.meta.get("looks", [])
+            if look.get("color")
+        }
         n = len(controls.frame_numbers)
         for i in range(n):
-            frame = shade(controls.frames["depth"][i], controls.frames["normal"][i], convention)
+            ids = controls.regions[i] if controls.regions else None
+            frame = shade(
+                controls.frames["depth"][i], controls.frames["normal"][i], convention, ids, colors
+            )
             reporter.stage("shading", i + 1, n)
             yield i, frame

@@ -183,7 +183,7 @@ def check_passes(bundle: Bundle) -> None:
                 f"{entry.file} is not an OpenEXR image", "re-export the shot", field=field
             ) from None
         _check_header(parts, entry.file, bundle, field)
-        bundle.read_passes(i)  # raises on missing passes and NaN or infinite values
+        bundle.read_frame(i)  # raises on missing passes, NaN or infinite values, unknown ids
 
 
 def unpack_bundle(fileobj: BinaryIO, job_dir: Path, limits: Limits) -> Bundle:

@@ -1,0 +1,111 @@
+"""Looks in the UI: a StoryShade Look panel in Object and Collection properties, and the
+shot's looks in the sidebar (add, rename, select objects, edit prompts)."""
+
+from __future__ import annotations
+
+import bpy
+
+from .looks import REGION_KINDS, look_of, own_look
+
+
+def _draw_look(layout, idblock) -> None:
+    look = idblock.storyshade_look
+    layout.active = look.enabled
+    col = layout.column()
+    col.prop(look, "prompt", text="")
+    col.prop(look, "negative")
+    col.prop(look, "weight")
+    row = col.row(heading="Base Colour")
+    row.prop(look, "use_color", text="")
+    sub = row.row()
+    sub.active = look.use_color
+    sub.prop(look, "color", text="")
+
+
+class STORYSHADE_PT_object_look(bpy.types.Panel):
+    bl_label = "StoryShade Look"
+    bl_idname = "STORYSHADE_PT_object_look"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "object"
+
+    def draw_header(self, context):
+        self.layout.prop(context.object.storyshade_look, "enabled", text="")
+
+    def draw(self, context):
+        obj = context.object
+        layout = self.layout
+        layout.use_property_split = True
+        if not obj.storyshade_look.enabled:
+            inherited = look_of(obj, context.scene)
+            layout.label(
+                text=f"Shaded as '{inherited.name}' (inherited)" if inherited else "Shot prompt",
+                icon="INFO",
+            )
+        _draw_look(layout, obj)
+
+
+class STORYSHADE_PT_collection_look(bpy.types.Panel):
+    bl_label = "StoryShade Look"
+    bl_idname = "STORYSHADE_PT_collection_look"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "collection"
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context, "collection", None) is not None
+
+    def draw_header(self, context):
+        self.layout.prop(context.collection.storyshade_look, "enabled", text="")
+
+    def draw(self, context):
+        self.layout.use_property_split = True
+        self.layout.label(text="Every member without a look of its own", icon="INFO")
+        _draw_look(self.layout, context.collection)
+
+
+def shot_looks(scene) -> list[tuple[object, bool, int]]:
+    """(object or collection holding a look, is collection, objects shaded with it)."""
+    counts: dict[str, int] = {}
+    for obj in scene.objects:
+        if obj.type in REGION_KINDS:
+            look = look_of(obj, scene)
+            if look:
+                counts[look.name] = counts.get(look.name, 0) + 1
+    holders = [(o, False) for o in scene.objects if own_look(o)]
+    holders += [(c, True) for c in scene.collection.children_recursive if own_look(c)]
+    return [(h, is_coll, counts.get(h.name, 0)) for h, is_coll in holders]
+
+
+class STORYSHADE_PT_looks(bpy.types.Panel):
+    bl_label = "Looks"
+    bl_idname = "STORYSHADE_PT_looks"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "StoryShade"
+    bl_parent_id = "STORYSHADE_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        row = layout.row(align=True)
+        row.operator("storyshade.look_add", text="Object", icon="ADD").to_collection = False
+        row.operator("storyshade.look_add", text="Collection", icon="ADD").to_collection = True
+        looks = shot_looks(context.scene)
+        if not looks:
+            layout.label(text="No looks: one prompt for the shot")
+            return
+        for holder, is_coll, count in looks:
+            box = layout.box()
+            head = box.row(align=True)
+            head.prop(
+                holder, "name", text="", icon="OUTLINER_COLLECTION" if is_coll else "OBJECT_DATA"
+            )
+            select = head.operator("storyshade.look_select", text="", icon="RESTRICT_SELECT_OFF")
+            select.name = holder.name
+            remove = head.operator("storyshade.look_remove", text="", icon="X")
+            remove.name, remove.collection = holder.name, is_coll
+            box.prop(holder.storyshade_look, "prompt", text="")
+            if count == 0:
+                box.label(text="No objects of the shot", icon="ERROR")
