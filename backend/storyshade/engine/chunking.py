@@ -100,7 +100,10 @@ def _targets(model: nn.Module, plan: Plan) -> list[tuple[nn.Module, str, int, in
             found.append((module, "ff", plan.ff_chunk, 1))  # (frames, tokens, channels)
         if plan.attention_slice:
             for name in ("attn1", "attn2"):
-                if getattr(module, name, None) is not None:
+                attn = getattr(module, name, None)
+                # a processor whose rows map to frames by position (per-object looks) sees
+                # the whole batch; cross-attention over 77 tokens is small anyway
+                if attn is not None and not getattr(attn.processor, "whole_batch", False):
                     found.append((module, name, plan.attention_slice, 0))
     return found
 

@@ -24,6 +24,7 @@ from storyshade.engine.chunking import Plan, chunked
 from storyshade.engine.latent_preview import preview_strip
 from storyshade.engine.motion import motion_scaled
 from storyshade.engine.oom import Fallback, free_cached_memory, ladder
+from storyshade.engine.regions import RegionState
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
 from storyshade.progress import Reporter
 
@@ -121,6 +122,7 @@ class WindowedSampler:
         self._progress = Progress(0, 0)
         self.placement = Placement(self.device, [self.unet, self.controlnet, self.vae])
         self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
+        self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
 
     @property
     def cfg(self) -> bool:
@@ -169,6 +171,8 @@ class WindowedSampler:
                 mid += res[1]
         self.reporter.check()
         self.placement.use(self.unet, plan.offload)
+        if self.regions:
+            self.regions.rows = branches
         return self.unet(
             x,
             t,
@@ -199,6 +203,8 @@ class WindowedSampler:
             k = branches.index("cond")
             rows = range(k, k + 1)
         sel = slice(rows.start * n, rows.stop * n)
+        if self.regions:
+            self.regions.rows = tuple(branches[k] for k in rows)
         down, mid = self.nets[j](
             flat[sel],
             t,
@@ -231,6 +237,8 @@ class WindowedSampler:
         """Guided noise prediction (float32) for the frames of `window`; ControlNets whose
         `active` entry is False are not run at all."""
         specs = [ControlSpec.of(s) for s in specs]
+        if self.regions:
+            self.regions.set_window(window)
         x = latents[:, :, window.start : window.stop]
         x = torch.cat([x] * 2) if self.cfg else x
         x = self.scheduler.scale_model_input(x, t).to(self.dtype)

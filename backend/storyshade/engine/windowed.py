@@ -10,6 +10,7 @@ Memory is then set by the context length, not by the shot length.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
 from storyshade.engine.noise import initial_noise
+from storyshade.engine.regions import RegionState, encode_looks, regional_attention
 from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
 from storyshade.errors import StoryShadeError
@@ -141,9 +143,20 @@ class WindowedAnimateDiffEngine:
             settings.width // factor,
         )
         sampler = WindowedSampler(pipe, sampler_config(settings), reporter, base_plan(settings))
+        looks = controls.meta.get("looks", []) if controls.regions else []
         with torch.inference_mode():  # not held across `yield`: it is thread-wide state
             text = encode_text(pipe, settings)
             noise = shot_noise(settings, num_frames, latent_shape)
             specs = [control_spec(settings, role) for role in roles]
-            latents = sampler.denoise(noise, text, frames, specs)
+            if looks:
+                cond, uncond = encode_looks(pipe, settings, looks)
+                sampler.regions = RegionState(
+                    controls.regions, looks, cond, uncond, latent_shape[1:]
+                )
+            with (
+                regional_attention([pipe.unet, pipe.controlnet], sampler.regions)
+                if looks
+                else nullcontext()
+            ):
+                latents = sampler.denoise(noise, text, frames, specs)
         yield from sampler.decode(latents, settings.decode_chunk_size)

@@ -1,0 +1,235 @@
+"""Per-object looks inside the model: regional cross-attention in one pass.
+
+Every spatial cross-attention layer (`.attentions.*.attn2`, in the UNet and the
+ControlNets) computes its queries once, attends them to the shot's text and to each look's
+text, and blends the results per pixel by the look's mask at that layer's resolution:
+
+    out = shot + sum_r weight_r * mask_r * (look_r - shot)
+
+so one UNet call per window per step serves every look, and a look's cost is one
+cross-attention over 77 text tokens per layer (small next to self-attention over h*w
+tokens). Masks come from the exact region id maps of the Object Index pass: area-averaged
+down to each layer's size (a small object still weighs in) with a one-cell feather, sliced
+per window with the frames. Rows follow diffusers' batch order (CFG branch * frames +
+frame): conditional rows attend to each look's prompt, unconditional rows to its negative.
+
+Why not diffusers' IP-Adapter masks: they are one static mask per image for every frame
+and both CFG branches, resized by guessing the layer's aspect; these move with the objects.
+Where no look is visible in a window the original processor runs, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from storyshade.errors import StoryShadeError
+from storyshade.settings import Settings
+
+
+def _latent_masks(ids: np.ndarray, region_ids: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+    """(R, h, w) float32: each region's share of every latent cell, feathered one cell."""
+    import cv2
+
+    h, w = size
+    masks = np.empty((len(region_ids), h, w), np.float32)
+    for k, region in enumerate(region_ids):
+        share = cv2.resize((ids == region).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        masks[k] = cv2.blur(share, (3, 3), borderType=cv2.BORDER_REPLICATE)  # the feather
+    return masks
+
+
+class RegionState:
+    """What the processors read: looks' text, per-frame masks, and the rows of the call
+    under way (set by the sampler before every model call)."""
+
+    def __init__(
+        self,
+        id_maps: Sequence[np.ndarray],
+        looks: Sequence[dict],
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None,
+        latent_size: tuple[int, int],
+    ) -> None:
+        self.id_maps = id_maps
+        self.region_ids = [look["id"] for look in looks]
+        self.weights = [float(look.get("weight", 1.0)) for look in looks]
+        self.cond = cond  # (R, tokens, dim): each look's prompt
+        self.uncond = uncond  # (R, tokens, dim): each look's negative, with CFG
+        self.latent_size = latent_size
+        self.window = range(0)
+        self.rows: tuple[str, ...] = ("cond",)
+        self._masks: torch.Tensor | None = None  # (n, R, h, w) for the window
+        self._by_size: dict[int, torch.Tensor | None] = {}
+
+    def set_window(self, window: range) -> None:
+        if window == self.window:
+            return
+        self.window = window
+        maps = [_latent_masks(self.id_maps[i], self.region_ids, self.latent_size) for i in window]
+        self._masks = torch.from_numpy(np.stack(maps))
+        self._by_size = {}
+
+    def masks(self, tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """(rows * n, R, tokens) weighted masks at the layer whose feature map has `tokens`
+        cells, or None where no look shows in this window."""
+        if tokens not in self._by_size:
+            self._by_size[tokens] = self._at(tokens)
+        masks = self._by_size[tokens]
+        if masks is None:
+            return None
+        return masks.to(device, dtype).repeat(len(self.rows), 1, 1)
+
+    def _at(self, tokens: int) -> torch.Tensor | None:
+        assert self._masks is not None, "set_window before the model call"
+        h, w = self.latent_size
+        while h * w > tokens:  # the UNet halves (rounding up) at each level
+            h, w = (h + 1) // 2, (w + 1) // 2
+        if h * w != tokens:
+            raise StoryShadeError(
+                f"a cross-attention layer has {tokens} positions, not a halving of the "
+                f"{self.latent_size} latent",
+                "per-object looks need an SD1.5-class UNet",
+                field="regions",
+            )
+        masks = F.interpolate(self._masks, size=(h, w), mode="area")
+        weights = torch.tensor(self.weights).view(1, -1, 1, 1)
+        if not masks.any():
+            return None
+        return (masks * weights).flatten(2)
+
+    def text(self, k: int, n: int) -> torch.Tensor:
+        """Look k's text for every row of the call: its prompt on conditional rows, its
+        negative on unconditional ones."""
+        parts = [(self.cond if row == "cond" else self.uncond)[k : k + 1] for row in self.rows]
+        return torch.cat(parts).repeat_interleave(n, dim=0)
+
+
+class RegionalAttnProcessor:
+    """Cross-attention with the shot's text and each look's, blended by the looks' masks."""
+
+    whole_batch = True  # rows map to frames by position: never sliced (engine/chunking.py)
+
+    def __init__(self, original: Any, state: RegionState) -> None:
+        self.original = original
+        self.state = state
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        masks = None
+        if encoder_hidden_states is not None and hidden_states.ndim == 3:
+            masks = self.state.masks(
+                hidden_states.shape[1], hidden_states.device, hidden_states.dtype
+            )
+        if masks is None:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        rows, tokens, _ = hidden_states.shape
+        n = rows // len(self.state.rows)
+        query = attn.to_q(hidden_states)
+        heads = attn.heads
+        head_dim = query.shape[-1] // heads
+        query = query.view(rows, -1, heads, head_dim).transpose(1, 2)
+
+        def attend(text: torch.Tensor) -> torch.Tensor:
+            text = text.to(hidden_states.device, hidden_states.dtype)
+            key = attn.to_k(text).view(rows, -1, heads, head_dim).transpose(1, 2)
+            value = attn.to_v(text).view(rows, -1, heads, head_dim).transpose(1, 2)
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0)
+            return out.transpose(1, 2).reshape(rows, tokens, heads * head_dim)
+
+        shot = attend(encoder_hidden_states)
+        out = shot
+        for k in range(masks.shape[1]):
+            mask = masks[:, k, :, None]
+            if mask.any():
+                out = out + mask * (attend(self.state.text(k, n)) - shot)
+        out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
+        return out / attn.rescale_output_factor
+
+
+def _cross_attentions(model: nn.Module) -> Iterator[Any]:
+    """The spatial cross-attention modules (`.attentions.*.attn2`); the motion modules'
+    attn2 is temporal self-attention and is left alone."""
+    from diffusers.models.attention_processor import Attention
+
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, Attention)
+            and name.endswith("attn2")
+            and ".attentions." in f".{name}"
+        ):
+            yield module
+
+
+def _check_plain(module: Any) -> None:
+    plain = (
+        module.spatial_norm is None
+        and module.group_norm is None
+        and not module.norm_cross
+        and not module.residual_connection
+        and module.norm_q is None
+        and module.norm_k is None
+    )
+    if not plain:
+        raise StoryShadeError(
+            "this model's cross-attention is not the SD1.5 kind that per-object looks support",
+            "shade without looks, or use an SD1.5-class checkpoint",
+            field="regions",
+        )
+
+
+@contextmanager
+def regional_attention(models: Sequence[nn.Module], state: RegionState) -> Iterator[int]:
+    """Install the regional processors on `models` for the block (the pipeline is shared
+    between jobs: the originals come back, also after an error). Yields how many."""
+    swapped: list[tuple[Any, Any]] = []
+    try:
+        for model in models:
+            for module in _cross_attentions(model):
+                _check_plain(module)
+                swapped.append((module, module.processor))
+                module.set_processor(RegionalAttnProcessor(module.processor, state))
+        yield len(swapped)
+    finally:
+        for module, original in reversed(swapped):
+            module.set_processor(original)
+
+
+def encode_looks(
+    pipe: Any, settings: Settings, looks: Sequence[dict]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(R, tokens, dim) embeddings of each look's prompt (inside the style's prefix and
+    suffix) and, with CFG, of its negative (the shot's when it has none)."""
+    cfg = settings.guidance_scale > 1
+    cond, uncond = [], []
+    for look in looks:
+        text = settings.model_copy(update={"prompt": look["prompt"]}).full_prompt
+        negative = look.get("negative") or settings.negative_prompt or None
+        positive, neg = pipe.encode_prompt(text, pipe.unet.device, 1, cfg, negative)
+        cond.append(positive)
+        if cfg:
+            uncond.append(neg)
+    return torch.cat(cond), (torch.cat(uncond) if cfg else None)
+
+
+def check_looks_engine(engine: str, has_looks: bool) -> None:
+    """Looks need our own sampling loop; the stock pipeline would silently ignore them."""
+    if has_looks and engine != "animatediff" and engine != "preview":
+        raise StoryShadeError(
+            f"engine '{engine}' cannot shade per-object looks (the shot has some)",
+            "use engine 'animatediff' (the windowed engine) or 'preview', or export without looks",
+            field="settings.engine",
+        )
