@@ -66,7 +66,7 @@ class RegionState:
         self.window = range(0)
         self.rows: tuple[str, ...] = ("cond",)
         self._masks: torch.Tensor | None = None  # (n, R, h, w) for the window
-        self._by_size: dict[int, torch.Tensor | None] = {}
+        self._by_size: dict[tuple, tuple[list[int], torch.Tensor] | None] = {}
 
     def set_window(self, window: range) -> None:
         if window == self.window:
@@ -76,17 +76,20 @@ class RegionState:
         self._masks = torch.from_numpy(np.stack(maps))
         self._by_size = {}
 
-    def masks(self, tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """(rows * n, R, tokens) weighted masks at the layer whose feature map has `tokens`
-        cells, or None where no look shows in this window."""
-        if tokens not in self._by_size:
-            self._by_size[tokens] = self._at(tokens)
-        masks = self._by_size[tokens]
-        if masks is None:
-            return None
-        return masks.to(device, dtype).repeat(len(self.rows), 1, 1)
+    def masks(
+        self, tokens: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[list[int], torch.Tensor] | None:
+        """(looks visible in this window, their weighted masks (n, R', tokens, 1)) at the
+        layer whose feature map has `tokens` cells; None where no look shows."""
+        key = (tokens, device, dtype)
+        if key not in self._by_size:
+            found = self._at(tokens)
+            if found is not None:
+                found = (found[0], found[1].to(device, dtype))
+            self._by_size[key] = found
+        return self._by_size[key]
 
-    def _at(self, tokens: int) -> torch.Tensor | None:
+    def _at(self, tokens: int) -> tuple[list[int], torch.Tensor] | None:
         assert self._masks is not None, "set_window before the model call"
         h, w = self.latent_size
         while h * w > tokens:  # the UNet halves (rounding up) at each level
@@ -99,20 +102,25 @@ class RegionState:
                 field="regions",
             )
         masks = F.interpolate(self._masks, size=(h, w), mode="area")
-        weights = torch.tensor(self.weights).view(1, -1, 1, 1)
-        if not masks.any():
+        visible = [k for k in range(masks.shape[1]) if masks[:, k].any()]
+        if not visible:
             return None
-        return (masks * weights).flatten(2)
+        weights = torch.tensor([self.weights[k] for k in visible]).view(1, -1, 1, 1)
+        return visible, (masks[:, visible] * weights).flatten(2)[..., None]
 
-    def text(self, k: int, n: int) -> torch.Tensor:
-        """Look k's text for every row of the call: its prompt on conditional rows, its
-        negative on unconditional ones."""
-        parts = [(self.cond if row == "cond" else self.uncond)[k : k + 1] for row in self.rows]
-        return torch.cat(parts).repeat_interleave(n, dim=0)
+    def text(self, k: int) -> torch.Tensor:
+        """Look k's text per CFG branch of the call (B, tokens, dim): its prompt for the
+        conditional branch, its negative for the unconditional one."""
+        return torch.cat(
+            [(self.cond if r == "cond" else self.uncond)[k : k + 1] for r in self.rows]
+        )
 
 
 class RegionalAttnProcessor:
-    """Cross-attention with the shot's text and each look's, blended by the looks' masks."""
+    """Cross-attention with the shot's text and each look's, blended by the looks' masks.
+
+    Every frame of a CFG branch attends to the same text, so the frames are folded into
+    the query length: one attention per branch and text, no text repeated per frame."""
 
     whole_batch = True  # rows map to frames by position: never sliced (engine/chunking.py)
 
@@ -129,34 +137,38 @@ class RegionalAttnProcessor:
         temb: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        masks = None
+        found = None
         if encoder_hidden_states is not None and hidden_states.ndim == 3:
-            masks = self.state.masks(
+            found = self.state.masks(
                 hidden_states.shape[1], hidden_states.device, hidden_states.dtype
             )
-        if masks is None:
+        if found is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        visible, masks = found  # masks: (n, R', tokens, 1)
         rows, tokens, _ = hidden_states.shape
-        n = rows // len(self.state.rows)
-        query = attn.to_q(hidden_states)
+        branches = len(self.state.rows)
+        n = rows // branches
         heads = attn.heads
-        head_dim = query.shape[-1] // heads
-        query = query.view(rows, -1, heads, head_dim).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        channels = query.shape[-1]
+        head_dim = channels // heads
+        # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share their keys
+        query = query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
+        query = query.reshape(branches, heads, n * tokens, head_dim)
 
         def attend(text: torch.Tensor) -> torch.Tensor:
             text = text.to(hidden_states.device, hidden_states.dtype)
-            key = attn.to_k(text).view(rows, -1, heads, head_dim).transpose(1, 2)
-            value = attn.to_v(text).view(rows, -1, heads, head_dim).transpose(1, 2)
+            key = attn.to_k(text).view(branches, -1, heads, head_dim).transpose(1, 2)
+            value = attn.to_v(text).view(branches, -1, heads, head_dim).transpose(1, 2)
             out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0)
-            return out.transpose(1, 2).reshape(rows, tokens, heads * head_dim)
+            out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
+            return out.reshape(branches, n, tokens, channels)
 
-        shot = attend(encoder_hidden_states)
+        shot = attend(encoder_hidden_states[::n])  # rows of a branch hold the same text
         out = shot
-        for k in range(masks.shape[1]):
-            mask = masks[:, k, :, None]
-            if mask.any():
-                out = out + mask * (attend(self.state.text(k, n)) - shot)
-        out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
+        for j, k in enumerate(visible):
+            out = out + masks[:, j] * (attend(self.state.text(k)) - shot)
+        out = attn.to_out[1](attn.to_out[0](out.reshape(rows, tokens, channels)))
         return out / attn.rescale_output_factor
 
 
