@@ -58,16 +58,17 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     import bpy
     from serverproc import ServerProcess
-    from storyboard import build_storyboard
+    from storyboard import add_looks, build_storyboard
 
     import addon
     from addon import cli, compat, export
 
     roots, preset = choose_models()
     scene = build_storyboard(frames=24, width=512, height=288)
+    addon.register()
+    add_looks(scene)  # the mannequin, the crate and the building each get a look
     blend = OUT / "shot.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
-    addon.register()
 
     t = time.time()
     export.export_bundle(scene, OUT / "bundle")
@@ -112,7 +113,7 @@ def preview_available() -> bool:
 
 
 def write_contact_sheet(bundle_dir: Path, strips) -> Path:
-    """depth | normal | each take, one row per frame (every 4th frame of the shot)."""
+    """depth | normal | looks | each take, one row per frame (every 4th frame of the shot)."""
     import bpy
     import numpy as np
     from PIL import Image
@@ -128,6 +129,11 @@ def write_contact_sheet(bundle_dir: Path, strips) -> Path:
         "depth": [controls.frames["depth"][i] for i in rows],
         "normal": [controls.frames["normal"][i] for i in rows],
     }
+    if controls.regions:  # one flat colour per look
+        from storyshade.controls.inspect import paint_regions, region_colors
+
+        colors = region_colors(controls.meta["looks"])
+        columns["looks"] = [paint_regions(controls.regions[i], colors) for i in rows]
     for s in strips:
         folder = Path(bpy.path.abspath(s.directory))
         preset = json.loads(s.get("storyshade_settings", "{}")).get("preset") or "default"

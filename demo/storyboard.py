@@ -1,5 +1,6 @@
 """A rough storyboard shot built from primitives: ground, blocks, a mannequin, and a
-camera that dollies in while panning. Used by the demo and the end-to-end tests."""
+camera that dollies in while panning. Used by the demo and the end-to-end tests.
+`add_looks` tells StoryShade what the mannequin, the crate and the building are."""
 
 from __future__ import annotations
 
@@ -64,3 +65,26 @@ def build_storyboard(
         cam.keyframe_insert("rotation_euler")
     scene.frame_set(1)
     return scene
+
+
+MANNEQUIN_PARTS = ("Head", "Torso", "Hips", "Arm.-1", "Arm.1", "Leg.-1", "Leg.1")
+
+
+def add_looks(scene: bpy.types.Scene) -> None:
+    """Per-object looks (needs the add-on registered): the mannequin's parts gathered in a
+    collection with one look, and looks on the crate and the building."""
+    girl = bpy.data.collections.new("Mannequin")
+    scene.collection.children.link(girl)
+    for name in MANNEQUIN_PARTS:
+        obj = scene.objects[name]
+        for coll in list(obj.users_collection):
+            coll.objects.unlink(obj)
+        girl.objects.link(obj)
+    for holder, prompt, color in (
+        (girl, "a girl in a red coat, long black hair", (0.78, 0.12, 0.12)),
+        (scene.objects["Crate"], "a weathered wooden crate", (0.55, 0.36, 0.18)),
+        (scene.objects["Building"], "a red brick town house with white windows", (0.62, 0.3, 0.22)),
+    ):
+        look = holder.storyshade_look
+        look.enabled, look.prompt = True, prompt
+        look.use_color, look.color = True, color

@@ -86,3 +86,27 @@ def test_export_command_writes_bundle(tmp_path: Path) -> None:
     _shot(tmp_path, frames=3)
     assert cli.main(["export", "--out", str(tmp_path / "b"), "--frames", "1-2"]) == 0
     assert load_bundle(tmp_path / "b").shot.frame_numbers == [1, 2]
+
+
+def test_shade_with_a_looks_file_through_a_real_server(server, tmp_path: Path, capsys) -> None:
+    """--looks: the looks reach the server (a version-2 bundle, regional attention on the
+    tiny models), the take strip remembers them, and a bad file fails before export."""
+    import json
+
+    _shot(tmp_path, frames=3)
+    looks = tmp_path / "looks.json"
+    looks.write_text(
+        json.dumps(
+            {"objects": {"Crate": {"prompt": "a wooden crate"}, "Head": {"prompt": "a girl"}}}
+        )
+    )
+    rc = cli.main(["shade", "--server", server.url, "--preset", "tiny", "--looks", str(looks)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    (strip,) = compat.strips(bpy.context.scene.sequence_editor)
+    assert [r["name"] for r in json.loads(strip["storyshade_looks"])] == ["Crate", "Head"]
+
+    looks.write_text(json.dumps({"objects": {"Girl": {"prompt": "a girl"}}}))
+    rc = cli.main(["shade", "--server", server.url, "--preset", "tiny", "--looks", str(looks)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "object 'Girl'" in err and "Exporting" not in err
