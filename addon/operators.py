@@ -72,16 +72,29 @@ def build_reattach_session(context) -> ShadeSession:
     return reattach_session(context.scene, url, token, pattern, opts.take_mode, props.inputs(opts))
 
 
-def redraw(context) -> None:
+def redraw(context, whole: bool = False) -> None:
+    """The sidebars only, unless `whole`: redrawing every 3D viewport at each tick stalled
+    a software-GL window for over a second (measured with scripts/gui_check.sh)."""
     wm = context.window_manager
     for window in wm.windows if wm else ():
         for area in window.screen.areas:
-            if area.type in REDRAW_SPACES:
+            if area.type not in REDRAW_SPACES:
+                continue
+            if whole:
                 area.tag_redraw()
+                continue
+            for region in area.regions:
+                if region.type == "UI":
+                    region.tag_redraw()
 
 
 def show(session: ShadeSession, context) -> None:
-    """Main thread only: the session's state into the panel, status bar and preview."""
+    """Main thread only: the session's state into the panel, status bar and preview;
+    nothing is redrawn when nothing shown changed."""
+    shown = (session.status_line(), session.fraction, session.note, session.preview_path)
+    if session.shown == shown and session.running:
+        return
+    session.shown = shown
     scene = bpy.data.scenes.get(session.scene_name)
     if scene is not None:
         opts = scene.storyshade
@@ -98,7 +111,7 @@ def show(session: ShadeSession, context) -> None:
         workspace.status_text_set(
             f"StoryShade: {session.text}  (Esc to cancel)" if session.running else None
         )
-    redraw(context)
+    redraw(context, whole=not session.running)  # a new take strip: the Sequencer too
 
 
 def adopt_server_state(session: ShadeSession) -> None:

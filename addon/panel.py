@@ -181,12 +181,13 @@ def draw(layout, context, take_info: bool = False) -> None:
     opts = context.scene.storyshade
     layout.use_property_split = False
     _server(layout, context)
-    _look(layout, context, opts)
-    _shot(layout, context, opts)
+    # Shade, its progress and the preview above the fold, whatever else is open.
     _run(layout, context, opts)
+    _preview(layout, context, opts)
     if take_info:
         _take(layout, context)
-    _preview(layout, context, opts)
+    _look(layout, context, opts)
+    _shot(layout, context, opts)
 
 
 class STORYSHADE_PT_main(bpy.types.Panel):

@@ -81,6 +81,7 @@ class ShadeSession:
         self.lasting_note = ""  # what still matters after the run (temp folder, Sequencer)
         self.error: StoryShadeError | None = None
         self.preview_path = ""
+        self.shown: tuple | None = None  # what the UI last displayed (operators.show)
         self.strip_name = ""
         self.channel = 0
         self.run: TakeRun | None = None

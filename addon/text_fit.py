@@ -12,8 +12,9 @@ import bpy
 FONT = 0  # blf's default font id is the UI font
 UNIT = 20  # Blender's UI_UNIT_X at UI scale 1.0, in pixels
 # What a sidebar column loses to the region's edges, the scroll bar, a sub-panel's
-# indent and a label's own padding, in UI units (measured against Blender 4.3 and 5.2).
-MARGIN_UNITS = 2.6
+# indent and a label's own padding, in UI units (seen in Blender 4.3 and 5.2 windows:
+# at 2.6 a label of the measured width was still cut off).
+MARGIN_UNITS = 3.4
 
 
 def _prefs(context=None):

@@ -84,7 +84,10 @@ def test_preview_is_a_collapsible_sub_panel_sized_to_the_region(
     log: list = []
     panel.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), _ctx(scene, 1.0))
     assert ("panel", "storyshade_preview") in log
-    assert log.index(("panel", "storyshade_preview")) > log.index(("operator", "storyshade.shade"))
+    at = log.index(("panel", "storyshade_preview"))
+    assert (
+        log.index(("operator", "storyshade.shade")) < at < log.index(("panel", "storyshade_look"))
+    )
     short = panel.preview_scale(_ctx(scene, 1.0, height=400))
     tall = panel.preview_scale(_ctx(scene, 1.0, height=2000))
     assert short == pytest.approx(400 * panel.PREVIEW_SHARE / 20)  # the height limits it
