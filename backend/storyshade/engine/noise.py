@@ -24,6 +24,17 @@ def frame_noise(seed: int, index: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 _SHUFFLE = 0x5F5E_1001  # domain tag: shuffle orders never collide with frame seeds
+_STEP = 0x5F5E_1002  # domain tag: per-step sampler noise
+
+
+def step_generators(seed: int, num_frames: int) -> list[torch.Generator]:
+    """One CPU generator per frame for the noise stochastic samplers add at every step.
+
+    Each generator is drawn from once per step, one frame's worth, so frame k's step noise
+    depends only on (seed, k, step): a longer shot, or a re-shaded frame range, leaves the
+    other frames' per-step noise as it was (one generator for the shot would not).
+    """
+    return [torch.Generator("cpu").manual_seed(_seed(seed, _STEP, k)) for k in range(num_frames)]
 
 
 def free_noise_sources(seed: int, num_frames: int, length: int, stride: int) -> list[int]:

@@ -23,6 +23,7 @@ from torch import nn
 from storyshade.engine.chunking import Plan, chunked
 from storyshade.engine.latent_preview import preview_strip
 from storyshade.engine.motion import motion_scaled
+from storyshade.engine.noise import step_generators
 from storyshade.engine.oom import Fallback, free_cached_memory, ladder
 from storyshade.engine.regions import RegionState
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
@@ -263,14 +264,37 @@ class WindowedSampler:
         return pred
 
     # -- the loop --------------------------------------------------------------------------
-    def _step_kwargs(self, generator: torch.Generator) -> dict[str, Any]:
+    def _step_kwargs(self, num_frames: int) -> dict[str, Any]:
         params = set(inspect.signature(self.scheduler.step).parameters)
         kwargs: dict[str, Any] = {}
         if "eta" in params:
             kwargs["eta"] = 0.0
-        if "generator" in params:
-            kwargs["generator"] = generator
+        if "generator" in params:  # stochastic samplers: one generator per frame
+            kwargs["generator"] = step_generators(self.config.seed, num_frames)
         return kwargs
+
+    def _scheduler_step(
+        self, pred: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, kwargs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One scheduler step over the shot with frames as the batch axis, so diffusers'
+        randn_tensor draws frame k's noise from frame k's generator. The samplers used here
+        are elementwise, so deterministic ones compute exactly what they did on (1, C, F, h, w).
+
+        Returns the new latents and the clean-image estimate (for previews)."""
+
+        def frames_first(x: torch.Tensor) -> torch.Tensor:
+            return x[0].transpose(0, 1)
+
+        def shot(x: torch.Tensor) -> torch.Tensor:
+            return x.transpose(0, 1).unsqueeze(0)
+
+        out = self.scheduler.step(frames_first(pred), t, frames_first(latents), **kwargs)
+        estimate = out.prev_sample  # the clean-image estimate where the sampler gives one
+        for name in ("pred_original_sample", "denoised"):
+            if getattr(out, name, None) is not None:
+                estimate = getattr(out, name)
+                break
+        return shot(out.prev_sample), shot(estimate)
 
     def denoise(
         self,
@@ -291,8 +315,7 @@ class WindowedSampler:
         timesteps = self.scheduler.timesteps
         latents = noise.to(self.device) * self.scheduler.init_noise_sigma
         text = text.to(self.device, self.dtype)
-        generator = torch.Generator(self.device).manual_seed(cfg.seed)
-        step_kwargs = self._step_kwargs(generator)
+        step_kwargs = self._step_kwargs(num_frames)
         schedule = [
             context_windows(num_frames, cfg.context_length, cfg.context_overlap, cfg.schedule, i)
             for i in range(len(timesteps))
@@ -303,9 +326,8 @@ class WindowedSampler:
                 for i, t in enumerate(timesteps):
                     active = [s.active(i, len(timesteps)) for s in specs]
                     fused = self._step(i, t, latents, text, controls, specs, active, schedule[i])
-                    out = self.scheduler.step(fused, t, latents, **step_kwargs)
-                    latents = out.prev_sample
-                    self._maybe_preview(i + 1, len(timesteps), out)
+                    latents, estimate = self._scheduler_step(fused, t, latents, step_kwargs)
+                    self._maybe_preview(i + 1, len(timesteps), estimate)
         finally:
             self.placement.restore()
         return latents
@@ -349,15 +371,10 @@ class WindowedSampler:
             )
         return fused
 
-    def _maybe_preview(self, step: int, steps: int, out: Any) -> None:
+    def _maybe_preview(self, step: int, steps: int, estimate: torch.Tensor) -> None:
         every = self.config.preview_every
         if not every or step % every or step == steps:
             return
-        estimate = out.prev_sample  # the clean-image estimate where the sampler gives one
-        for name in ("pred_original_sample", "denoised"):
-            if getattr(out, name, None) is not None:
-                estimate = getattr(out, name)
-                break
         frames, png = preview_strip(estimate)
         self.reporter.emit(
             {"type": "preview", "step": step, "steps": steps, "frames": frames, "png_base64": png}
