@@ -45,6 +45,26 @@ def _latent_masks(ids: np.ndarray, region_ids: Sequence[int], size: tuple[int, i
     return masks
 
 
+class Blend:
+    """Where (query positions over a window's frames and cells) each text is attended to,
+    and with which coefficient: the shot's text where looks cover less than all, each look's
+    text on its own pixels. Coefficients sum to 1 at every position."""
+
+    def __init__(
+        self,
+        shot: tuple[torch.Tensor, torch.Tensor],
+        looks: list[tuple[int, torch.Tensor, torch.Tensor]],
+    ) -> None:
+        self.shot = shot
+        self.looks = looks
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Blend:
+        def move(where: torch.Tensor, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return where.to(device), coef.to(device, dtype)[:, None]
+
+        return Blend(move(*self.shot), [(k, *move(where, coef)) for k, where, coef in self.looks])
+
+
 class RegionState:
     """What the processors read: looks' text, per-frame masks, and the rows of the call
     under way (set by the sampler before every model call)."""
@@ -76,20 +96,16 @@ class RegionState:
         self._masks = torch.from_numpy(np.stack(maps))
         self._by_size = {}
 
-    def masks(
-        self, tokens: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[list[int], torch.Tensor] | None:
-        """(looks visible in this window, their weighted masks (n, R', tokens, 1)) at the
-        layer whose feature map has `tokens` cells; None where no look shows."""
+    def masks(self, tokens: int, device: torch.device, dtype: torch.dtype) -> Blend | None:
+        """How the layer whose feature map has `tokens` cells blends this window's frames:
+        None where no look shows."""
         key = (tokens, device, dtype)
         if key not in self._by_size:
             found = self._at(tokens)
-            if found is not None:
-                found = (found[0], found[1].to(device, dtype))
-            self._by_size[key] = found
+            self._by_size[key] = found.to(device, dtype) if found is not None else None
         return self._by_size[key]
 
-    def _at(self, tokens: int) -> tuple[list[int], torch.Tensor] | None:
+    def _at(self, tokens: int) -> Blend | None:
         assert self._masks is not None, "set_window before the model call"
         h, w = self.latent_size
         while h * w > tokens:  # the UNet halves (rounding up) at each level
@@ -101,12 +117,18 @@ class RegionState:
                 "per-object looks need an SD1.5-class UNet",
                 field="regions",
             )
-        masks = F.interpolate(self._masks, size=(h, w), mode="area")
-        visible = [k for k in range(masks.shape[1]) if masks[:, k].any()]
-        if not visible:
+        masks = F.interpolate(self._masks, size=(h, w), mode="area")  # (n, R, h, w)
+        masks = masks.transpose(0, 1).flatten(1)  # (R, n*h*w): frames then cells
+        parts = []
+        for k in range(masks.shape[0]):
+            where = masks[k].nonzero().squeeze(1)
+            if where.numel():
+                parts.append((k, where, masks[k, where] * self.weights[k]))
+        if not parts:
             return None
-        weights = torch.tensor([self.weights[k] for k in visible]).view(1, -1, 1, 1)
-        return visible, (masks[:, visible] * weights).flatten(2)[..., None]
+        shot = 1.0 - sum(masks[k] * self.weights[k] for k, _, _ in parts)
+        where = shot.nonzero().squeeze(1)
+        return Blend((where, shot[where]), parts)
 
     def text(self, k: int) -> torch.Tensor:
         """Look k's text per CFG branch of the call (B, tokens, dim): its prompt for the
@@ -120,7 +142,8 @@ class RegionalAttnProcessor:
     """Cross-attention with the shot's text and each look's, blended by the looks' masks.
 
     Every frame of a CFG branch attends to the same text, so the frames are folded into
-    the query length: one attention per branch and text, no text repeated per frame."""
+    the query length; each text is attended to only by the positions it shades, so the
+    cost stays near one attention however many looks there are."""
 
     whole_batch = True  # rows map to frames by position: never sliced (engine/chunking.py)
 
@@ -137,14 +160,13 @@ class RegionalAttnProcessor:
         temb: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        found = None
+        blend = None
         if encoder_hidden_states is not None and hidden_states.ndim == 3:
-            found = self.state.masks(
+            blend = self.state.masks(
                 hidden_states.shape[1], hidden_states.device, hidden_states.dtype
             )
-        if found is None:
+        if blend is None:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        visible, masks = found  # masks: (n, R', tokens, 1)
         rows, tokens, _ = hidden_states.shape
         branches = len(self.state.rows)
         n = rows // branches
@@ -155,19 +177,21 @@ class RegionalAttnProcessor:
         # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share their keys
         query = query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
         query = query.reshape(branches, heads, n * tokens, head_dim)
+        out = torch.zeros_like(query)
 
-        def attend(text: torch.Tensor) -> torch.Tensor:
+        def add(text: torch.Tensor, where: torch.Tensor, coef: torch.Tensor) -> None:
+            """Attend the positions `where` to `text`; add the result times `coef`."""
             text = text.to(hidden_states.device, hidden_states.dtype)
             key = attn.to_k(text).view(branches, -1, heads, head_dim).transpose(1, 2)
             value = attn.to_v(text).view(branches, -1, heads, head_dim).transpose(1, 2)
-            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0)
-            out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
-            return out.reshape(branches, n, tokens, channels)
+            part = F.scaled_dot_product_attention(query[:, :, where], key, value, dropout_p=0.0)
+            out[:, :, where] += coef * part
 
-        shot = attend(encoder_hidden_states[::n])  # rows of a branch hold the same text
-        out = shot
-        for j, k in enumerate(visible):
-            out = out + masks[:, j] * (attend(self.state.text(k)) - shot)
+        if blend.shot[0].numel():
+            add(encoder_hidden_states[::n], *blend.shot)  # a branch's rows hold one text
+        for k, where, coef in blend.looks:
+            add(self.state.text(k), where, coef)
+        out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
         out = attn.to_out[1](attn.to_out[0](out.reshape(rows, tokens, channels)))
         return out / attn.rescale_output_factor
 
