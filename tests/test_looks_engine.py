@@ -51,19 +51,31 @@ LOOK = {"id": 1, "name": "Lighthouse", "prompt": LIGHTHOUSE, "negative": "", "we
 CRATE = {"id": 2, "name": "Crate", "prompt": "a wooden crate", "negative": "plastic"}
 
 
-def test_a_look_over_every_pixel_equals_that_prompt_for_the_shot(tiny_models, cache) -> None:
+@pytest.mark.slow
+def test_a_look_over_every_pixel_equals_that_prompt_for_the_shot(tiny_models, tmp_path) -> None:
+    """With a LoRA and the shifting window schedule: looks compose with both."""
+    from storyshade.models.tiny import tiny_unet, write_lora
+
+    root = tmp_path / "models"
+    root.mkdir()
+    for folder in tiny_models.iterdir():
+        (root / folder.name).symlink_to(folder)
+    (root / "lora").mkdir(exist_ok=True)
+    write_lora(tiny_unet(), root / "lora" / "ink.safetensors", seed=1)
+    common = {
+        **WINDOWS,
+        "context_schedule": "shifting",
+        "negative_prompt": "",
+        "loras": [{"name": "ink", "weight": 0.8}],
+    }
+    cache = ModelCache(size=1)
     looked = render(
-        tiny_models,
+        root,
         cache,
         with_looks(everywhere, [LOOK]),
-        tiny_settings(prompt="an empty street", negative_prompt="", **WINDOWS),
+        tiny_settings(prompt="an empty street", **common),
     )
-    plain = render(
-        tiny_models,
-        cache,
-        controls_for(FRAMES),
-        tiny_settings(prompt=LIGHTHOUSE, negative_prompt="", **WINDOWS),
-    )
+    plain = render(root, cache, controls_for(FRAMES), tiny_settings(prompt=LIGHTHOUSE, **common))
     diff = np.abs(looked.astype(int) - plain.astype(int))
     print(f"\n[figures] look over every pixel vs shot prompt: max diff {diff.max()} levels")
     assert diff.max() <= 1
