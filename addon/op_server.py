@@ -67,6 +67,9 @@ def check_readiness(context) -> None:
         bpy.app.timers.register(_watch_health, first_interval=0.25)
 
 
+props.ON_PRESET_CHANGE.append(check_readiness)
+
+
 class STORYSHADE_OT_server_check(bpy.types.Operator):
     """Ask the server whether it is reachable and which models it has"""
 

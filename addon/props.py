@@ -25,11 +25,15 @@ def preset_items(layer: str) -> list[tuple[str, str, str, int]]:
     return out
 
 
+# Called with the context when a preset picker changes; op_server adds the readiness check
+# (kept as a hook so this module, which the operators import, imports no operator).
+ON_PRESET_CHANGE: list = []
+
+
 def _look_changed(self, context) -> None:
     """A picker changed: ask the server again whether it can run the new presets."""
-    from .op_server import check_readiness  # operators import props: import late
-
-    check_readiness(context)
+    for hook in ON_PRESET_CHANGE:
+        hook(context)
 
 
 def _preset_enum(layer: str, label: str):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import protocol
-from .errors import StoryShadeError
 
 Progress = Callable[[str], None]
 
@@ -31,28 +30,6 @@ class TakeRun:
     job_id: str = ""
     received: list[int] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
-
-
-def follow_job(client, run: TakeRun, progress: Progress, cancelled=lambda: False) -> None:
-    """Follow an already submitted job to its end, blocking (kept for scripts and tests).
-
-    Raises StoryShadeError if the job fails or is cancelled; frames already received stay.
-    """
-    from .worker import NetworkJob
-
-    job = NetworkJob(client, run, None).start()
-    while True:
-        if cancelled() and not job.cancel_requested:
-            job.cancel()
-        for msg in job.drain(timeout=0.2):
-            if msg.text:
-                progress(msg.text)
-            if msg.kind == protocol.FAILED:
-                raise StoryShadeError(msg.text, msg.fix)
-            if msg.kind == protocol.CANCELLED:
-                raise StoryShadeError(msg.text)
-            if msg.kind == protocol.DONE:
-                return
 
 
 JOB_RECORD = "job.json"

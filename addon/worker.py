@@ -20,7 +20,7 @@ from pathlib import Path
 from . import protocol
 from .errors import ConnectionLost, JobFailed, StoryShadeError
 from .protocol import Message
-from .shade import TakeRun, write_job_record
+from .shade import Progress, TakeRun, write_job_record
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -285,3 +285,23 @@ class NetworkJob:
             received=len(self.run.received),
             total=len(self.run.frames),
         )
+
+
+def follow_job(client, run: TakeRun, progress: Progress, cancelled=lambda: False) -> None:
+    """Follow an already submitted job to its end, blocking (kept for scripts and tests).
+
+    Raises StoryShadeError if the job fails or is cancelled; frames already received stay.
+    """
+    job = NetworkJob(client, run, None).start()
+    while True:
+        if cancelled() and not job.cancel_requested:
+            job.cancel()
+        for msg in job.drain(timeout=0.2):
+            if msg.text:
+                progress(msg.text)
+            if msg.kind == protocol.FAILED:
+                raise StoryShadeError(msg.text, msg.fix)
+            if msg.kind == protocol.CANCELLED:
+                raise StoryShadeError(msg.text)
+            if msg.kind == protocol.DONE:
+                return

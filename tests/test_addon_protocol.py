@@ -15,8 +15,8 @@ from test_addon_helpers import REPO, WAIT_FOR_CANCEL, FakeClient, png_bytes
 
 from addon import protocol
 from addon.errors import ConnectionLost, StoryShadeError
-from addon.shade import TakeRun, follow_job
-from addon.worker import NetworkJob
+from addon.shade import TakeRun
+from addon.worker import NetworkJob, follow_job
 
 PURE = ("protocol", "worker", "client", "errors", "shade", "server_local", "presets")
 

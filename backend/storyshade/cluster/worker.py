@@ -34,7 +34,7 @@ class ShadeWorker:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
-        from storyshade.server.resident import ResidentModels
+        from storyshade.models.resident import ResidentModels
 
         torch.set_num_threads(threads)
         self.threads = threads

@@ -28,7 +28,7 @@ from storyshade.server.guard import Guard
 from storyshade.server.jobs import TERMINAL, JobStore
 from storyshade.server.readiness import router as readiness_router
 from storyshade.server.redact import Redactor
-from storyshade.server.resident import ResidentModels
+from storyshade.models.resident import ResidentModels
 from storyshade.server.schemas import ERRORS, Health, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
 from storyshade.server.upload import Limits

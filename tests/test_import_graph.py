@@ -1,0 +1,135 @@
+"""The import graph, read from the source: no cycles between modules (backend and add-on),
+and the backend's layers only look down: models -> controls -> engine -> render ->
+server / cluster, with cluster never importing server (what both need lives below them)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Backend units (a sub-package or a top-level module) by layer; a unit may import its own
+# layer or below, never above. The base holds the shared definitions everyone uses.
+LAYERS = [
+    {"errors", "settings", "exr", "bundle", "progress", "progress_bar", "presets", "contact_sheet"},
+    {"models"},
+    {"controls"},
+    {"engine"},
+    {"cache", "render"},
+    {"cluster", "server"},
+    {"cli", "__main__"},
+]
+FORBIDDEN = {("cluster", "server")}  # same layer, one direction only
+
+
+def modules(root: Path, package: str) -> dict[str, Path]:
+    out = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join([package, *parts])] = path
+    return out
+
+
+def imports(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> modules of the same package it imports (anywhere in the file, so a
+    function-level import counts: it is a dependency all the same)."""
+    mods = modules(root, package)
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = here.split(".")[: len(here.split(".")) - max(node.level - 1, 0)]
+                if not node.level:
+                    module = node.module or ""
+                else:
+                    module = ".".join([*base, node.module] if node.module else base)
+                subs = [f"{module}.{a.name}" for a in node.names]
+                targets = [t for t in subs if t in mods]
+                if len(targets) < len(subs):
+                    targets.append(module)
+            else:
+                continue
+            for target in targets:
+                while target and target not in mods:
+                    target = target.rsplit(".", 1)[0] if "." in target else ""
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.mark.parametrize(
+    "root, package", [(REPO / "backend" / "storyshade", "storyshade"), (REPO / "addon", "addon")]
+)
+def test_no_import_cycles(root: Path, package: str) -> None:
+    assert cycles(imports(root, package)) == []
+
+
+def test_the_finder_sees_a_cycle(tmp_path: Path) -> None:
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "a.py").write_text("def f():\n    from .b import g\n")
+    (tmp_path / "b.py").write_text("from . import a\n")
+    (tmp_path / "c.py").write_text("from .a import f\n")
+    assert cycles(imports(tmp_path, "pkg")) == [["pkg.a", "pkg.b"]]
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_backend_layers_only_look_down() -> None:
+    layer = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+    wrong = []
+    for module, targets in imports(REPO / "backend" / "storyshade", "storyshade").items():
+        src = _unit(module)
+        for target in targets:
+            dst = _unit(target)
+            if not src or not dst or src == dst:
+                continue
+            assert src in layer and dst in layer, f"{src} or {dst}: put it in a layer"
+            if layer[dst] > layer[src] or (src, dst) in FORBIDDEN:
+                wrong.append(f"{module} imports {target}")
+    assert wrong == []
