@@ -176,18 +176,21 @@ class HealthCheck:
         self.checked_at = 0.0
         self._thread: threading.Thread | None = None
         self._want: tuple | None = None  # a newer request made while one was in flight
+        self._running = False
+        self._lock = threading.Lock()
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._running
 
     def start(self, client, preset: str | None = None) -> None:
         """Check now; `preset` (comma-separated names) also asks whether the server can
         run them. A request made while busy runs when the current one ends."""
-        if self.busy:
-            self._want = (client, preset)
-            return
-        self._want = None
+        with self._lock:
+            if self._running:
+                self._want = (client, preset)
+                return
+            self._running, self._want = True, None
         self._thread = threading.Thread(
             target=self._run, args=(client, preset), name="storyshade-health", daemon=True
         )
@@ -207,9 +210,11 @@ class HealthCheck:
             except StoryShadeError as exc:
                 result, error = None, exc
             self.record(client.url, result, error, readiness, preset)
-            want, self._want = self._want, None
-            if want is None:
-                return
+            with self._lock:
+                want, self._want = self._want, None
+                if want is None:
+                    self._running = False
+                    return
             client, preset = want
 
     def record(self, url, result, error, readiness=None, preset=None) -> None:

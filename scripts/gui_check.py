@@ -1,0 +1,378 @@
+"""Drive StoryShade in a real Blender window (run by scripts/gui_check.sh under Xvfb).
+
+blender --python scripts/gui_check.py -- --server URL --out DIR [--slow-preset NAME]
+
+Everything happens on bpy.app.timers, as a user would click: open the StoryShade sidebar,
+Check, Shade with `preview`, watch progress, look at the Sequencer, Shade a slow job and
+cancel it, then the panel at UI scale 1.5. Screenshots of the sidebar (and Sequencer)
+go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the Sequencer's
+state, and the longest main-loop stall while a run was in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+PROBE_S = 0.01  # the stall probe's timer interval
+
+
+def _args() -> argparse.Namespace:
+    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
+    p = argparse.ArgumentParser()
+    p.add_argument("--server", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--slow-preset", default="gui-slow")
+    return p.parse_args(argv)
+
+
+ARGS = _args()
+OUT: Path = ARGS.out
+TAG = "{}.{}".format(*bpy.app.version[:2])
+LOG: dict = {"blender": bpy.app.version_string, "steps": [], "screenshots": []}
+
+
+def addon_module(name: str):
+    """A module of the installed extension (bl_ext.<repo>.storyshade.addon.<name>)."""
+    for key, mod in sys.modules.items():
+        if key.endswith(f"storyshade.addon.{name}"):
+            return mod
+    raise RuntimeError(f"StoryShade add-on not loaded (no *.storyshade.addon.{name})")
+
+
+# -- the stall probe: a fast timer; a late call means the main loop was busy ----------------
+class Probe:
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.gaps: list[tuple[float, str]] = []
+        self.handler: list[tuple[float, str]] = []
+        self.on = False
+
+    def tick(self):
+        now = time.perf_counter()
+        if self.on and self.last:
+            self.gaps.append((now - self.last - PROBE_S, phase()))
+        self.last = now
+        return PROBE_S
+
+    def wrap_modal(self, cls) -> None:
+        """Time the add-on's own modal handler: what StoryShade does per event."""
+        original = cls.modal
+        probe = self
+
+        def modal(op, context, event):
+            start = time.perf_counter()
+            try:
+                return original(op, context, event)
+            finally:
+                if probe.on:
+                    probe.handler.append((time.perf_counter() - start, phase()))
+
+        cls.modal = modal
+
+    def summary(self) -> dict:
+        def worst(items):
+            if not items:
+                return {}
+            by_phase: dict[str, float] = {}
+            for value, ph in items:
+                by_phase[ph] = max(by_phase.get(ph, 0.0), value)
+            counts: dict[str, int] = {}
+            for _, ph in items:
+                counts[ph] = counts.get(ph, 0) + 1
+            values = sorted(v for v, _ in items)
+            return {
+                "max_s": round(values[-1], 3),
+                "p99_s": round(values[int(0.99 * (len(values) - 1))], 3),
+                "median_s": round(values[len(values) // 2], 3),
+                "count": len(values),
+                "max_by_phase_s": {k: round(v, 3) for k, v in by_phase.items()},
+                "count_by_phase": counts,
+            }
+
+        return {"main_loop_gap": worst(self.gaps), "storyshade_handler": worst(self.handler)}
+
+
+PROBE = Probe()
+
+
+def phase() -> str:
+    session = addon_module("runtime").current
+    return session.phase if session is not None else "idle"
+
+
+# -- the window ---------------------------------------------------------------------------
+def window():
+    return bpy.context.window_manager.windows[0]
+
+
+def area_of(kind: str):
+    return next(a for a in window().screen.areas if a.type == kind)
+
+
+def region_of(area, kind: str = "UI"):
+    return next(r for r in area.regions if r.type == kind)
+
+
+def open_sidebar(area):
+    """Show the sidebar, then pick its tab once it has been drawn (before, the tab is
+    read-only: the region has no categories yet)."""
+    area.spaces.active.show_region_ui = True
+    area.tag_redraw()
+    for _ in range(50):
+        yield 0.2
+        try:
+            region_of(area).active_panel_category = "StoryShade"
+            area.tag_redraw()
+            return
+        except AttributeError:
+            continue
+    raise RuntimeError("could not open the StoryShade sidebar tab")
+
+
+def ctx(area=None):
+    area = area or area_of("VIEW_3D")
+    win = window()
+    return bpy.context.temp_override(
+        window=win, screen=win.screen, area=area, region=region_of(area, "WINDOW")
+    )
+
+
+def opts():
+    return bpy.context.scene.storyshade
+
+
+def note(step: str, **extra) -> None:
+    o = opts()
+    entry = {
+        "t": round(time.monotonic() - START, 2),
+        "step": step,
+        "status": o.status,
+        "progress": round(o.progress, 3),
+        "progress_known": o.progress_known,
+        "fix": o.fix,
+        "note": o.note,
+        **extra,
+    }
+    LOG["steps"].append(entry)
+    print("gui_check:", json.dumps(entry), flush=True)
+
+
+def screenshot(name: str, area=None, with_area: bool = False, scale: float = 1.0) -> None:
+    """The X screen (ImageMagick's `import`: Blender's own screenshot operator reads back
+    black under Xvfb), then a crop: the sidebar (or the whole area) of `area`."""
+    area = area or area_of("VIEW_3D")
+    full = OUT / f"full-{TAG}-{name}.png"
+    subprocess.run(["import", "-window", "root", str(full)], check=True, timeout=60)
+    box = area if with_area else region_of(area)
+    crop(full, OUT / f"{TAG}-{name}.png", box.x, box.y, box.width, box.height, scale)
+    LOG["screenshots"].append(f"{TAG}-{name}.png")
+    PROBE.last = time.perf_counter()  # the screenshot's own time is not a stall
+
+
+def crop(src: Path, dst: Path, x: int, y: int, w: int, h: int, scale: float = 1.0) -> None:
+    img = bpy.data.images.load(str(src))
+    iw, ih = img.size
+    px = np.empty(iw * ih * 4, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(ih, iw, 4)
+    x0, y0 = max(0, x), max(0, y)
+    part = np.ascontiguousarray(px[y0 : min(ih, y + h), x0 : min(iw, x + w)])
+    out = bpy.data.images.new(dst.stem, part.shape[1], part.shape[0], alpha=True)
+    out.pixels.foreach_set(part.ravel())
+    if scale != 1.0:
+        out.scale(int(part.shape[1] * scale), int(part.shape[0] * scale))
+    out.filepath_raw = str(dst)
+    out.file_format = "PNG"
+    out.save()
+    bpy.data.images.remove(out)
+    bpy.data.images.remove(img)
+
+
+# -- the shot -------------------------------------------------------------------------------
+def build_shot() -> None:
+    """Ground, two blocks and a dollying camera in the startup file's scene."""
+    scene = bpy.context.scene
+    for obj in list(scene.objects):
+        bpy.data.objects.remove(obj)
+    scene.render.resolution_x, scene.render.resolution_y = 256, 144
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = 1, 8
+    mesh_ops = [
+        ("Ground", (0, 0, 0), (20, 20, 0.05)),
+        ("Block", (-1.5, 3, 1), (1, 1, 1)),
+        ("Crate", (1.2, 1, 0.4), (0.4, 0.4, 0.4)),
+    ]
+    corners = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    for name, loc, scale in mesh_ops:
+        mesh = bpy.data.meshes.new(name)
+        mesh.from_pydata(corners, [], faces)
+        obj = bpy.data.objects.new(name, mesh)
+        obj.location, obj.scale = loc, scale
+        scene.collection.objects.link(obj)
+    cam = bpy.data.objects.new("ShotCam", bpy.data.cameras.new("ShotCam"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    cam.rotation_euler = (1.45, 0, 0)
+    for frame, y in ((1, -8.0), (8, -5.0)):
+        cam.location = (0.3, y, 1.6)
+        cam.keyframe_insert("location", frame=frame)
+    project = OUT / f"project-{TAG}"
+    shutil.rmtree(project, ignore_errors=True)  # takes of an earlier check
+    project.mkdir(parents=True)
+    with ctx():
+        bpy.ops.wm.save_as_mainfile(filepath=str(project / "gui.blend"))
+
+
+# -- the steps ------------------------------------------------------------------------------
+def until(pred, timeout: float):
+    """Yield until pred() or timeout; returns whether pred() held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        yield 0.1
+    return pred()
+
+
+def busy() -> bool:
+    return addon_module("runtime").busy()
+
+
+def steps():
+    prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
+    prefs.server_url = ARGS.server
+    PROBE.wrap_modal(addon_module("operators").STORYSHADE_OT_shade)
+    bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
+    build_shot()
+    view = area_of("VIEW_3D")
+    yield from open_sidebar(view)
+    yield 1.0
+
+    # 1. Check: readiness of the default quality shows under the Quality picker.
+    with ctx(view):
+        bpy.ops.storyshade.server_check()
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield 1.0
+    note("checked", readiness=addon_module("runtime").health.readiness)
+    screenshot("check")
+
+    # 2. Shade with `preview`: progress, then the take.
+    opts().quality = "preview"
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield 0.5
+    note("preview picked", readiness=addon_module("runtime").health.readiness)
+    PROBE.on = True  # a baseline first: the idle window, sidebar open, nothing running
+    yield 3.0
+    PROBE.on = True
+    with ctx(view):
+        bpy.ops.storyshade.shade("INVOKE_DEFAULT")
+    shot_export = False
+    deadline = time.monotonic() + 240
+    while busy() and time.monotonic() < deadline:
+        o = opts()
+        if not shot_export and o.status.startswith("Exporting") and o.progress > 0.3:
+            yield 0.5  # the window shows what opts say after its next redraw
+            screenshot("exporting")
+            shot_export = True
+        note("running")
+        yield 0.1
+    PROBE.on = False
+    yield 1.0
+    note("shaded")
+    screenshot("done")
+
+    # 3. The Sequencer: the take must be visible without picking a scene.
+    seq = [s for s in addon_module("compat").all_strips(bpy.context.scene.sequence_editor)]
+    take = next(s for s in seq if s.get("storyshade_take"))
+    bpy.context.scene.sequence_editor.active_strip = take
+    view.ui_type = "SEQUENCE_EDITOR"
+    yield 0.5
+    yield from open_sidebar(view)
+    with ctx(view):
+        bpy.ops.sequencer.view_all()
+    yield 1.0
+    ws = window().workspace
+    note(
+        "sequencer",
+        strip=take.name,
+        directory=take.directory,
+        sequencer_scene=getattr(getattr(ws, "sequencer_scene", None), "name", "(4.x: n/a)"),
+    )
+    screenshot("sequencer", view, with_area=True, scale=0.5)
+    view.ui_type = "VIEW_3D"
+    yield 0.5
+    yield from open_sidebar(view)
+
+    # 4. A slow job, cancelled mid-denoise: the message must come from the server.
+    opts().preset = ARGS.slow_preset
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    with ctx(view):
+        bpy.ops.storyshade.shade("INVOKE_DEFAULT")
+    yield from until(lambda: opts().status.startswith("Loading") or not busy(), 300)
+    yield 1.0  # loading the models takes seconds: an indeterminate stage on screen
+    note("loading")
+    screenshot("waiting")
+    yield from until(lambda: opts().status.startswith("Denoising") or not busy(), 300)
+    yield 1.0
+    note("denoising")
+    with ctx(view):
+        bpy.ops.storyshade.cancel()
+    yield 0.3
+    note("cancel pressed")
+    screenshot("cancelling")
+    cancel_at = time.monotonic()
+    yield from until(lambda: not busy(), 300)
+    note("cancelled", seconds=round(time.monotonic() - cancel_at, 1))
+    yield 0.5
+    screenshot("cancelled")
+    takes = OUT / f"project-{TAG}" / "storyshade"
+    LOG["take_folders"] = sorted(str(p.relative_to(takes)) for p in takes.glob("*/*"))
+
+    # 5. The same panel at UI scale 1.5 (wrapping measured, nothing cut).
+    opts().preset = ""
+    bpy.context.preferences.view.ui_scale = 1.5
+    yield 1.5
+    screenshot("scale15")
+    bpy.context.preferences.view.ui_scale = 1.0
+
+
+START = time.monotonic()
+_gen = None
+
+
+def driver():
+    global _gen
+    try:
+        if _gen is None:
+            _gen = steps()
+        return next(_gen)
+    except StopIteration:
+        finish(0)
+    except Exception:
+        LOG["error"] = traceback.format_exc()
+        print(LOG["error"], flush=True)
+        finish(1)
+    return None
+
+
+def finish(code: int) -> None:
+    LOG["stall"] = PROBE.summary()
+    LOG["exit"] = code
+    (OUT / f"log-{TAG}.json").write_text(json.dumps(LOG, indent=1, default=str))
+    print("gui_check: stall", json.dumps(LOG["stall"]), flush=True)
+    bpy.app.timers.register(lambda: bpy.ops.wm.quit_blender() and None, first_interval=0.2)
+
+
+OUT.mkdir(parents=True, exist_ok=True)
+bpy.app.timers.register(driver, first_interval=2.0, persistent=True)

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Try the add-on in real Blender windows: Debian's Blender packages in chroots, under Xvfb.
+#
+# Why: the tests run Blender without a window (the bpy module), where panels are never
+# drawn, timers never fire and the Sequencer never shows anything. This script installs the
+# built extension zip into real GUI builds and clicks through it (scripts/gui_check.py):
+# Check, Shade with `preview`, progress, the Sequencer, a cancelled slow job, UI scale 1.5.
+#
+# Usage (root, Linux; downloads about 1.5 GB per suite the first time):
+#   scripts/gui_check.sh [SUITE...]        default: trixie sid   (trixie: 4.3, sid: 5.x)
+# Environment:
+#   GUI_ROOT  where the chroots and tiny models live   (default /var/tmp/storyshade-gui)
+#   GUI_OUT   screenshots, logs, the test projects     (default $GUI_ROOT/out)
+# Output per suite: GUI_OUT/<ver>-<step>.png (sidebar or Sequencer crops), full-*.png
+# (whole window), log-<ver>.json (panel texts per step, longest main-loop stall),
+# blender-<ver>.log. Exit 0 when every suite's script ran to its end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+GUI_ROOT=${GUI_ROOT:-/var/tmp/storyshade-gui}
+GUI_OUT=$(realpath -m "${GUI_OUT:-$GUI_ROOT/out}")
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(trixie sid)
+PY=$REPO/.venv/bin/python
+[ "$(id -u)" = 0 ] || { echo "gui_check: needs root (debootstrap, chroot, mount)"; exit 1; }
+[ -x "$PY" ] || { echo "gui_check: run 'make setup' first (.venv)"; exit 1; }
+for tool in debootstrap xvfb-run; do
+  command -v $tool >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap xvfb xauth; }
+done
+mkdir -p "$GUI_ROOT" "$GUI_OUT"
+
+chroot_for() {  # a minimal Debian SUITE with its blender package, made once
+  local suite=$1 root=$GUI_ROOT/$1
+  # numpy: the add-on needs it, and Debian's blender only recommends it
+  if ! chroot "$root" dpkg -s blender python3-numpy imagemagick >/dev/null 2>&1; then
+    [ -d "$root/usr" ] || debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian
+    mount --bind /proc "$root/proc"
+    # sid's Release files can be older than their Valid-Until on a snapshot mirror
+    chroot "$root" apt-get -o Acquire::Check-Valid-Until=false update -qq
+    DEBIAN_FRONTEND=noninteractive chroot "$root" \
+      apt-get install -y -qq --no-install-recommends blender python3-numpy imagemagick xvfb xauth
+    umount "$root/proc"
+  fi
+}
+
+# The extension zip, built with Blender's own builder, and a server with tiny models.
+BUILDER=$("$PY" -c "import importlib.util as u, pathlib; print(next(pathlib.Path(u.find_spec('bpy').origin).parent.glob('*/scripts/addons_core/bl_pkg/cli/blender_ext.py')))")
+rm -rf "$GUI_ROOT/dist" && mkdir -p "$GUI_ROOT/dist"
+"$PY" "$BUILDER" build --source-dir "$REPO" --output-dir "$GUI_ROOT/dist" >/dev/null
+ZIP=$(ls "$GUI_ROOT"/dist/storyshade-*.zip)
+MODELS=$GUI_ROOT/models
+[ -f "$MODELS/.done" ] || { "$PY" -m storyshade models tiny "$MODELS" >/dev/null && touch "$MODELS/.done"; }
+PRESETS=$GUI_OUT/presets
+mkdir -p "$PRESETS/quality"
+# A quality slow enough to cancel mid-denoise on any machine: the tiny models, many steps.
+sed 's/^steps = .*/steps = 150/; s/^description = .*/description = "GUI check: tiny models, 150 steps"/' \
+  "$REPO/presets/quality/tiny.toml" > "$PRESETS/quality/gui-slow.toml"
+PORT=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+rm -rf "$GUI_OUT/server-data"
+STORYSHADE_PRESETS=$PRESETS OMP_NUM_THREADS=1 PYTHONPATH=$REPO/backend \
+  "$PY" -m storyshade serve --port "$PORT" --data "$GUI_OUT/server-data" --models "$MODELS" \
+  > "$GUI_OUT/server.log" 2>&1 &
+SERVER=$!
+MOUNTS=()
+cleanup() {
+  kill "$SERVER" 2>/dev/null || true
+  for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+for _ in $(seq 120); do
+  "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/v1/health', timeout=2)" 2>/dev/null && break
+  sleep 1
+done
+
+status=0
+for suite in "${SUITES[@]}"; do
+  chroot_for "$suite"
+  root=$GUI_ROOT/$suite
+  mkdir -p "$root/storyshade" "$root/out"
+  for pair in "/proc:proc" "/dev:dev" "$REPO:storyshade" "$GUI_OUT:out"; do
+    mount --bind "${pair%%:*}" "$root/${pair#*:}"
+    MOUNTS=("$root/${pair#*:}" "${MOUNTS[@]}")
+  done
+  ver=$(chroot "$root" blender --version 2>/dev/null | head -1 | awk '{print $2}')
+  echo "gui_check: $suite: Blender $ver"
+  zipname=$(basename "$ZIP")
+  cp "$ZIP" "$root/tmp/$zipname"
+  run() { chroot "$root" env HOME=/tmp/gui-home LANG=C.UTF-8 "$@"; }
+  run rm -rf /tmp/gui-home
+  run blender --command extension install-file \
+    -r user_default -e "/tmp/$zipname" > "$GUI_OUT/install-$suite.log" 2>&1
+  # No splash screen over the sidebar (saved with the preferences that enable the add-on).
+  run blender -b --python-expr "import bpy; bpy.context.preferences.view.show_splash = False; \
+bpy.ops.wm.save_userpref()" >> "$GUI_OUT/install-$suite.log" 2>&1
+  if ! timeout 900 chroot "$root" env HOME=/tmp/gui-home LANG=C.UTF-8 \
+      xvfb-run -a -s "-screen 0 1600x1000x24" \
+      blender --python-exit-code 1 --python /storyshade/scripts/gui_check.py -- \
+      --server "http://127.0.0.1:$PORT" --out /out > "$GUI_OUT/blender-$suite.log" 2>&1; then
+    echo "gui_check: $suite: Blender exited with an error (see $GUI_OUT/blender-$suite.log)"
+    status=1
+  fi
+  grep -h "gui_check: stall" "$GUI_OUT/blender-$suite.log" || { echo "gui_check: $suite: no result"; status=1; }
+  sleep 2  # xvfb-run's X server may still be closing its devices
+  for m in "$root/out" "$root/storyshade" "$root/dev" "$root/proc"; do umount "$m" || umount -l "$m"; done
+  MOUNTS=()
+done
+echo "gui_check: screenshots and logs in $GUI_OUT"
+exit $status
