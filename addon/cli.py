@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import bpy
 
-from . import export, prefs, take
+from . import export, prefs, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=None, help=f"server URL (default {DEFAULT_URL})")
     p.add_argument("--token", default=None, help="server token (or $STORYSHADE_TOKEN)")
     p.add_argument("--frames", help="frame range A-B (default: the scene's)")
+    p.add_argument(
+        "--all-shots",
+        action="store_true",
+        help="shade every shot of the edit (camera markers or scene strips), one job each",
+    )
+    p.add_argument("--shots", help="comma-separated shot names to shade (see --all-shots)")
     p.add_argument("--preset", help="comma-separated preset names, e.g. anime-cel,draft")
     p.add_argument("--prompt", help="the prompt (replaces the preset's)")
     p.add_argument("--negative-prompt", help="the negative prompt (replaces the preset's)")
@@ -132,21 +139,77 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_shade(args: argparse.Namespace) -> int:
-    scene = bpy.context.scene
-    start, end = parse_frames(args.frames)
-    url = args.server or prefs.server()[0] or DEFAULT_URL
-    token = args.token or prefs.server()[1]
-    request = ShadeRequest(
+def _request(args: argparse.Namespace, scene, url: str, **shot) -> ShadeRequest:
+    return ShadeRequest(
         settings=_settings(args),
-        frame_start=start,
-        frame_end=end,
         take_mode=args.take_mode or take.KEEP,
         output_pattern=args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN),
         server_url=url,
         looks=_looks(args, scene),
+        **shot,
     )
-    return _finish_session(ShadeSession(scene, Client(url, token), request), args)
+
+
+def run_shade(args: argparse.Namespace) -> int:
+    scene = bpy.context.scene
+    url = args.server or prefs.server()[0] or DEFAULT_URL
+    token = args.token or prefs.server()[1]
+    if args.all_shots or args.shots:
+        if args.frames:
+            raise StoryShadeError("--frames and --all-shots/--shots do not go together")
+        return run_shots(args, scene, Client(url, token), url)
+    start, end = parse_frames(args.frames)
+    request = _request(args, scene, url, frame_start=start, frame_end=end)
+    _run_session(ShadeSession(scene, Client(url, token), request))
+    _save(args)
+    return 0
+
+
+def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) -> int:
+    """Shade the edit's shots one after another, each into its own scene; 0 when all
+    succeed, else 1 with the shots that failed named (the others keep their takes)."""
+    found = shots.find_shots(edit_scene)
+    chosen = shots.pick(found, [n.strip() for n in (args.shots or "").split(",") if n.strip()])
+    for text in found.notes:
+        _say(f"note: {text} (not a shot)")
+    total = sum(shot.frames for shot in chosen)
+    done_frames, failed, started = 0, [], time.monotonic()
+    for i, shot in enumerate(chosen, 1):
+        eta = ""
+        if done_frames:
+            left = (time.monotonic() - started) / done_frames * (total - done_frames)
+            eta = f", about {left:.0f} s left for the sequence"
+        _say(
+            f"shot {i}/{len(chosen)} '{shot.name}': scene '{shot.scene_name}', camera "
+            f"'{shot.camera}', frames {shot.frame_start}-{shot.frame_end}{eta}"
+        )
+        scene = bpy.data.scenes[shot.scene_name]
+        request = _request(
+            args,
+            scene,
+            url,
+            frame_start=shot.frame_start,
+            frame_end=shot.frame_end,
+            shot=shot.slug,
+            camera=shot.camera if shot.source == "strip" else "",
+        )
+        try:
+            _run_session(ShadeSession(scene, client, request), prefix=f"[{shot.name}] ")
+        except StoryShadeError as exc:
+            failed.append(shot.name)
+            print(f"storyshade: shot '{shot.name}' failed: {exc}", file=sys.stderr, flush=True)
+        done_frames += shot.frames
+    _say(
+        f"sequence: {len(chosen) - len(failed)} of {len(chosen)} shots shaded in "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    _save(args)
+    if failed:
+        raise StoryShadeError(
+            f"{len(failed)} of {len(chosen)} shots failed: {', '.join(failed)}",
+            "see each shot's error above; rerun them with --shots",
+        )
+    return 0
 
 
 def run_reattach(args: argparse.Namespace) -> int:
@@ -157,20 +220,22 @@ def run_reattach(args: argparse.Namespace) -> int:
     pattern = args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN)
     session = reattach_session(bpy.context.scene, url, token, pattern, take.KEEP, {})
     _say(f"reattached to job {session.job_id}")
-    return _finish_session(session, args)
+    _run_session(session)
+    _save(args)
+    return 0
 
 
-def _finish_session(session: ShadeSession, args: argparse.Namespace) -> int:
-    """Run a session to its end, printing each stage once; place the take and save."""
+def _run_session(session: ShadeSession, prefix: str = "") -> None:
+    """Run a session to its end, printing each stage once, and place the take."""
     said = {"log": 0, "note": ""}
 
     def progress(s: ShadeSession) -> None:
         """Every stage text once, in order (a tick may pass several)."""
         if s.note and s.note != said["note"]:
             said["note"] = s.note
-            _say(s.note)
+            _say(prefix + s.note)
         for text in s.log[said["log"] :]:
-            _say(text)
+            _say(prefix + text)
         said["log"] = len(s.log)
 
     session.run_blocking(progress)
@@ -179,15 +244,19 @@ def _finish_session(session: ShadeSession, args: argparse.Namespace) -> int:
     if session.outcome != DONE:
         raise StoryShadeError(session.text)
     _say(
-        f"take strip '{session.strip_name}' on channel {session.channel}, frames {session.start}-{session.end}"
+        f"{prefix}take strip '{session.strip_name}' on channel {session.channel}, "
+        f"frames {session.start}-{session.end}"
     )
-    if not args.no_save:
-        if bpy.data.filepath:
-            bpy.ops.wm.save_mainfile()
-            _say(f"saved {bpy.data.filepath}")
-        else:
-            _say("the .blend has never been saved; not saving (give a .blend on the command line)")
-    return 0
+
+
+def _save(args: argparse.Namespace) -> None:
+    if args.no_save:
+        return
+    if bpy.data.filepath:
+        bpy.ops.wm.save_mainfile()
+        _say(f"saved {bpy.data.filepath}")
+    else:
+        _say("the .blend has never been saved; not saving (give a .blend on the command line)")
 
 
 def main(argv: list[str]) -> int:

@@ -55,8 +55,12 @@ def check_scene(scene) -> None:
 
 
 def _export_view_layer(scene):
+    """The view layer the user works in, if `scene` is the one in the context (a shot of
+    an edit can be another scene: then its first view layer)."""
     active = bpy.context.view_layer
-    return active if active and active.name in scene.view_layers else scene.view_layers[0]
+    if bpy.context.scene == scene and active and active.name in scene.view_layers:
+        return scene.view_layers[active.name]
+    return scene.view_layers[0]
 
 
 @contextmanager
@@ -118,16 +122,40 @@ def render_settings(scene, view_layer):
         scene.frame_set(frame)
 
 
+def _render_frame(scene, view_layer, out_dir: Path, frame: int) -> dict:
+    """Render the current frame's passes to its file; its shot.json entry."""
+    rel = frame_file(frame)
+    scene.render.filepath = str(out_dir / rel)
+    try:
+        bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer.name)
+    except RuntimeError as exc:  # Blender reports render/write errors this way
+        raise StoryShadeError(
+            f"Cycles did not write {out_dir / rel}: {str(exc).strip()}",
+            "check that the output folder is writable and has free space",
+        ) from None
+    if not (out_dir / rel).is_file():
+        raise StoryShadeError(f"Cycles did not write {out_dir / rel}", "check disk space")
+    return {"frame": frame, "file": rel, "camera": camera_record(scene.camera)}
+
+
 def iter_export(
     scene,
     out_dir: Path,
     frame_start: int | None = None,
     frame_end: int | None = None,
     looks: LookOverrides | None = None,
+    *,
+    shot: str | None = None,
+    camera: str | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Render frame by frame, yielding (done, total); writes shot.json after the last frame.
-    `looks` (from a looks file) add to and replace the .blend's own looks."""
+    `looks` (from a looks file) add to and replace the .blend's own looks; `shot` names the
+    shot (default: from the file and scene); `camera` (an object name) replaces the scene's
+    camera for every frame, as a scene strip's camera override does."""
     check_scene(scene)
+    override = bpy.data.objects.get(camera) if camera else None
+    if camera and (override is None or override.type != "CAMERA"):
+        raise StoryShadeError(f"there is no camera object '{camera}'", "pick a camera")
     start, end = frame_range(scene, frame_start, frame_end)
     regions, ids = shot_regions(scene, looks)  # a bad look fails before any frame renders
     out_dir = Path(out_dir)
@@ -140,26 +168,22 @@ def iter_export(
     frames = []
     total = end - start + 1
     view_layer = _export_view_layer(scene)
-    with render_settings(scene, view_layer), region_ids(scene, view_layer, ids):
-        for i, frame in enumerate(range(start, end + 1)):
-            scene.frame_set(frame)
-            rel = frame_file(frame)
-            scene.render.filepath = str(out_dir / rel)
-            try:
-                bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer.name)
-            except RuntimeError as exc:  # Blender reports render/write errors this way
-                raise StoryShadeError(
-                    f"Cycles did not write {out_dir / rel}: {str(exc).strip()}",
-                    "check that the output folder is writable and has free space",
-                ) from None
-            if not (out_dir / rel).is_file():
-                raise StoryShadeError(f"Cycles did not write {out_dir / rel}", "check disk space")
-            frames.append({"frame": frame, "file": rel, "camera": camera_record(scene.camera)})
-            yield i + 1, total
+    user_camera = scene.camera
+    try:
+        with render_settings(scene, view_layer), region_ids(scene, view_layer, ids):
+            for i, frame in enumerate(range(start, end + 1)):
+                scene.frame_set(frame)
+                if override is not None:
+                    scene.camera = override
+                frames.append(_render_frame(scene, view_layer, out_dir, frame))
+                yield i + 1, total
+    finally:
+        if override is not None:
+            scene.camera = user_camera
     manifest = {
         "format": FORMAT,
         "version": VERSION if regions else 1,  # servers before looks still read these
-        "shot": shot_name(scene),
+        "shot": shot or shot_name(scene),
         "frame_start": start,
         "frame_end": end,
         "fps": scene.render.fps / scene.render.fps_base,

@@ -55,6 +55,8 @@ class ShadeRequest:
     server_url: str = ""
     inputs: dict = field(default_factory=dict)  # the panel's fields, stored on the take
     looks: LookOverrides | None = None  # from a looks file (--looks), over the .blend's own
+    shot: str = ""  # the shot's name when shading one shot of an edit (default: from the file)
+    camera: str = ""  # a camera that overrides the scene's for the whole range (scene strips)
 
 
 class ShadeSession:
@@ -67,7 +69,7 @@ class ShadeSession:
         self.client = client
         self.request = request
         self.start, self.end = export.frame_range(scene, request.frame_start, request.frame_end)
-        self.shot = export.shot_name(scene)
+        self.shot = request.shot or export.shot_name(scene)
         self.phase = CHECKING
         self.outcome = ""
         self.log: list[str] = []  # every distinct stage text, oldest first (for the console)
@@ -235,7 +237,13 @@ class ShadeSession:
             raise not_ready_error(ready)  # before minutes of export and upload, not after
         self._bundle_dir = temp_bundle_dir()
         self._export = export.iter_export(
-            self.scene(), self._bundle_dir, self.start, self.end, self.request.looks
+            self.scene(),
+            self._bundle_dir,
+            self.start,
+            self.end,
+            self.request.looks,
+            shot=self.shot,
+            camera=self.request.camera or None,
         )
         self.phase = EXPORTING
         self._progress("exporting", f"Exporting 0/{self.total}", 0.0)

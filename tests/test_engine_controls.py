@@ -33,8 +33,9 @@ def cache() -> ModelCache:
 
 def write_live_controlnets(src: Path, dest: Path) -> Path:
     """A copy of the tiny set whose ControlNets steer: diffusers zero-initialises their output
-    convolutions, so freshly made ControlNets add exactly nothing and could not tell a
-    ControlNet that ran from one that did not."""
+    convolutions and the last layer of their image embedding, so freshly made ControlNets
+    add exactly nothing (and ignore the image): they could not tell a ControlNet that ran
+    from one that did not, nor one control image from another."""
     import shutil
 
     from diffusers import ControlNetModel
@@ -45,7 +46,12 @@ def write_live_controlnets(src: Path, dest: Path) -> Path:
         net = ControlNetModel.from_pretrained(path)
         gen = torch.Generator().manual_seed(100 + k)
         with torch.no_grad():
-            for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            zeroed = [
+                *net.controlnet_down_blocks,
+                net.controlnet_mid_block,
+                net.controlnet_cond_embedding.conv_out,
+            ]
+            for block in zeroed:
                 block.weight.copy_(torch.randn(block.weight.shape, generator=gen) * 0.5)
         net.save_pretrained(path, safe_serialization=True)
     return dest
