@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.storyshade-installed
 # torch first, pinned, so pip never pulls a different multi-GB build; override for your CUDA.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-nightly lint extension clean
+.PHONY: setup browser demo test test-nightly lint extension clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
 
-test: $(STAMP)
+# Chromium (Debian's package) for the review page's browser test; best effort: without it
+# (not root, no apt) that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null; } || echo "note: no Chromium; the review page's browser test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # layer or below, never above. The base holds the shared definitions everyone uses.
 LAYERS = [
     {"errors", "settings", "exr", "bundle", "progress", "progress_bar", "presets", "contact_sheet"},
+    {"review"},  # reads take folders; the server serves its page
     {"models"},
     {"controls"},
     {"engine"},

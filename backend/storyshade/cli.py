@@ -68,9 +68,10 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from storyshade.controls.cli import add_commands as controls_commands
     from storyshade.models.cli import add_commands as models_commands
     from storyshade.presets import add_commands as presets_commands
+    from storyshade.review import add_commands as review_commands
     from storyshade.server.cli import add_commands as server_commands
 
-    return [server_commands, controls_commands, models_commands, presets_commands]
+    return [server_commands, controls_commands, models_commands, presets_commands, review_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,19 +16,20 @@ from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storyshade import __version__
 from storyshade.cache import StageCache
 from storyshade.errors import NotFound, StoryShadeError
 from storyshade.models.loader import pick_device
+from storyshade.models.resident import ResidentModels
+from storyshade.server import review_page
 from storyshade.server.config import ServerConfig
 from storyshade.server.guard import Guard
 from storyshade.server.jobs import TERMINAL, JobStore
 from storyshade.server.readiness import router as readiness_router
 from storyshade.server.redact import Redactor
-from storyshade.models.resident import ResidentModels
 from storyshade.server.schemas import ERRORS, Health, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
 from storyshade.server.upload import Limits
@@ -187,6 +188,11 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
             owner=_client(request),
         )
         return {**store.public(job), "frames": job.frame_numbers}
+
+    @app.get(review_page.PATH, response_class=HTMLResponse, include_in_schema=False)
+    def review() -> HTMLResponse:
+        """The finished takes of a sequence, playing side by side (docs/server.md)."""
+        return HTMLResponse(review_page.PAGE)
 
     @app.get("/v1/jobs", response_model=JobList, responses=ERRORS)
     def list_jobs(

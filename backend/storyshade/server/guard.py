@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from storyshade.server.config import ServerConfig, is_loopback
+from storyshade.server.review_page import PATH as REVIEW_PAGE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -98,7 +99,8 @@ class Guard:
                 "Origin",
                 [],
             )
-        if cfg.needs_auth:
+        public = scope.get("method") == "GET" and scope.get("path") == REVIEW_PAGE
+        if cfg.needs_auth and not public:  # the review page holds no data; its script asks
             auth = headers.get(b"authorization", b"")
             scheme, _, given = auth.partition(b" ")
             known, client = self._who(given.strip())
