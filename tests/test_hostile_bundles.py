@@ -450,3 +450,20 @@ def _rss_peak(srv: ServerProcess) -> int:
 
 def _grown(srv: ServerProcess, before: int) -> int:
     return _memory(srv, "VmHWM") - before
+
+
+def test_errors_name_presets_not_the_servers_folders(tmp_path, tiny_models, monkeypatch) -> None:
+    """A broken user preset on the server: the 4xx names the preset and the field, and the
+    preset folder (like the data and models folders) is never in the answer."""
+    presets = tmp_path / "server-presets"
+    (presets / "quality").mkdir(parents=True)
+    (presets / "quality" / "huge.toml").write_text(
+        'description = "too many steps"\n[settings]\nsteps = 400\n'
+    )
+    monkeypatch.setenv("STORYSHADE_PRESETS", str(presets))
+    with ServerProcess(tmp_path / "data", tiny_models) as srv, httpx.Client(base_url=srv.url) as c:
+        data = zip_dir(write_synthetic_bundle(tmp_path / "b", frames=2))
+        resp = post_job(c, data, {"preset": "huge"})
+        assert 400 <= resp.status_code < 500, resp.text
+        assert str(presets) not in resp.text and "<presets>" in resp.text, resp.text
+        assert "steps" in resp.text

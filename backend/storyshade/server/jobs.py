@@ -37,6 +37,7 @@ from storyshade.bundle import Bundle, load_bundle
 from storyshade.cache import StageCache
 from storyshade.errors import Cancelled, NotFound, StoryShadeError
 from storyshade.models.loader import ModelCache
+from storyshade.presets import search_dirs
 from storyshade.progress import Reporter
 from storyshade.render import render_bundle
 from storyshade.server.eta import Pace, RunClock
@@ -105,7 +106,10 @@ class JobStore:
         runner: Runner | None = None,
     ) -> None:
         self.dir = data_dir / "jobs"
-        self.redact = Redactor({"<data>": data_dir})
+        # errors name models and presets by name, never the server's folders
+        self.redact = Redactor(
+            {"<data>": data_dir, "<models>": list(roots), "<presets>": search_dirs()}
+        )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.roots = roots
         self.models = models or ModelCache()

@@ -13,12 +13,13 @@ from typing import Any
 class Redactor:
     """Replaces each folder (as given and resolved) with a placeholder such as `<data>`."""
 
-    def __init__(self, folders: dict[str, Path]) -> None:
+    def __init__(self, folders: dict[str, Path | list[Path]]) -> None:
         pairs: dict[str, str] = {}
-        for placeholder, folder in folders.items():
-            for form in {str(folder), str(Path(folder).resolve())}:
-                if len(form) > 1:
-                    pairs[form] = placeholder
+        for placeholder, given in folders.items():
+            for folder in given if isinstance(given, list) else [given]:
+                for form in {str(folder), str(Path(folder).resolve())}:
+                    if len(form) > 1:
+                        pairs[form] = placeholder
         self.pairs = sorted(pairs.items(), key=lambda p: -len(p[0]))  # longest first
 
     def text(self, text: str) -> str:
