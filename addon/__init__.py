@@ -14,11 +14,13 @@ from . import (
     looks,
     op_cancel,
     op_looks,
+    op_sequence,
     op_server,
     op_take,
     operators,
     panel,
     panel_looks,
+    panel_shots,
     prefs,
     preview,
     props,
@@ -44,6 +46,9 @@ CLASSES = (
     panel_looks.STORYSHADE_PT_object_look,
     panel_looks.STORYSHADE_PT_collection_look,
     panel_looks.STORYSHADE_PT_looks,
+    op_sequence.STORYSHADE_OT_shot_toggle,
+    op_sequence.STORYSHADE_OT_shade_sequence,
+    panel_shots.STORYSHADE_PT_shots,
 )
 _cli_handle = None
 
@@ -55,6 +60,9 @@ def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.storyshade = bpy.props.PointerProperty(type=props.StoryShadeSceneSettings)
+    bpy.types.Scene.storyshade_skip_shots = bpy.props.StringProperty(
+        name="Shots left out", description="Shots Shade Sequence skips, one per line"
+    )
     preview.register()
     # A server started from the panel must not outlive Blender.
     atexit.register(runtime.local_server.stop)
@@ -73,6 +81,7 @@ def unregister() -> None:
     atexit.unregister(runtime.local_server.stop)
     runtime.local_server.stop()
     preview.unregister()
+    del bpy.types.Scene.storyshade_skip_shots
     del bpy.types.Scene.storyshade
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

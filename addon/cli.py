@@ -18,6 +18,7 @@ from . import export, prefs, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
+from .sequence import SequenceRun, shot_request
 from .session import DONE, ShadeRequest, ShadeSession
 
 
@@ -172,41 +173,50 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
     chosen = shots.pick(found, [n.strip() for n in (args.shots or "").split(",") if n.strip()])
     for text in found.notes:
         _say(f"note: {text} (not a shot)")
-    total = sum(shot.frames for shot in chosen)
-    done_frames, failed, started = 0, [], time.monotonic()
-    for i, shot in enumerate(chosen, 1):
-        eta = ""
-        if done_frames:
-            left = (time.monotonic() - started) / done_frames * (total - done_frames)
-            eta = f", about {left:.0f} s left for the sequence"
-        _say(
-            f"shot {i}/{len(chosen)} '{shot.name}': scene '{shot.scene_name}', camera "
-            f"'{shot.camera}', frames {shot.frame_start}-{shot.frame_end}{eta}"
-        )
+
+    def session_for(shot: shots.Shot) -> ShadeSession:
         scene = bpy.data.scenes[shot.scene_name]
-        request = _request(
-            args,
-            scene,
-            url,
-            frame_start=shot.frame_start,
-            frame_end=shot.frame_end,
-            shot=shot.slug,
-            camera=shot.camera if shot.source == "strip" else "",
-        )
-        try:
-            _run_session(ShadeSession(scene, client, request), prefix=f"[{shot.name}] ")
-        except StoryShadeError as exc:
-            failed.append(shot.name)
-            print(f"storyshade: shot '{shot.name}' failed: {exc}", file=sys.stderr, flush=True)
-        done_frames += shot.frames
-    _say(
-        f"sequence: {len(chosen) - len(failed)} of {len(chosen)} shots shaded in "
-        f"{time.monotonic() - started:.0f} s"
-    )
+        return ShadeSession(scene, client, _request(args, scene, url, **shot_request(shot)))
+
+    run = SequenceRun(chosen, session_for)
+    said = {"index": -1, "log": 0, "note": ""}
+
+    def progress(seq: SequenceRun) -> None:
+        if seq.index != said["index"] and seq.shot is not None and seq.running:
+            said.update(index=seq.index, log=0, note="")
+            shot = seq.shot
+            _say(
+                f"shot {seq.index + 1}/{len(seq.shots)} '{shot.name}': scene "
+                f"'{shot.scene_name}', camera '{shot.camera}', frames {shot.frame_start}-"
+                f"{shot.frame_end}" + (f", about {seq.eta():.0f} s left" if seq.eta() else "")
+            )
+        s = seq.current
+        if s is not None and seq.shot is not None:
+            prefix = f"[{seq.shot.name}] "
+            if s.note and s.note != said["note"]:
+                said["note"] = s.note
+                _say(prefix + s.note)
+            for text in s.log[said["log"] :]:
+                _say(prefix + text)
+            said["log"] = len(s.log)
+
+    def shot_end(shot: shots.Shot, session: ShadeSession | None) -> None:
+        if session is not None and session.outcome == DONE:
+            _say(f"[{shot.name}] take strip '{session.strip_name}' on channel {session.channel}")
+        else:
+            why = session.text if session is not None else run.failed[-1][1]
+            print(f"storyshade: shot '{shot.name}' failed: {why}", file=sys.stderr, flush=True)
+
+    run.on_shot_end = shot_end
+    run.run_blocking(progress)
+    _say(f"{run.headline()} in {time.monotonic() - run.started:.0f} s")
     _save(args)
-    if failed:
+    if run.failed or run.cancelled:
+        names = [name for name, _ in run.failed]
         raise StoryShadeError(
-            f"{len(failed)} of {len(chosen)} shots failed: {', '.join(failed)}",
+            f"{len(names)} of {len(chosen)} shots failed: {', '.join(names)}"
+            if names
+            else "the sequence was cancelled",
             "see each shot's error above; rerun them with --shots",
         )
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .server_local import HealthCheck, LocalServer
 
 current = None  # session.ShadeSession of the run in progress, if any
+sequence = None  # sequence.SequenceRun of the last Shade Sequence, if any
 local_server = LocalServer()
 health = HealthCheck()
 

@@ -25,7 +25,7 @@ def test_shade_places_take_strip(server, tmp_path: Path, capsys) -> None:
     rc = cli.main(["shade", "--server", server.url, "--preset", "tiny", "--frames", "2-6"])
     out = capsys.readouterr()
     assert rc == 0, out.err
-    assert "Denoising" in out.out and "Receiving 5/5" in out.out
+    assert "Denoising" in out.out and "Frames 5/5 received" in out.out
     scene = bpy.context.scene
     (strip,) = compat.strips(scene.sequence_editor)
     assert strip.type == "IMAGE"

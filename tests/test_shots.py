@@ -145,3 +145,30 @@ def test_a_failed_shot_is_named_and_the_others_keep_their_takes(
     shot1 = bpy.data.scenes["Shot1"]
     assert [s["storyshade_shot"] for s in compat.strips(shot1.sequence_editor)] == ["sh010"]
     assert edit.name == "Edit" and len(compat.strips(edit.sequence_editor)) == 2  # untouched
+
+
+def test_shade_sequence_button_shades_the_ticked_shots(server, tmp_path: Path) -> None:
+    """The sidebar's path (background mode: runs to the end): the shot list's toggle leaves a
+    shot out, Shade Sequence shades the others with the panel's settings."""
+    from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered
+
+    ensure_registered()
+    scene = marker_edit()
+    enable_prefs(server_url=server.url, output_pattern=str(tmp_path / "takes/{shot}/{take}"))
+    try:
+        scene.storyshade.quality = "preview"
+        assert bpy.ops.storyshade.shot_toggle(name="sh020") == {"FINISHED"}
+        assert bpy.ops.storyshade.shade_sequence() == {"FINISHED"}
+        first = [s["storyshade_shot"] for s in compat.strips(scene.sequence_editor)]
+        assert first == ["sh010"]
+        assert "1 of 1 shots shaded" in scene.storyshade.status
+        bpy.ops.storyshade.shot_toggle(name="sh020")  # ticked again
+        assert bpy.ops.storyshade.shade_sequence() == {"FINISHED"}
+        takes = sorted(
+            (s["storyshade_shot"], s["storyshade_take"])
+            for s in compat.strips(scene.sequence_editor)
+        )
+        assert takes == [("sh010", "take_001"), ("sh010", "take_002"), ("sh020", "take_001")]
+        assert (tmp_path / "takes" / "sh020" / "take_001" / "0004.png").is_file()
+    finally:
+        disable_prefs()

@@ -1,0 +1,150 @@
+"""The `storyshade.shade_sequence` operator and the shot list's include/exclude toggle.
+
+Shade Sequence runs one session per chosen shot (sequence.py) on the same modal timer as a
+single shot: Esc or Cancel stops the shot under way and the rest; each finished shot keeps
+its take. In background mode it runs to the end before returning.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators, prefs, props, runtime, shots, take
+from .client import Client
+from .errors import StoryShadeError
+from .sequence import SequenceRun, shot_request
+from .session import DONE, ModalDriver, ShadeRequest, ShadeSession
+
+SKIP_SEPARATOR = "\n"
+
+
+def skipped(scene) -> set[str]:
+    """Shots the user left out of the sequence (stored in the .blend, by name)."""
+    return {n for n in scene.storyshade_skip_shots.split(SKIP_SEPARATOR) if n}
+
+
+def chosen_shots(scene) -> list[shots.Shot]:
+    found = shots.find_shots(scene)
+    chosen = [s for s in shots.pick(found, None) if s.name not in skipped(scene)]
+    if not chosen:
+        raise StoryShadeError("every shot is left out", "tick at least one shot in the list")
+    return chosen
+
+
+def build_sequence(context) -> SequenceRun:
+    """A run over the chosen shots with the sidebar's settings and the preferences."""
+    opts = context.scene.storyshade
+    url, token = prefs.server(context)
+    client = Client(url, token)
+
+    def session_for(shot: shots.Shot) -> ShadeSession:
+        scene = bpy.data.scenes[shot.scene_name]
+        request = ShadeRequest(
+            settings=props.overrides(opts),
+            take_mode=opts.take_mode,
+            output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
+            server_url=url,
+            inputs=props.inputs(opts),
+            **shot_request(shot),
+        )
+        return ShadeSession(scene, client, request)
+
+    return SequenceRun(chosen_shots(context.scene), session_for)
+
+
+class STORYSHADE_OT_shot_toggle(bpy.types.Operator):
+    """Include this shot in Shade Sequence, or leave it out"""
+
+    bl_idname = "storyshade.shot_toggle"
+    bl_label = "Include Shot"
+    bl_options = {"REGISTER", "UNDO"}
+
+    name: bpy.props.StringProperty()
+
+    def execute(self, context):
+        names = skipped(context.scene)
+        names ^= {self.name}
+        context.scene.storyshade_skip_shots = SKIP_SEPARATOR.join(sorted(names))
+        return {"FINISHED"}
+
+
+class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
+    """Shade every ticked shot of the edit, one job each, into takes at the shots' frames"""
+
+    bl_idname = "storyshade.shade_sequence"
+    bl_label = "Shade Sequence"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        if runtime.busy():
+            cls.poll_message_set("A shot is already shading: cancel it or wait")
+            return False
+        return context.scene is not None
+
+    def _update(self, seq: SequenceRun, context) -> None:
+        runtime.sequence = seq
+        runtime.current = seq.current
+        if seq.current is not None:
+            operators.show(seq.current, context)
+        operators.redraw(context)
+
+    def _begin(self, context) -> SequenceRun | None:
+        try:
+            seq = build_sequence(context)
+        except StoryShadeError as exc:
+            operators.show_error(context, exc)
+            self.report({"ERROR"}, str(exc))
+            return None
+        runtime.sequence = seq
+        return seq
+
+    def _end(self, context, seq: SequenceRun) -> set[str]:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+            self._timer = None
+        seq.close()
+        runtime.current = None
+        opts = context.scene.storyshade
+        opts.status, opts.is_error = seq.headline(), bool(seq.failed)
+        opts.fix = "see each shot's take, or its error in the Info editor" if seq.failed else ""
+        for name, why in seq.failed:
+            self.report({"ERROR"}, f"shot '{name}': {why}")
+        operators.redraw(context, whole=True)
+        self.report({"INFO"} if seq.outcome == DONE else {"WARNING"}, seq.headline())
+        return {"FINISHED"} if seq.outcome == DONE else {"CANCELLED"}
+
+    def invoke(self, context, event):
+        if operators.background():
+            return self.execute(context)
+        seq = self._begin(context)
+        if seq is None:
+            return {"CANCELLED"}
+        self._context = context
+        self._driver = ModalDriver(seq, lambda s: self._update(s, self._context))
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(operators.TICK_SECONDS, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        self._context = context
+        result = self._driver.handle(event.type, event.value)
+        if result & {"FINISHED", "CANCELLED"}:
+            return self._end(context, self._driver.session)
+        return result
+
+    def cancel(self, context):
+        seq = self._driver.session
+        if seq.current is not None:
+            seq.current.abandon()
+        seq.cancelled = True
+        self._end(context, seq)
+
+    def execute(self, context):
+        seq = self._begin(context)
+        if seq is None:
+            return {"CANCELLED"}
+        seq.run_blocking(lambda s: self._update(s, context))
+        return self._end(context, seq)

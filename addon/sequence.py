@@ -1,0 +1,146 @@
+"""Shade a sequence: one session per shot, one after another, one progress display.
+
+Used by the Shade Sequence button (driven by the modal timer like a single shot: it has
+the session's `tick`, `cancel`, `running` and `outcome`) and by `shade --all-shots`
+(blocking). A shot that fails does not stop the others; Cancel stops the shot under way
+and the rest. Each finished shot keeps its take.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .errors import StoryShadeError
+from .session import CANCELLED, DONE, FAILED, ShadeSession
+from .shots import Shot
+
+
+class SequenceRun:
+    """Advance with `tick()`; `current` is the session of the shot under way."""
+
+    def __init__(self, shots: list[Shot], make_session: Callable[[Shot], ShadeSession]) -> None:
+        self.shots = shots
+        self.make_session = make_session
+        self.index = -1  # the shot under way
+        self.current: ShadeSession | None = None
+        self.failed: list[tuple[str, str]] = []  # (shot, why)
+        self.done: list[str] = []
+        self.cancelled = False
+        self.started = time.monotonic()
+        self.total_frames = sum(s.frames for s in shots)
+        self.frames_done = 0
+        self.on_shot_end: Callable[[Shot, ShadeSession | None], None] | None = None
+
+    @property
+    def running(self) -> bool:
+        if self.current is not None and self.current.running:
+            return True  # a cancelled shot still waits for the server's confirmation
+        return not self.cancelled and self.index < len(self.shots)
+
+    @property
+    def outcome(self) -> str:
+        if self.running:
+            return ""
+        if self.cancelled:
+            return CANCELLED
+        return FAILED if self.failed else DONE
+
+    @property
+    def shot(self) -> Shot | None:
+        return self.shots[self.index] if 0 <= self.index < len(self.shots) else None
+
+    def eta(self) -> float | None:
+        """Seconds left for the whole sequence, from the pace of the shots done so far."""
+        if not self.frames_done:
+            return None
+        pace = (time.monotonic() - self.started) / self.frames_done
+        return pace * (self.total_frames - self.frames_done)
+
+    def headline(self) -> str:
+        """'Shot 2/3 sh020 (frames 25-48), about 40 s left' while running; a summary after."""
+        if self.running and self.shot is not None:
+            left = self.eta()
+            eta = f", about {left:.0f} s left" if left is not None else ""
+            shot = self.shot
+            return (
+                f"Shot {self.index + 1}/{len(self.shots)} {shot.name} "
+                f"(frames {shot.frame_start}-{shot.frame_end}){eta}"
+            )
+        ok = len(self.done)
+        text = f"Sequence: {ok} of {len(self.shots)} shots shaded"
+        if self.failed:
+            text += f"; failed: {', '.join(name for name, _ in self.failed)}"
+        if self.cancelled:
+            text += "; cancelled"
+        return text
+
+    def _next(self) -> None:
+        """Close the shot under way (if any) and start the next one that can start."""
+        if self.current is not None and self.shot is not None:
+            if self.current.outcome == DONE:
+                self.done.append(self.shot.name)
+            elif self.current.outcome == CANCELLED and self.cancelled:
+                pass
+            else:
+                self.failed.append((self.shot.name, self.current.text))
+            self.frames_done += self.shot.frames
+            if self.on_shot_end:
+                self.on_shot_end(self.shot, self.current)
+            self.current = None
+        while not self.cancelled:
+            self.index += 1
+            if self.index >= len(self.shots):
+                return
+            try:
+                self.current = self.make_session(self.shots[self.index])
+                return
+            except StoryShadeError as exc:  # this shot cannot start: say so, go on
+                self.failed.append((self.shots[self.index].name, exc.message))
+                self.frames_done += self.shots[self.index].frames
+                if self.on_shot_end:
+                    self.on_shot_end(self.shots[self.index], None)
+
+    def tick(self, wait: float = 0.0) -> bool:
+        if self.current is not None and self.current.running:
+            self.current.tick(wait=wait)
+        else:
+            self._next()
+        return self.running
+
+    def cancel(self) -> None:
+        """Stop the shot under way (as its own Cancel does: the session keeps listening
+        until the server confirms) and start no shot after it."""
+        self.cancelled = True
+        if self.current is not None and self.current.running:
+            self.current.cancel()
+
+    def run_blocking(self, on_change: Callable[[SequenceRun], None] | None = None) -> SequenceRun:
+        """To the end on this thread (background mode); Ctrl+C cancels."""
+        while True:
+            try:
+                running = self.tick(wait=0.2)
+            except KeyboardInterrupt:
+                self.cancel()
+                running = self.running
+            if on_change:
+                on_change(self)
+            if not running:
+                self.close()
+                return self
+
+    def close(self) -> None:
+        """Record the last shot's end (a cancelled one is not counted as failed)."""
+        if self.current is not None and not self.current.running:
+            self._next()
+
+
+def shot_request(shot: Shot) -> dict:
+    """The ShadeRequest fields that make a session shade `shot`: its frames, its name for
+    take folders and strips, and (scene strips) the camera the strip shows."""
+    return {
+        "frame_start": shot.frame_start,
+        "frame_end": shot.frame_end,
+        "shot": shot.slug,
+        "camera": shot.camera if shot.source == "strip" else "",
+    }
