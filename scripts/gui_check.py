@@ -2,7 +2,8 @@
 
 blender --python scripts/gui_check.py -- --server URL --out DIR [--slow-preset NAME]
 
-Everything happens on bpy.app.timers, as a user would click: open the StoryShade sidebar,
+Everything happens on bpy.app.timers, as a user would click: give the shot's objects looks
+(Object and Collection properties, the sidebar's Looks), open the StoryShade sidebar,
 Check, Shade with `preview`, watch progress, look at the Sequencer, Shade a slow job and
 cancel it, then the panel at UI scale 1.5. Screenshots of the sidebar (and Sequencer)
 go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the Sequencer's
@@ -33,6 +34,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--server", required=True)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--slow-preset", default="gui-slow")
+    p.add_argument("--looks-only", action="store_true", help="stop after the looks step")
     return p.parse_args(argv)
 
 
@@ -239,6 +241,129 @@ def build_shot() -> None:
         bpy.ops.wm.save_as_mainfile(filepath=str(project / "gui.blend"))
 
 
+# -- looks: what the panels draw, recorded (as the tests' layout does) ------------------------
+class Recorder:
+    """Stands in for a UILayout: records labels, properties (with their values) and buttons."""
+
+    def __init__(self, out: list[str]) -> None:
+        object.__setattr__(self, "out", out)
+
+    def __getattr__(self, name):  # row, column, box, split, ...
+        return lambda *a, **k: Recorder(self.out)
+
+    def __setattr__(self, name, value) -> None:  # active, enabled, use_property_split
+        pass
+
+    def label(self, text: str = "", icon: str = "NONE", **_k) -> None:
+        self.out.append(f"[{icon}] {text}" if icon != "NONE" else text)
+
+    def prop(self, data, name: str, text: str | None = None, **_k) -> None:
+        label = data.bl_rna.properties[name].name if text is None else text or name
+        value = getattr(data, name)
+        value = (
+            tuple(round(v, 3) for v in value)
+            if hasattr(value, "__len__") and not isinstance(value, str)
+            else value
+        )
+        self.out.append(f"{label}: {value!r}")
+
+    def operator(self, idname: str, text: str | None = None, **_k):
+        self.out.append(f"<{text if text is not None else idname}>")
+        return Recorder(self.out)
+
+
+def panel_texts(cls, header: bool = True, **context) -> list[str]:
+    out: list[str] = []
+    fake = type("P", (), {"layout": Recorder(out)})()
+    ctx_ns = type("C", (), {"scene": bpy.context.scene, **context})()
+    if header and hasattr(cls, "draw_header"):
+        cls.draw_header(fake, ctx_ns)
+    cls.draw(fake, ctx_ns)
+    return out
+
+
+def scroll(area, region_kind: str, down: bool, pages: int = 12) -> None:
+    """Scroll a region to its end (or its top) a page at a time, as the wheel would."""
+    region = region_of(area, region_kind)
+    win = window()
+    with bpy.context.temp_override(window=win, screen=win.screen, area=area, region=region):
+        for _ in range(pages):
+            (bpy.ops.view2d.scroll_down if down else bpy.ops.view2d.scroll_up)(page=True)
+    area.tag_redraw()
+
+
+def looks_step(view):
+    """Give the shot looks as a user would, and look at every place they show."""
+    scene, layer = bpy.context.scene, bpy.context.view_layer
+    panels = addon_module("panel_looks")
+    # The Block is a building: it goes in a collection, and the look on the collection.
+    buildings = bpy.data.collections.new("Buildings")
+    scene.collection.children.link(buildings)
+    block, crate, ground = (scene.objects[n] for n in ("Block", "Crate", "Ground"))
+    buildings.objects.link(block)
+    scene.collection.objects.unlink(block)
+
+    def select(obj) -> None:
+        for o in scene.objects:
+            o.select_set(o == obj)
+        layer.objects.active = obj
+
+    select(crate)
+    with ctx(view):
+        bpy.ops.storyshade.look_add(to_collection=False)
+    crate.storyshade_look.prompt = "a weathered wooden crate"
+    crate.storyshade_look.use_color = True
+    crate.storyshade_look.color = (0.6, 0.4, 0.2)
+    select(block)
+    with ctx(view):
+        bpy.ops.storyshade.look_add(to_collection=True)
+    buildings.storyshade_look.prompt = "a red brick building, white window frames"
+    buildings.storyshade_look.use_color = True
+    buildings.storyshade_look.color = (0.7, 0.25, 0.2)
+    # The Ground's look ticked on in its panel header, its prompt not written yet.
+    ground.storyshade_look.enabled = True
+    yield 0.5
+
+    props = area_of("PROPERTIES")
+    space = props.spaces.active
+    shots = [("look-object", crate, "OBJECT"), ("look-inherited", block, "OBJECT")]
+    shots += [("look-empty", ground, "OBJECT"), ("look-collection", block, "COLLECTION")]
+    for name, obj, tab in shots:
+        select(obj)
+        if tab == "COLLECTION":
+            layer.active_layer_collection = layer.layer_collection.children["Buildings"]
+        yield 0.3
+        space.context = tab
+        yield 0.5
+        scroll(props, "WINDOW", down=True)
+        yield 0.8
+        if tab == "COLLECTION":
+            texts = panel_texts(panels.STORYSHADE_PT_collection_look, collection=buildings)
+        else:
+            texts = panel_texts(panels.STORYSHADE_PT_object_look, object=obj)
+        note(name, properties_tab=space.context, active=obj.name, panel=texts)
+        screenshot(name, props, with_area=True)
+
+    # The sidebar's Looks sub-panel, under the rest of the StoryShade tab.
+    select(crate)
+    scroll(view, "UI", down=True)
+    yield 1.0
+    looks = [(h.name, c, n) for h, c, n in panels.shot_looks(scene)]
+    note("looks sidebar", looks=looks, panel=panel_texts(panels.STORYSHADE_PT_looks))
+    screenshot("looks")
+    # The Ground's look off again (its X), as Shade would stop at its empty prompt.
+    with ctx(view):
+        bpy.ops.storyshade.look_remove(name="Ground", collection=False)
+    yield 0.5
+    note("looks sidebar, ground off", panel=panel_texts(panels.STORYSHADE_PT_looks))
+    screenshot("looks-after")
+    scroll(view, "UI", down=False)
+    space.context = "SCENE"
+    yield 0.5
+    with ctx(view):
+        bpy.ops.wm.save_mainfile()
+
+
 # -- the steps ------------------------------------------------------------------------------
 def until(pred, timeout: float):
     """Yield until pred() or timeout; returns whether pred() held."""
@@ -263,6 +388,11 @@ def steps():
     view = area_of("VIEW_3D")
     yield from open_sidebar(view)
     yield 1.0
+
+    # 0. Looks: the Crate's own, the Buildings collection's (the Block inherits it).
+    yield from looks_step(view)
+    if ARGS.looks_only:
+        return
 
     # 1. Check: readiness of the default quality shows under the Quality picker.
     with ctx(view):

@@ -4,13 +4,15 @@
 # Why: the tests run Blender without a window (the bpy module), where panels are never
 # drawn, timers never fire and the Sequencer never shows anything. This script installs the
 # built extension zip into real GUI builds and clicks through it (scripts/gui_check.py):
-# Check, Shade with `preview`, progress, the Sequencer, a cancelled slow job, UI scale 1.5.
+# looks on objects and a collection, Check, Shade with `preview`, progress, the Sequencer,
+# a cancelled slow job, UI scale 1.5.
 #
 # Usage (root, Linux; downloads about 1.5 GB per suite the first time):
 #   scripts/gui_check.sh [SUITE...]        default: trixie sid   (trixie: 4.3, sid: 5.x)
 # Environment:
 #   GUI_ROOT  where the chroots and tiny models live   (default /var/tmp/storyshade-gui)
 #   GUI_OUT   screenshots, logs, the test projects     (default $GUI_ROOT/out)
+#   GUI_CHECK_ARGS  more arguments for gui_check.py    (e.g. --looks-only)
 # Output per suite: GUI_OUT/<ver>-<step>.png (sidebar or Sequencer crops), full-*.png
 # (whole window), log-<ver>.json (panel texts per step, longest main-loop stall),
 # blender-<ver>.log. Exit 0 when every suite's script ran to its end.
@@ -95,7 +97,7 @@ bpy.ops.wm.save_userpref()" >> "$GUI_OUT/install-$suite.log" 2>&1
   if ! timeout 900 chroot "$root" env HOME=/tmp/gui-home LANG=C.UTF-8 \
       xvfb-run -a -s "-screen 0 1600x1000x24" \
       blender --python-exit-code 1 --python /storyshade/scripts/gui_check.py -- \
-      --server "http://127.0.0.1:$PORT" --out /out > "$GUI_OUT/blender-$suite.log" 2>&1; then
+      --server "http://127.0.0.1:$PORT" --out /out ${GUI_CHECK_ARGS:-} > "$GUI_OUT/blender-$suite.log" 2>&1; then
     echo "gui_check: $suite: Blender exited with an error (see $GUI_OUT/blender-$suite.log)"
     status=1
   fi
