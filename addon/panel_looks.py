@@ -6,13 +6,28 @@ from __future__ import annotations
 import bpy
 
 from .looks import REGION_KINDS, look_of, own_look
+from .panel import wrapped
+
+PLACEHOLDER = "What is it? e.g. a wooden crate"
+NO_PROMPT = "No prompt: Shade stops until you describe it"
 
 
-def _draw_look(layout, idblock) -> None:
+def _prompt(layout, context, look) -> None:
+    """The prompt field, red with a note while the look is on and says nothing (Shade
+    would stop at it)."""
+    col = layout.column()
+    empty = look.enabled and not look.prompt.strip()
+    col.alert = empty
+    col.prop(look, "prompt", text="", placeholder=PLACEHOLDER)
+    if empty:
+        wrapped(col, context, NO_PROMPT, "ERROR")
+
+
+def _draw_look(layout, context, idblock) -> None:
     look = idblock.storyshade_look
     layout.active = look.enabled
+    _prompt(layout, context, look)
     col = layout.column()
-    col.prop(look, "prompt", text="")
     col.prop(look, "negative")
     col.prop(look, "weight")
     row = col.row(heading="Base Colour")
@@ -36,13 +51,26 @@ class STORYSHADE_PT_object_look(bpy.types.Panel):
         obj = context.object
         layout = self.layout
         layout.use_property_split = True
-        if not obj.storyshade_look.enabled:
-            inherited = look_of(obj, context.scene)
-            layout.label(
-                text=f"Shaded as '{inherited.name}' (inherited)" if inherited else "Shot prompt",
-                icon="INFO",
-            )
-        _draw_look(layout, obj)
+        if obj.storyshade_look.enabled:
+            _draw_look(layout, context, obj)
+            return
+        # No look of its own: say what it is shaded with instead of empty, greyed fields
+        # (they read as a look with no prompt). Ticking the header brings them back.
+        wrapped(layout, context, inherited_note(obj, context.scene), "INFO")
+
+
+def inherited_note(obj, scene) -> str:
+    """What an object without a look of its own is shaded with, and where that comes from."""
+    look = look_of(obj, scene)
+    if look is None:
+        return "No look: shaded by the shot's prompt. Tick the header to describe it."
+    parent = obj.parent
+    while parent is not None and parent.name != look.name:
+        parent = parent.parent
+    source = "parent" if parent is not None else "collection"
+    prompt = look.prompt.strip() or "(no prompt)"
+    prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+    return f"Shaded with the look of its {source} '{look.name}': {prompt}"
 
 
 class STORYSHADE_PT_collection_look(bpy.types.Panel):
@@ -61,8 +89,8 @@ class STORYSHADE_PT_collection_look(bpy.types.Panel):
 
     def draw(self, context):
         self.layout.use_property_split = True
-        self.layout.label(text="Every member without a look of its own", icon="INFO")
-        _draw_look(self.layout, context.collection)
+        wrapped(self.layout, context, "For every member without a look of its own", "INFO")
+        _draw_look(self.layout, context, context.collection)
 
 
 def shot_looks(scene) -> list[tuple[object, bool, int]]:
@@ -79,13 +107,16 @@ def shot_looks(scene) -> list[tuple[object, bool, int]]:
 
 
 class STORYSHADE_PT_looks(bpy.types.Panel):
-    bl_label = "Looks"
+    # "Object Looks", not "Looks": the main panel's style section above is called "Look".
+    # Open by default: it is the one place in the viewport that shows which objects have
+    # looks (a closed one hides looks the next Shade will use), and without looks it is
+    # two lines.
+    bl_label = "Object Looks"
     bl_idname = "STORYSHADE_PT_looks"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "StoryShade"
     bl_parent_id = "STORYSHADE_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         layout = self.layout
@@ -106,6 +137,6 @@ class STORYSHADE_PT_looks(bpy.types.Panel):
             select.name = holder.name
             remove = head.operator("storyshade.look_remove", text="", icon="X")
             remove.name, remove.collection = holder.name, is_coll
-            box.prop(holder.storyshade_look, "prompt", text="")
+            _prompt(box, context, holder.storyshade_look)
             if count == 0:
                 box.label(text="No objects of the shot", icon="ERROR")

@@ -17,7 +17,7 @@ import pytest
 from test_addon_helpers import REPO, FakeClient, ensure_registered, new_scene, png_bytes
 
 import addon
-from addon import panel, preview, runtime
+from addon import panel, panel_looks, preview, runtime
 from addon.session import ShadeRequest, ShadeSession
 
 
@@ -44,12 +44,13 @@ class Layout:
         assert name in data.bl_rna.properties, f"{data} has no property {name}"
         self.log.append(("prop", name))
 
-    def operator(self, idname: str, **kw) -> None:
+    def operator(self, idname: str, **kw) -> SimpleNamespace:
         module, _, op = idname.partition(".")
         assert (
             hasattr(getattr(bpy.ops, module), op) and getattr(getattr(bpy.ops, module), op).idname()
         )
         self.log.append(("operator", idname))
+        return SimpleNamespace()  # the button's properties, set by the caller
 
     def label(self, text: str = "", icon: str = "NONE") -> None:
         assert icon in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items
@@ -149,6 +150,50 @@ def test_sequencer_panel_shows_the_active_take(scene, tmp_path: Path) -> None:
     log = _draw(panel.STORYSHADE_PT_sequencer, _ctx(scene))
     assert ("label", "Take: shot_take_001") in log and ("label", "Seed: 4") in log
     assert ("operator", "storyshade.take_use_settings") in log
+
+
+def _labels(log: list) -> list[str]:
+    return [text for kind, text, *_ in log if kind == "label"]
+
+
+def test_look_panel_warns_about_a_look_without_prompt(scene) -> None:
+    cube = scene.objects["Cube"]
+    cube.storyshade_look.enabled = True
+    ctx = SimpleNamespace(scene=scene, object=cube, region=SimpleNamespace(width=280))
+    log = _draw(panel_looks.STORYSHADE_PT_object_look, ctx)
+    assert ("prop", "prompt") in log and ("prop", "weight") in log
+    assert " ".join(_labels(log)).startswith("No prompt: Shade stops")
+    cube.storyshade_look.prompt = "a wooden crate"
+    assert not _labels(_draw(panel_looks.STORYSHADE_PT_object_look, ctx))
+
+
+def test_look_panel_says_what_an_object_without_a_look_inherits(scene) -> None:
+    """Not the object's own greyed, empty fields: they read as a look without a prompt."""
+    cube = scene.objects["Cube"]
+    ctx = SimpleNamespace(scene=scene, object=cube, region=SimpleNamespace(width=280))
+    log = _draw(panel_looks.STORYSHADE_PT_object_look, ctx)
+    assert ("prop", "prompt") not in log and "shot's prompt" in " ".join(_labels(log))
+    girls = bpy.data.collections.new("Girl")
+    scene.collection.children.link(girls)
+    girls.objects.link(cube)
+    girls.storyshade_look.enabled, girls.storyshade_look.prompt = True, "a girl in a red coat"
+    text = " ".join(_labels(_draw(panel_looks.STORYSHADE_PT_object_look, ctx)))
+    assert "collection 'Girl'" in text and "a girl in a red coat" in text
+    coll_ctx = SimpleNamespace(scene=scene, collection=girls, region=SimpleNamespace(width=280))
+    assert ("prop", "prompt") in _draw(panel_looks.STORYSHADE_PT_collection_look, coll_ctx)
+
+
+def test_sidebar_looks_open_and_named_apart_from_the_style_section(scene) -> None:
+    cls = panel_looks.STORYSHADE_PT_looks
+    assert cls.bl_label == "Object Looks" and "DEFAULT_CLOSED" not in getattr(
+        cls, "bl_options", set()
+    )
+    ctx = SimpleNamespace(scene=scene, region=SimpleNamespace(width=280))
+    assert "No looks: one prompt for the shot" in _labels(_draw(cls, ctx))
+    scene.objects["Cube"].storyshade_look.enabled = True
+    log = _draw(cls, ctx)
+    assert ("prop", "name") in log and ("prop", "prompt") in log
+    assert any(t.startswith("No prompt") for t in _labels(log))
 
 
 def test_unregister_and_register_again(scene) -> None:
