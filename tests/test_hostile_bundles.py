@@ -307,7 +307,7 @@ SHOTS: dict[str, tuple[Callable[[Path], bytes], str]] = {
         "shot.json:frames.0.camera",
     ),
     "shot name 10 KB": (_edit(lambda s: s.update(shot="x" * 10_000)), "shot.json:shot"),
-    "version 2": (_edit(lambda s: s.update(version=2)), "shot.json:version"),
+    "version 3": (_edit(lambda s: s.update(version=3)), "shot.json:version"),
     "not an object": (_raw_shot('["storyshade.shot"]'), "shot.json:format"),
 }  # fmt: skip
 

@@ -11,6 +11,9 @@ Query: `?shot=NAME` (repeatable) limits the rows; `?fps=N` sets the playback rat
 
 from __future__ import annotations
 
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
 PATH = "/v1/review"
 
 PAGE = """<!doctype html>
@@ -119,3 +122,14 @@ start();
 </script>
 </body></html>
 """
+
+
+def review_router() -> APIRouter:
+    api = APIRouter()
+
+    @api.get(PATH, response_class=HTMLResponse, include_in_schema=False)
+    def review() -> HTMLResponse:
+        """The finished takes of a sequence, playing side by side (docs/server.md)."""
+        return HTMLResponse(PAGE)
+
+    return api
