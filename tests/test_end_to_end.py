@@ -59,7 +59,7 @@ def test_server_unreachable_says_how_to_start(tmp_path: Path, capsys) -> None:
     [
         (["--preset", "no-such-preset"], "unknown preset 'no-such-preset'"),
         (["--settings", '{"checkpoint": "missing-model"}', "--preset", "tiny"], "missing-model"),
-        (["--settings", '{"steps": 0}'], "settings.steps"),
+        (["--settings", '{"steps": 0}', "--preset", "tiny"], "settings.steps"),
         (["--frames", "5-2"], "inverted"),
         (["--frames", "x"], "not a range"),
     ],
