@@ -19,5 +19,11 @@ class STORYSHADE_OT_cancel(bpy.types.Operator):
         return runtime.busy()
 
     def execute(self, context):
-        runtime.current.cancel()  # the modal operator's next tick reports the outcome
+        # The modal operator's next tick reports the outcome. During Shade Sequence the
+        # sequence is cancelled, not only its shot: else the next shot would start.
+        seq = runtime.sequence
+        if seq is not None and seq.running and seq.current is runtime.current:
+            seq.cancel()
+        else:
+            runtime.current.cancel()
         return {"FINISHED"}

@@ -172,3 +172,34 @@ def test_shade_sequence_button_shades_the_ticked_shots(server, tmp_path: Path) -
         assert (tmp_path / "takes" / "sh020" / "take_001" / "0004.png").is_file()
     finally:
         disable_prefs()
+
+
+def test_the_cancel_button_stops_the_sequence_not_only_its_shot() -> None:
+    """The panel's Cancel during Shade Sequence: no shot starts after the cancelled one
+    (it used to cancel only the shot under way, and the next one started)."""
+    from addon import op_cancel, runtime
+    from addon.sequence import SequenceRun
+    from addon.session import CANCELLED
+
+    class FakeSession:
+        running, outcome, text = True, "", ""
+
+        def tick(self, wait: float = 0.0) -> None:
+            pass
+
+        def cancel(self) -> None:
+            self.running, self.outcome = False, CANCELLED
+
+    seq = SequenceRun(shots.find_shots(marker_edit()).shots, lambda shot: FakeSession())
+    seq.tick()  # the first shot under way
+    runtime.current, runtime.sequence = seq.current, seq
+    try:
+        assert op_cancel.STORYSHADE_OT_cancel.execute(None, bpy.context) == {"FINISHED"}
+        for _ in range(10):  # before the fix the next shot started (and ran on here)
+            if not seq.tick():
+                break
+        seq.close()
+        assert seq.index == 0 and seq.cancelled and not seq.failed
+        assert seq.headline() == "Sequence: 0 of 2 shots shaded; cancelled"
+    finally:
+        runtime.current = runtime.sequence = None
