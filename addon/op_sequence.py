@@ -86,7 +86,10 @@ class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
         runtime.sequence = seq
         runtime.current = seq.current
         if seq.current is not None:
-            operators.show(seq.current, context)
+            self._last = seq.current
+            shot = seq.shot
+            where = f"Shot {seq.index + 1}/{len(seq.shots)} {shot.name}: " if shot else ""
+            operators.show(seq.current, context, shot=where)
         operators.redraw(context)
 
     def _begin(self, context) -> SequenceRun | None:
@@ -97,6 +100,7 @@ class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return None
         runtime.sequence = seq
+        context.scene.storyshade.preview_path = ""  # the last take's frame is not this run's
         return seq
 
     def _end(self, context, seq: SequenceRun) -> set[str]:
@@ -106,6 +110,9 @@ class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
             self._timer = None
         seq.close()
         runtime.current = None
+        last = getattr(self, "_last", None)
+        if last is not None:  # what the shots learnt about the server, into the Server box
+            operators.adopt_server_state(last)
         opts = context.scene.storyshade
         opts.status, opts.is_error = seq.headline(), bool(seq.failed)
         opts.fix = "see each shot's take, or its error in the Info editor" if seq.failed else ""

@@ -88,10 +88,10 @@ def redraw(context, whole: bool = False) -> None:
                     region.tag_redraw()
 
 
-def show(session: ShadeSession, context) -> None:
+def show(session: ShadeSession, context, shot: str = "") -> None:
     """Main thread only: the session's state into the panel, status bar and preview;
-    nothing is redrawn when nothing shown changed."""
-    shown = (session.status_line(), session.fraction, session.note, session.preview_path)
+    nothing is redrawn when nothing shown changed. `shot`: which shot of a sequence."""
+    shown = (session.status_line(), session.fraction, session.note, session.preview_path, shot)
     if session.shown == shown and session.running:
         return
     session.shown = shown
@@ -109,7 +109,7 @@ def show(session: ShadeSession, context) -> None:
     workspace = getattr(context, "workspace", None)
     if workspace is not None:
         workspace.status_text_set(
-            f"StoryShade: {session.text}  (Esc to cancel)" if session.running else None
+            f"StoryShade: {shot}{session.text}  (Esc to cancel)" if session.running else None
         )
     redraw(context, whole=not session.running)  # a new take strip: the Sequencer too
 

@@ -109,6 +109,10 @@ def _shot(layout, context, opts) -> None:
 
 def _run(layout, context, opts) -> None:
     col = layout.column()
+    seq = runtime.sequence
+    if runtime.busy() and seq is not None and seq.running and seq.current is runtime.current:
+        # Shade Sequence: which shot the progress below is for (the Shots list is far down).
+        wrapped(col, context, seq.headline(), "SEQ_STRIP_DUPLICATE")
     if runtime.busy():
         # The stage above the bar, wrapped: inside the bar a long stage text is cut off.
         if opts.progress_known:

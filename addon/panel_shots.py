@@ -8,6 +8,12 @@ import bpy
 from . import compat, runtime, shots
 from .errors import StoryShadeError
 from .op_sequence import skipped
+from .panel import wrapped
+
+NO_SHOTS = (
+    "No shots: bind cameras to markers (Marker > Bind Camera to Markers) or add scene "
+    "strips to the Sequencer"
+)
 
 
 def last_take(shot: shots.Shot) -> str:
@@ -30,40 +36,47 @@ class STORYSHADE_PT_shots(bpy.types.Panel):
     bl_region_type = "UI"
     bl_category = "StoryShade"
     bl_parent_id = "STORYSHADE_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         layout = self.layout
         try:
             found = shots.find_shots(context.scene)
         except StoryShadeError as exc:
-            layout.label(text=exc.problem, icon="ERROR")
-            layout.label(text=exc.fix)
+            wrapped(layout, context, exc.problem, "ERROR")
+            wrapped(layout, context, f"Fix: {exc.fix}", "BLANK1")
             return
         if not found.shots:
-            layout.label(text="No shots: bind cameras to markers,")
-            layout.label(text="or add scene strips to the Sequencer")
+            wrapped(layout, context, NO_SHOTS, "INFO")
             return
         left_out = skipped(context.scene)
-        seq = getattr(runtime, "sequence", None)
+        seq = runtime.sequence
+        running = seq is not None and seq.running
         for shot in found.shots:
-            row = layout.row(align=True)
             on = shot.name not in left_out
+            col = layout.column(align=True)
+            col.active = on  # a shot left out is greyed, its tick box still works
+            row = col.row(align=True)
             toggle = row.operator(
                 "storyshade.shot_toggle", text="", icon="CHECKBOX_HLT" if on else "CHECKBOX_DEHLT"
             )
             toggle.name = shot.name
             row.label(text=shot.name)
-            row.label(text=f"{shot.frame_start}-{shot.frame_end}")
-            sub = layout.row()
+            # Frames, camera and take on their own line, wrapped: beside the name (half the
+            # row each) both were cut off at the default sidebar width.
+            parts = [f"Frames {shot.frame_start}-{shot.frame_end}", shot.camera]
+            parts.append(last_take(shot) or "no take yet")
+            if running and seq.shot is not None and seq.shot.name == shot.name:
+                parts.append("shading now")
+            elif not on:
+                parts.append("left out")
+            sub = col.column(align=True)
             sub.enabled = False
-            state = ""
-            if seq is not None and seq.running and seq.shot is not None:
-                state = "shading" if seq.shot.name == shot.name else ""
-            take = last_take(shot)
-            sub.label(
-                text=f"  {shot.camera} · {take or 'no take yet'}" + (f" · {state}" if state else "")
-            )
+            wrapped(sub, context, " · ".join(parts), "BLANK1")
+        for text in found.notes:  # markers without a camera: say why they are not shots
+            wrapped(layout, context, f"{text[0].upper()}{text[1:]}: not a shot", "INFO")
         if seq is not None:
-            layout.label(text=seq.headline())
-        layout.operator("storyshade.shade_sequence", icon="SEQ_STRIP_DUPLICATE")
+            wrapped(layout, context, seq.headline(), "TIME" if running else "INFO")
+        if running:
+            layout.operator("storyshade.cancel", text="Cancel Sequence (Esc)", icon="CANCEL")
+        else:
+            layout.operator("storyshade.shade_sequence", icon="SEQ_STRIP_DUPLICATE")
