@@ -5,7 +5,8 @@ blender --python scripts/gui_check.py -- --server URL --out DIR [--slow-preset N
 Everything happens on bpy.app.timers, as a user would click: give the shot's objects looks
 (Object and Collection properties, the sidebar's Looks), open the StoryShade sidebar,
 Check, Shade with `preview`, watch progress, look at the Sequencer, Shade a slow job and
-cancel it, then the panel at UI scale 1.5. Screenshots of the sidebar (and Sequencer)
+cancel it, the panel at UI scale 1.5, then an edit of two camera-marker shots in the Shots
+sub-panel and Shade Sequence (--shots-only: only that). Screenshots of the sidebar (and Sequencer)
 go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the Sequencer's
 state, and the longest main-loop stall while a run was in progress.
 """
@@ -35,6 +36,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--slow-preset", default="gui-slow")
     p.add_argument("--looks-only", action="store_true", help="stop after the looks step")
+    p.add_argument("--shots-only", action="store_true", help="only the shots step")
     return p.parse_args(argv)
 
 
@@ -267,8 +269,12 @@ class Recorder:
         )
         self.out.append(f"{label}: {value!r}")
 
-    def operator(self, idname: str, text: str | None = None, **_k):
-        self.out.append(f"<{text if text is not None else idname}>")
+    def panel(self, idname: str, **_k):  # a layout panel (4.2+): header and body
+        return Recorder(self.out), Recorder(self.out)
+
+    def operator(self, idname: str, text: str | None = None, icon: str = "NONE", **_k):
+        label = f"<{text if text is not None else idname}>"
+        self.out.append(f"[{icon}] {label}" if icon != "NONE" else label)
         return Recorder(self.out)
 
 
@@ -364,6 +370,126 @@ def looks_step(view):
         bpy.ops.wm.save_mainfile()
 
 
+# -- shots: camera markers, the Shots sub-panel and Shade Sequence ---------------------------
+SHOTS = (("sh010", 1, (-2.5, -7.0, 1.6)), ("sh020", 5, (2.5, -6.0, 1.2)))
+
+
+def build_edit(scene) -> None:
+    """Two shots of four frames, each from its own camera bound to a marker, and a marker
+    without a camera (a note: listed, not shaded)."""
+    scene.timeline_markers.clear()
+    for name, frame, loc in SHOTS:
+        cam = bpy.data.objects.new(f"Cam{name[-2]}", bpy.data.cameras.new(name))
+        scene.collection.objects.link(cam)
+        cam.location, cam.rotation_euler = loc, (1.4, 0, -0.25 if loc[0] < 0 else 0.3)
+        scene.timeline_markers.new(name, frame=frame).camera = cam
+    scene.timeline_markers.new("fix the lighting", frame=3)
+    scene.frame_start, scene.frame_end = 1, 8
+
+
+def shots_step(view):
+    """Bind cameras to markers, look at the Shots sub-panel, leave a shot out and back in,
+    Shade Sequence with `preview`, then the takes in the Sequencer at the shots' frames."""
+    scene = bpy.context.scene
+    panels = addon_module("panel_shots")
+    main = addon_module("panel").STORYSHADE_PT_main
+    build_edit(scene)
+    opts().quality = "preview"
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    scroll(view, "UI", down=True)
+    yield 0.5
+    scroll(view, "UI", down=True)  # again: the first scroll can stop at the old end
+    yield 1.0
+    note("shots", panel=panel_texts(panels.STORYSHADE_PT_shots))
+    screenshot("shots")
+    with ctx(view):
+        bpy.ops.storyshade.shot_toggle(name="sh020")
+    yield 0.5
+    scroll(view, "UI", down=True)  # the list grew by a line
+    yield 0.8
+    note("shots, sh020 left out", panel=panel_texts(panels.STORYSHADE_PT_shots))
+    screenshot("shots-unticked")
+    with ctx(view):
+        bpy.ops.storyshade.shot_toggle(name="sh020")
+    yield 0.5
+    scroll(view, "UI", down=False)
+    yield 0.5
+    PROBE.on = True
+    with ctx(view):
+        bpy.ops.storyshade.shade_sequence("INVOKE_DEFAULT")
+    seen: set[int] = set()
+    deadline = time.monotonic() + 300
+    while busy_sequence() and time.monotonic() < deadline:
+        seq = addon_module("runtime").sequence
+        o = opts()
+        if seq.index not in seen and o.status.startswith("Exporting") and o.progress > 0.3:
+            seen.add(seq.index)
+            yield 0.5  # the window shows what opts say after its next redraw
+            n = seq.index + 1
+            note(f"sequence shot {n}", headline=seq.headline(), main=panel_texts(main))
+            screenshot(f"shots-running{n}")
+            scroll(view, "UI", down=True)
+            yield 0.8
+            note(f"sequence shot {n}, shots", panel=panel_texts(panels.STORYSHADE_PT_shots))
+            screenshot(f"shots-running{n}-list")
+            scroll(view, "UI", down=False)
+        yield 0.1
+    PROBE.on = False
+    yield 1.0
+    seq = addon_module("runtime").sequence
+    note("sequence done", headline=seq.headline(), failed=seq.failed, main=panel_texts(main))
+    screenshot("shots-done")
+    scroll(view, "UI", down=True)
+    yield 0.8
+    note("sequence done, shots", panel=panel_texts(panels.STORYSHADE_PT_shots))
+    screenshot("shots-done-list")
+    scroll(view, "UI", down=False)
+
+    # The takes in the Sequencer, each at its shot's frames.
+    strips = addon_module("compat").all_strips(scene.sequence_editor)
+    takes = {
+        s["storyshade_shot"]: (s.name, s.frame_final_start, s.frame_final_end - 1, s.channel)
+        for s in strips
+        if s.get("storyshade_shot") in {name for name, _, _ in SHOTS}
+    }
+    expected = {"sh010": (1, 4), "sh020": (5, 8)}
+    placed = {shot: t[1:3] for shot, t in takes.items()}
+    view.ui_type = "SEQUENCE_EDITOR"
+    yield 0.5
+    yield from open_sidebar(view)
+    with ctx(view):
+        bpy.ops.sequencer.view_all()
+    yield 1.0
+    note("shots sequencer", takes=takes)
+    screenshot("shots-sequencer", view, with_area=True, scale=0.5)
+    view.ui_type = "VIEW_3D"
+    yield 0.5
+    yield from open_sidebar(view)
+    if placed != expected:
+        raise RuntimeError(f"takes at {placed}, expected {expected}")
+
+    # The panel's Cancel during the first shot stops the sequence: no second shot starts.
+    with ctx(view):
+        bpy.ops.storyshade.shade_sequence("INVOKE_DEFAULT")
+    yield from until(lambda: opts().status.startswith("Exporting") or not busy_sequence(), 60)
+    with ctx(view):
+        bpy.ops.storyshade.cancel()
+    yield from until(lambda: not busy_sequence(), 120)
+    yield 1.0
+    seq = addon_module("runtime").sequence
+    note(
+        "sequence cancelled", headline=seq.headline(), shot_index=seq.index, main=panel_texts(main)
+    )
+    screenshot("shots-cancelled")
+    if seq.index != 0 or not seq.cancelled:
+        raise RuntimeError(f"Cancel did not stop the sequence: {seq.headline()}")
+
+
+def busy_sequence() -> bool:
+    seq = addon_module("runtime").sequence
+    return seq is not None and seq.running
+
+
 # -- the steps ------------------------------------------------------------------------------
 def until(pred, timeout: float):
     """Yield until pred() or timeout; returns whether pred() held."""
@@ -383,11 +509,16 @@ def steps():
     prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
     prefs.server_url = ARGS.server
     PROBE.wrap_modal(addon_module("operators").STORYSHADE_OT_shade)
+    PROBE.wrap_modal(addon_module("op_sequence").STORYSHADE_OT_shade_sequence)
     bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
     build_shot()
     view = area_of("VIEW_3D")
     yield from open_sidebar(view)
     yield 1.0
+
+    if ARGS.shots_only:
+        yield from shots_step(view)
+        return
 
     # 0. Looks: the Crate's own, the Buildings collection's (the Block inherits it).
     yield from looks_step(view)
@@ -480,6 +611,10 @@ def steps():
     yield 1.5
     screenshot("scale15")
     bpy.context.preferences.view.ui_scale = 1.0
+    yield 1.0
+
+    # 6. Last, as markers switch cameras: an edit of two shots, Shade Sequence.
+    yield from shots_step(view)
 
 
 START = time.monotonic()

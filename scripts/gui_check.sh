@@ -5,14 +5,14 @@
 # drawn, timers never fire and the Sequencer never shows anything. This script installs the
 # built extension zip into real GUI builds and clicks through it (scripts/gui_check.py):
 # looks on objects and a collection, Check, Shade with `preview`, progress, the Sequencer,
-# a cancelled slow job, UI scale 1.5.
+# a cancelled slow job, UI scale 1.5, the Shots sub-panel and Shade Sequence.
 #
 # Usage (root, Linux; downloads about 1.5 GB per suite the first time):
 #   scripts/gui_check.sh [SUITE...]        default: trixie sid   (trixie: 4.3, sid: 5.x)
 # Environment:
 #   GUI_ROOT  where the chroots and tiny models live   (default /var/tmp/storyshade-gui)
 #   GUI_OUT   screenshots, logs, the test projects     (default $GUI_ROOT/out)
-#   GUI_CHECK_ARGS  more arguments for gui_check.py    (e.g. --looks-only)
+#   GUI_CHECK_ARGS  more arguments for gui_check.py    (e.g. --looks-only, --shots-only)
 # Output per suite: GUI_OUT/<ver>-<step>.png (sidebar or Sequencer crops), full-*.png
 # (whole window), log-<ver>.json (panel texts per step, longest main-loop stall),
 # blender-<ver>.log. Exit 0 when every suite's script ran to its end.
