@@ -38,7 +38,7 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest
 	bash scripts/test_bpy42.sh
 
-# Long randomized runs (300 random OpenAPI examples per operation): for a nightly CI job.
+# Long runs (300 random OpenAPI examples per operation, the full settings walk): nightly CI.
 test-nightly: $(STAMP)
 	$(BIN)/python -m pytest -m nightly
 

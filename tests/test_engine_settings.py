@@ -186,9 +186,22 @@ def references() -> dict[str, np.ndarray]:
     return {}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("field", list(WALK))
-@pytest.mark.parametrize("engine", ["animatediff", "preview"])
+# In `make test`, the windowed engine walks a sample of the fields (one per kind: text,
+# sampling, models, controls, windows, speed); every field runs in `make test-nightly`.
+# The whole walk renders ~70 shots: over 13 minutes on 2 shared cores.
+QUICK = {"prompt", "seed", "checkpoint", "controls", "context_length", "forward_chunk", "engine"}
+
+
+def _walk_cases():
+    for engine in ("animatediff", "preview"):
+        for field in WALK:
+            marks = [pytest.mark.slow]
+            if engine == "animatediff" and field not in QUICK:
+                marks.append(pytest.mark.nightly)
+            yield pytest.param(engine, field, id=f"{engine}-{field}", marks=marks)
+
+
+@pytest.mark.parametrize(("engine", "field"), list(_walk_cases()))
 def test_every_setting_changes_the_frames_or_is_documented_inert(
     engine, field, bundle, models, cache, references, tmp_path
 ):
