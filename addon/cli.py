@@ -179,26 +179,22 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
         return ShadeSession(scene, client, _request(args, scene, url, **shot_request(shot)))
 
     run = SequenceRun(chosen, session_for)
-    said = {"index": -1, "log": 0, "note": ""}
+    stages = StagePrinter()
+    said = {"index": -1}
 
     def progress(seq: SequenceRun) -> None:
         if seq.index != said["index"] and seq.shot is not None and seq.running:
-            said.update(index=seq.index, log=0, note="")
+            said["index"] = seq.index
+            stages.reset()
             shot = seq.shot
             _say(
                 f"shot {seq.index + 1}/{len(seq.shots)} '{shot.name}': scene "
                 f"'{shot.scene_name}', camera '{shot.camera}', frames {shot.frame_start}-"
                 f"{shot.frame_end}" + (f", about {seq.eta():.0f} s left" if seq.eta() else "")
             )
-        s = seq.current
-        if s is not None and seq.shot is not None:
-            prefix = f"[{seq.shot.name}] "
-            if s.note and s.note != said["note"]:
-                said["note"] = s.note
-                _say(prefix + s.note)
-            for text in s.log[said["log"] :]:
-                _say(prefix + text)
-            said["log"] = len(s.log)
+        if seq.current is not None and seq.shot is not None:
+            stages.prefix = f"[{seq.shot.name}] "
+            stages(seq.current)
 
     def shot_end(shot: shots.Shot, session: ShadeSession | None) -> None:
         if session is not None and session.outcome == DONE:
@@ -235,20 +231,29 @@ def run_reattach(args: argparse.Namespace) -> int:
     return 0
 
 
+class StagePrinter:
+    """Prints a session's stage texts and notes once each, in order (a tick may pass
+    several), after `prefix`; `reset` before following another session."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.reset()
+
+    def reset(self) -> None:
+        self.logged, self.note = 0, ""
+
+    def __call__(self, session: ShadeSession) -> None:
+        if session.note and session.note != self.note:
+            self.note = session.note
+            _say(self.prefix + session.note)
+        for text in session.log[self.logged :]:
+            _say(self.prefix + text)
+        self.logged = len(session.log)
+
+
 def _run_session(session: ShadeSession, prefix: str = "") -> None:
     """Run a session to its end, printing each stage once, and place the take."""
-    said = {"log": 0, "note": ""}
-
-    def progress(s: ShadeSession) -> None:
-        """Every stage text once, in order (a tick may pass several)."""
-        if s.note and s.note != said["note"]:
-            said["note"] = s.note
-            _say(prefix + s.note)
-        for text in s.log[said["log"] :]:
-            _say(prefix + text)
-        said["log"] = len(s.log)
-
-    session.run_blocking(progress)
+    session.run_blocking(StagePrinter(prefix))
     if session.error is not None:
         raise session.error
     if session.outcome != DONE:
