@@ -13,7 +13,7 @@ from . import operators, prefs, props, runtime, shots, take
 from .client import Client
 from .errors import StoryShadeError
 from .sequence import SequenceRun, shot_request
-from .session import DONE, ModalDriver, ShadeRequest, ShadeSession
+from .session import DONE, ShadeRequest, ShadeSession
 
 SKIP_SEPARATOR = "\n"
 
@@ -68,19 +68,12 @@ class STORYSHADE_OT_shot_toggle(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
+class STORYSHADE_OT_shade_sequence(operators.ShadeRun, bpy.types.Operator):
     """Shade every ticked shot of the edit, one job each, into takes at the shots' frames"""
 
     bl_idname = "storyshade.shade_sequence"
     bl_label = "Shade Sequence"
     bl_options = {"REGISTER"}
-
-    @classmethod
-    def poll(cls, context):
-        if runtime.busy():
-            cls.poll_message_set("A shot is already shading: cancel it or wait")
-            return False
-        return context.scene is not None
 
     def _update(self, seq: SequenceRun, context) -> None:
         runtime.sequence = seq
@@ -104,10 +97,7 @@ class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
         return seq
 
     def _end(self, context, seq: SequenceRun) -> set[str]:
-        timer = getattr(self, "_timer", None)
-        if timer is not None:
-            context.window_manager.event_timer_remove(timer)
-            self._timer = None
+        self._stop_timer(context)
         seq.close()
         runtime.current = None
         last = getattr(self, "_last", None)
@@ -121,37 +111,3 @@ class STORYSHADE_OT_shade_sequence(bpy.types.Operator):
         operators.redraw(context, whole=True)
         self.report({"INFO"} if seq.outcome == DONE else {"WARNING"}, seq.headline())
         return {"FINISHED"} if seq.outcome == DONE else {"CANCELLED"}
-
-    def invoke(self, context, event):
-        if operators.background():
-            return self.execute(context)
-        seq = self._begin(context)
-        if seq is None:
-            return {"CANCELLED"}
-        self._context = context
-        self._driver = ModalDriver(seq, lambda s: self._update(s, self._context))
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(operators.TICK_SECONDS, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        self._context = context
-        result = self._driver.handle(event.type, event.value)
-        if result & {"FINISHED", "CANCELLED"}:
-            return self._end(context, self._driver.session)
-        return result
-
-    def cancel(self, context):
-        seq = self._driver.session
-        if seq.current is not None:
-            seq.current.abandon()
-        seq.cancelled = True
-        self._end(context, seq)
-
-    def execute(self, context):
-        seq = self._begin(context)
-        if seq is None:
-            return {"CANCELLED"}
-        seq.run_blocking(lambda s: self._update(s, context))
-        return self._end(context, seq)

@@ -131,8 +131,11 @@ def show_error(context, exc: StoryShadeError) -> None:
 
 
 class ShadeRun:
-    """What Shade and Reattach share: a session driven modally (or blocking in background
-    mode) into the panel. A mixin, since Blender cannot subclass a registered operator."""
+    """What Shade, Reattach and Shade Sequence share: a run (a session, or a sequence of
+    them) driven modally (or blocking in background mode) into the panel. A mixin, since
+    Blender cannot subclass a registered operator. Subclasses change `_begin`, `_update`
+    and `_end`; the run needs `tick`, `cancel`, `abandon`, `running`, `outcome` and
+    `run_blocking`."""
 
     bl_options = {"REGISTER"}
 
@@ -159,11 +162,18 @@ class ShadeRun:
         show(session, context)
         return session
 
-    def _end(self, context, session: ShadeSession) -> set[str]:
+    def _update(self, session: ShadeSession, context) -> None:
+        """After each tick: the run's state into the panel."""
+        show(session, context)
+
+    def _stop_timer(self, context) -> None:
         timer = getattr(self, "_timer", None)
         if timer is not None:
             context.window_manager.event_timer_remove(timer)
             self._timer = None
+
+    def _end(self, context, session: ShadeSession) -> set[str]:
+        self._stop_timer(context)
         if runtime.current is session:
             runtime.current = None
         adopt_server_state(session)
@@ -184,7 +194,7 @@ class ShadeRun:
         if session is None:
             return {"CANCELLED"}
         self._context = context
-        self._driver = ModalDriver(session, lambda s: show(s, self._context))
+        self._driver = ModalDriver(session, lambda s: self._update(s, self._context))
         wm = context.window_manager
         self._timer = wm.event_timer_add(TICK_SECONDS, window=context.window)
         wm.modal_handler_add(self)
@@ -207,7 +217,7 @@ class ShadeRun:
         session = self._begin(context)
         if session is None:
             return {"CANCELLED"}
-        session.run_blocking(lambda s: show(s, context))
+        session.run_blocking(lambda s: self._update(s, context))
         return self._end(context, session)
 
 

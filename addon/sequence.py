@@ -115,6 +115,13 @@ class SequenceRun:
         if self.current is not None and self.current.running:
             self.current.cancel()
 
+    def abandon(self) -> None:
+        """Blender ended the run (file loaded, window closed): stop the shot's job, start
+        no other."""
+        self.cancelled = True
+        if self.current is not None:
+            self.current.abandon()
+
     def run_blocking(self, on_change: Callable[[SequenceRun], None] | None = None) -> SequenceRun:
         """To the end on this thread (background mode); Ctrl+C cancels."""
         while True:

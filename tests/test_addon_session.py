@@ -244,6 +244,8 @@ class _Op:
     _begin = operators.STORYSHADE_OT_shade._begin
     _build = operators.STORYSHADE_OT_shade._build
     _end = operators.STORYSHADE_OT_shade._end
+    _update = operators.STORYSHADE_OT_shade._update
+    _stop_timer = operators.STORYSHADE_OT_shade._stop_timer
 
     def __init__(self) -> None:
         self.reports: list[tuple[set, str]] = []
