@@ -191,7 +191,9 @@ def _first_error(exc: ValidationError) -> BundleError:
     )
 
 
-def _reject_constant(name: str) -> None:
+def reject_constant(name: str) -> None:
+    """json.loads' parse_constant: NaN and Infinity are not JSON numbers (Python accepts
+    them by default), so untrusted JSON carrying them is refused."""
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -201,7 +203,7 @@ def parse_shot(raw: bytes | str, max_frames: int = MAX_FRAMES) -> Shot:
     Untrusted text: too-deep nesting, huge integers and NaN are JSON errors here, and the
     frame count is checked against `max_frames` before any frame is validated."""
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=reject_constant)
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise BundleError(

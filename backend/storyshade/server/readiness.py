@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 
 from storyshade.models.check import Report, check_preset
 from storyshade.presets import LAYERS, choose, parse_names, resolve, scan
+from storyshade.server.redact import Redactor
 from storyshade.server.schemas import ERRORS
 
 QUALITY = "quality"
@@ -23,9 +24,7 @@ QUALITY = "quality"
 
 def _scrub(text: str, roots: list[Path]) -> str:
     """Model roots out of a message: the client needs the model's name, not our paths."""
-    for root in sorted({str(r) for r in roots} | {str(r.resolve()) for r in roots}, key=len)[::-1]:
-        text = text.replace(root, "<models>")
-    return text
+    return Redactor({"<models>": list(roots)}).text(text)
 
 
 def _get_hint(name: str) -> str:

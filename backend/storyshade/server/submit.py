@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from storyshade.bundle import reject_constant
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_stock_shot
 from storyshade.engine.regions import check_looks_engine
@@ -27,14 +28,10 @@ class OutOfDisk(StoryShadeError):
     status = 507
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_settings(text: str) -> tuple[str | None, dict[str, Any]]:
     """The settings form field: a JSON object with an optional "preset" (name or names)."""
     try:
-        raw = json.loads(text, parse_constant=_reject_constant)
+        raw = json.loads(text, parse_constant=reject_constant)
     except (ValueError, RecursionError) as exc:
         raise StoryShadeError(
             f"settings is not valid JSON ({str(exc)[:200]})",
