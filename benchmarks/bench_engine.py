@@ -274,9 +274,21 @@ def _run_stock(pipe, case: Case, settings, frames: dict, roles: list[str]) -> in
     return len(out.frames[0])
 
 
+# glibc raises its mmap threshold each time a large block is freed, after which big tensors
+# come from the heap and their pages stay resident when freed: the peak RSS then records the
+# allocator's history (bimodal, +0 or +25 MiB between identical runs) rather than the working
+# set. A fixed threshold keeps large tensors mmapped, so freeing one returns its pages.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
 def run_child(case: Case, timeout: float | None = None) -> dict:
     """Measure `case` in a fresh interpreter; a failure comes back as {'error': ...}."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(case.threads), "MKL_NUM_THREADS": str(case.threads)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(case.threads),
+        "MKL_NUM_THREADS": str(case.threads),
+        **MALLOC_ENV,
+    }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(case))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
