@@ -4,7 +4,16 @@ backend/storyshade/bundle.py; a test keeps the two in step)."""
 from __future__ import annotations
 
 FORMAT = "storyshade.shot"
-VERSION = 2  # 2: per-object looks (regions + Object Index pass); 1 without looks
+VERSION = 3  # 3: held frames (re-shading part of a take); 2: per-object looks; 1: neither
+LOOKS_VERSION = 2  # a bundle is written at the lowest version that holds what it carries
+TAKE_DIR = "take"
+
+
+def take_file(frame: int) -> str:
+    """Where a held frame's picture (the earlier take's PNG) sits inside the bundle."""
+    return f"{TAKE_DIR}/{frame:04d}.png"
+
+
 MANIFEST = "shot.json"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bpy
 
-from . import export, prefs, shots, take
+from . import export, prefs, reshade, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=None, help=f"server URL (default {DEFAULT_URL})")
     p.add_argument("--token", default=None, help="server token (or $STORYSHADE_TOKEN)")
     p.add_argument("--frames", help="frame range A-B (default: the scene's)")
+    p.add_argument(
+        "--take",
+        metavar="NAME",
+        help="re-shade --frames A-B of this take strip: only A-B are made again, with the "
+        "take's settings (plus any given here); a new take shares its other frames",
+    )
     p.add_argument(
         "--all-shots",
         action="store_true",
@@ -156,11 +162,22 @@ def run_shade(args: argparse.Namespace) -> int:
     url = args.server or prefs.server()[0] or DEFAULT_URL
     token = args.token or prefs.server()[1]
     if args.all_shots or args.shots:
-        if args.frames:
-            raise StoryShadeError("--frames and --all-shots/--shots do not go together")
+        if args.frames or args.take:
+            raise StoryShadeError("--frames/--take and --all-shots/--shots do not go together")
         return run_shots(args, scene, Client(url, token), url)
     start, end = parse_frames(args.frames)
-    request = _request(args, scene, url, frame_start=start, frame_end=end)
+    if args.take:
+        if start is None:
+            raise StoryShadeError("--take needs --frames A-B: the frames to shade again")
+        again = reshade.plan(scene, args.take, start, end, _settings(args))
+        request = _request(args, scene, url, reshade=again)
+        request.settings = again.settings
+        _say(
+            f"re-shading frames {again.start}-{again.end} of {again.strip} "
+            f"(exporting {again.span[0]}-{again.span[1]}; the rest is copied)"
+        )
+    else:
+        request = _request(args, scene, url, frame_start=start, frame_end=end)
     _run_session(ShadeSession(scene, Client(url, token), request))
     _save(args)
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import bpy
 
 from . import compat
-from .bundle_format import FORMAT, MANIFEST, VERSION, camera_record, frame_file
+from .bundle_format import FORMAT, LOOKS_VERSION, MANIFEST, camera_record, frame_file
 from .errors import StoryShadeError
 from .looks import LookOverrides, shot_regions
 
@@ -182,7 +182,7 @@ def iter_export(
             scene.camera = user_camera
     manifest = {
         "format": FORMAT,
-        "version": VERSION if regions else 1,  # servers before looks still read these
+        "version": LOOKS_VERSION if regions else 1,  # servers before looks still read these
         "shot": shot or shot_name(scene),
         "frame_start": start,
         "frame_end": end,

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, protocol, take
+from . import compat, export, protocol, reshade, take
 from .errors import StoryShadeError
 from .looks import LookOverrides, shot_regions
 from .protocol import Message
+from .reshade import Reshade
 from .server_local import HealthCheck
 from .shade import (
     TakeRun,
@@ -57,6 +58,7 @@ class ShadeRequest:
     looks: LookOverrides | None = None  # from a looks file (--looks), over the .blend's own
     shot: str = ""  # the shot's name when shading one shot of an edit (default: from the file)
     camera: str = ""  # a camera that overrides the scene's for the whole range (scene strips)
+    reshade: Reshade | None = None  # re-shade frames A-B of an earlier take (reshade.plan)
 
 
 class ShadeSession:
@@ -68,6 +70,9 @@ class ShadeSession:
         self.scene_name = scene.name
         self.client = client
         self.request = request
+        if request.reshade:  # export A-B and the held frames around them
+            request.frame_start, request.frame_end = request.reshade.span
+            request.shot = request.shot or request.reshade.shot
         self.start, self.end = export.frame_range(scene, request.frame_start, request.frame_end)
         self.shot = request.shot or export.shot_name(scene)
         self.phase = CHECKING
@@ -266,6 +271,9 @@ class ShadeSession:
         scene = self.scene()
         folder, name, temporary = take.next_take_dir(self.shot, self.request.output_pattern, scene)
         frames = list(range(self.start, self.end + 1))
+        if self.request.reshade:
+            reshade.hold_frames(self._bundle_dir, self.request.reshade)
+            frames = self.request.reshade.frames  # the server makes only these
         self.run = TakeRun(self.shot, name, folder, temporary, frames)
         self.run.settings = dict(self.request.settings)
         if temporary:
@@ -320,8 +328,14 @@ class ShadeSession:
             info["inputs"] = self.request.inputs
         if self.regions:
             info["looks"] = self.regions  # the looks this take was shaded with
+        frames = run.frames
+        if self.request.reshade:  # the new take shares the untouched frames, byte for byte
+            again = self.request.reshade
+            reshade.complete_take(run.folder, again)
+            frames = again.take_frames
+            info["reshaded"] = f"{again.start}-{again.end} of {again.strip}"
         strip = take.add_take_strip(
-            self.scene(), run.folder, run.frames, run.shot, run.take, info, self.request.take_mode
+            self.scene(), run.folder, frames, run.shot, run.take, info, self.request.take_mode
         )
         self.strip_name, self.channel = strip.name, strip.channel
         scene = self.scene()

@@ -307,14 +307,66 @@ SHOTS: dict[str, tuple[Callable[[Path], bytes], str]] = {
         "shot.json:frames.0.camera",
     ),
     "shot name 10 KB": (_edit(lambda s: s.update(shot="x" * 10_000)), "shot.json:shot"),
-    "version 3": (_edit(lambda s: s.update(version=3)), "shot.json:version"),
+    "version 9": (_edit(lambda s: s.update(version=9)), "shot.json:version"),
     "not an object": (_raw_shot('["storyshade.shot"]'), "shot.json:format"),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(SHOTS))
+def _held(picture: bytes | None, name: str = "take/0001.png") -> Callable[[Path], bytes]:
+    """A re-shade bundle (version 3) whose first frame holds `picture` at `name` (None: the
+    picture is named in shot.json but left out of the zip)."""
+
+    def make(root: Path) -> bytes:
+        entries = _entries(root)
+        shot = _shot(entries)
+        shot["version"] = 3
+        shot["frames"][0]["take"] = name
+        entries["shot.json"] = json.dumps(shot).encode()
+        if picture is not None:
+            entries[name] = picture
+        return _zip(entries)
+
+    return make
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_claiming(size: tuple[int, int]) -> bytes:
+    """A tiny PNG whose header claims `size` (a decompression bomb's first line)."""
+    import struct
+    import zlib
+
+    data = bytearray(_png((64, 48)))
+    data[16:24] = struct.pack(">II", *size)
+    crc = zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF
+    data[29:33] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+HELD: dict[str, tuple[Callable[[Path], bytes], str]] = {
+    "held picture zipped outside the bundle": (_held(_png((64, 48)), "../0001.png"), "bundle"),
+    "held picture named outside the bundle": (_held(None, "../0001.png"), "frames.0.take"),
+    "held picture missing from the zip": (_held(None), "frames[0].take"),
+    "held picture is not a PNG": (_held(b"GIF89a" + b"\0" * 64), "frames[0].take"),
+    "held picture of another size": (_held(_png((32, 32))), "frames[0].take"),
+    "held picture claims 60000x60000": (_held(_png_claiming((60000, 60000))), "frames[0].take"),
+    "every frame held": (
+        _edit(lambda s: [f.update(take=f"take/{f['frame']:04d}.png") for f in s["frames"]]
+              or s.update(version=3)),
+        "shot.json",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SHOTS) + sorted(HELD))
 def test_absurd_shot_json_is_a_422_naming_the_field(srv, client, tmp_path, case) -> None:
-    make, field = SHOTS[case]
+    make, field = {**SHOTS, **HELD}[case]
     resp = post_job(client, make(tmp_path / "b"), PREVIEW)
     assert resp.status_code == 422, resp.text
     _refused(resp, srv, f"shot.json: {case}", field)

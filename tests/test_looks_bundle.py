@@ -70,7 +70,7 @@ def _shot(tmp_path: Path, **edit) -> bytes:
         ({"regions": [{**CRATE, "id": 0}]}, "greater than or equal to 1"),
         ({"regions": [{**CRATE, "color": [2, 0, 0]}]}, "between 0 and 1"),
         ({"regions": [CRATE], "version": 1}, "need bundle version 2"),
-        ({"version": 3}, "reads versions 1, 2"),
+        ({"version": 4}, "reads versions 1, 2, 3"),
     ],
 )
 def test_bad_looks_are_errors_naming_the_field(tmp_path, edit, says) -> None:

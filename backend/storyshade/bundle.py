@@ -6,7 +6,10 @@ mirrors the version and field names); everything here validates it before any wo
 
 Version 2 adds per-object looks: a `regions` table (id → look) and, in every pass file,
 Cycles' Object Index pass holding each pixel's region id (0: no look, the shot's prompt).
-Version 1 bundles (no regions) are still read.
+Version 3 adds held frames for re-shading part of a take: a frame entry may name `take`, a
+PNG (the earlier take's picture of that frame, at the shot's resolution). Held frames are
+not generated again; they steer their neighbours so the new frames join them without a
+seam. Frames without `take` are generated. Versions 1 and 2 are still read.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from storyshade.errors import BundleError
 
 FORMAT = "storyshade.shot"
-VERSION = 2
-VERSIONS = (1, 2)  # what this server reads
+VERSION = 3
+VERSIONS = (1, 2, 3)  # what this server reads
 MAX_REGIONS = 16  # looks per shot: each one is a text encoding and a mask in every layer
 BACKGROUND_DEPTH = 1e10  # Cycles writes exactly this into background Z pixels.
 MAX_FRAME = 1_048_574  # Blender's MAXFRAME: no scene frame number lies beyond it
@@ -34,6 +37,7 @@ MAX_FRAMES = 100_000  # no shot lists more frames; servers set far lower limits 
 # A pass file name: plain folder and file names (no empty, '.', '..', drive or backslash
 # parts), so the name means the same file on every system and stays inside the bundle.
 PASS_FILE = re.compile(r"(?:[\w\-][\w.\-]{0,99}/){0,4}[\w\-][\w.\-]{0,99}\.exr", re.ASCII)
+TAKE_FILE = re.compile(r"(?:[\w\-][\w.\-]{0,99}/){0,4}[\w\-][\w.\-]{0,99}\.png", re.ASCII)
 
 
 class Camera(BaseModel):
@@ -70,20 +74,35 @@ class Camera(BaseModel):
         return m / np.linalg.norm(m, axis=0, keepdims=True)
 
 
+def _plain_path(value: str, pattern: re.Pattern, kind: str, example: str) -> str:
+    if not pattern.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
+        raise ValueError(
+            f"must be a relative {kind} path inside the bundle, of plain names "
+            f"(letters, digits, '_', '-', '.'), e.g. {example}"
+        )
+    return value
+
+
 class FrameEntry(BaseModel):
     frame: int = Field(ge=-MAX_FRAME, le=MAX_FRAME)
     file: str = Field(max_length=512)
     camera: Camera
+    take: str | None = Field(
+        default=None,
+        max_length=512,
+        description="held frame (version 3): the earlier take's PNG of this frame, kept as it "
+        "is; frames without one are generated",
+    )
 
     @field_validator("file")
     @classmethod
     def _inside_bundle(cls, value: str) -> str:
-        if not PASS_FILE.fullmatch(value) or any(p in (".", "..") for p in value.split("/")):
-            raise ValueError(
-                "must be a relative .exr path inside the bundle, of plain names "
-                "(letters, digits, '_', '-', '.'), e.g. frames/0001.exr"
-            )
-        return value
+        return _plain_path(value, PASS_FILE, ".exr", "frames/0001.exr")
+
+    @field_validator("take")
+    @classmethod
+    def _take_inside_bundle(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_path(value, TAKE_FILE, ".png", "take/0001.png")
 
 
 class Region(BaseModel):
@@ -171,6 +190,16 @@ class Shot(BaseModel):
             raise ValueError("each frame needs its own pass file; two frames name the same file")
         if self.regions and self.version < 2:
             raise ValueError("looks (regions) need bundle version 2")
+        held = [f.take for f in self.frames if f.take]
+        if held and self.version < 3:
+            raise ValueError("held frames (take) need bundle version 3")
+        if len(held) == len(self.frames):
+            raise ValueError(
+                "every frame is held (names a take picture), so there is nothing to shade; "
+                "leave out `take` on the frames to generate again"
+            )
+        if len(set(held)) != len(held) or files & set(held):
+            raise ValueError("each held frame needs its own take picture")
         ids = [r.id for r in self.regions]
         if len(set(ids)) != len(ids):
             raise ValueError("two looks share one region id")
@@ -179,6 +208,11 @@ class Shot(BaseModel):
     @property
     def frame_numbers(self) -> list[int]:
         return [f.frame for f in self.frames]
+
+    @property
+    def generated_frames(self) -> list[int]:
+        """The frames a job makes: all of them, except held ones (re-shading a range)."""
+        return [f.frame for f in self.frames if not f.take]
 
 
 def _first_error(exc: ValidationError) -> BundleError:
@@ -255,6 +289,37 @@ class Bundle:
     def frame_path(self, index: int) -> Path:
         return self.root / self.shot.frames[index].file
 
+    def held(self) -> list[int]:
+        """Indices of held frames (those naming a take picture)."""
+        return [i for i, f in enumerate(self.shot.frames) if f.take]
+
+    def read_take(self, index: int) -> np.ndarray:
+        """Held frame `index` as HxWx3 uint8 RGB at the shot's resolution, decoded safely:
+        the header's size is checked before any pixel is decoded."""
+        from PIL import Image
+
+        entry = self.shot.frames[index]
+        field = f"frames[{index}].take"
+        path = self.root / (entry.take or "")
+        try:
+            with Image.open(path, formats=["PNG"]) as img:
+                if img.size != (self.width, self.height):
+                    raise BundleError(
+                        f"{entry.take} is {img.size[0]}x{img.size[1]} but shot.json says "
+                        f"{self.width}x{self.height}",
+                        "send the take's own frames (the take was shaded at the shot's size)",
+                        field=field,
+                    )
+                return np.asarray(img.convert("RGB"))
+        except BundleError:
+            raise
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise BundleError(
+                f"{entry.take} is not a readable PNG ({str(exc)[:120]})",
+                "send the take's PNG frames as the add-on wrote them",
+                field=field,
+            ) from None
+
     def read_passes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(depth HxW float32 in scene units, world normal HxWx3 float32) for frame `index`."""
         depth, normal, _ids = self.read_frame(index)
@@ -309,6 +374,12 @@ def load_bundle(path: str | Path) -> Bundle:
                 f"pass file {entry.file} is missing",
                 "re-export the shot",
                 field=f"frames[{i}].file",
+            )
+        if entry.take and not (root / entry.take).is_file():
+            raise BundleError(
+                f"held frame {entry.frame}'s picture {entry.take} is missing",
+                "put the take's frame there, or drop `take` to generate that frame",
+                field=f"frames[{i}].take",
             )
     return Bundle(root, shot)
 

@@ -88,12 +88,14 @@ def hash_file(path: Path, h: Any) -> None:
 
 
 def bundle_hash(bundle: Bundle) -> str:
-    """Hash of shot.json and every pass file it names (the bundle's content, not its path)."""
+    """Hash of shot.json and every pass and take file it names (the bundle's content, not its path)."""
     h = hashlib.sha256()
     hash_file(bundle.root / "shot.json", h)
     for entry in bundle.shot.frames:
-        h.update(entry.file.encode("utf-8") + b"\0")
-        hash_file(bundle.root / entry.file, h)
+        for name in (entry.file, entry.take):
+            if name:
+                h.update(name.encode("utf-8") + b"\0")
+                hash_file(bundle.root / name, h)
     return h.hexdigest()
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from storyshade.bundle import Bundle
 from storyshade.cache import StageCache
-from storyshade.controls import build_controls
+from storyshade.controls import ControlSet, build_controls
 from storyshade.controls.sizing import cover_resize
 from storyshade.engine import get_engine
 from storyshade.models.loader import ModelCache
@@ -33,6 +33,17 @@ def save_frame(out_dir: Path, frame: int, rgb: np.ndarray, size: tuple[int, int]
     return path
 
 
+def held_frames(bundle: Bundle, controls: ControlSet) -> dict[int, np.ndarray]:
+    """Held frames (re-shading a range) at generation size, placed as the controls are."""
+    held: dict[int, np.ndarray] = {}
+    for index in bundle.held():
+        rgb = bundle.read_take(index)
+        if controls.size_map:
+            rgb = controls.size_map.place(controls.size_map.to_content(rgb), 127)
+        held[index] = rgb
+    return held
+
+
 def render_bundle(
     bundle: Bundle,
     settings: Settings,
@@ -42,14 +53,15 @@ def render_bundle(
     reporter: Reporter | None = None,
     stages: StageCache | None = None,
 ) -> list[Path]:
-    """Render every frame into `out_dir`. With `stages`, unchanged stages are not recomputed:
+    """Render every frame into `out_dir` (every frame but the held ones, when re-shading
+    part of a take: the caller already has those). With `stages`, unchanged stages are not recomputed:
     an identical rerun copies the cached frames, a prompt-only change reuses the controls."""
     reporter = reporter or Reporter()
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.engine, roots, cache or ModelCache())
     keys = stages.keys(bundle, settings, roots) if stages else None
     if stages and keys:
-        done = stages.restore_frames(keys.frames, out_dir, bundle.shot.frame_numbers, reporter)
+        done = stages.restore_frames(keys.frames, out_dir, bundle.shot.generated_frames, reporter)
         if done is not None:
             return done
         controls = stages.controls(
@@ -58,8 +70,9 @@ def render_bundle(
     else:
         controls = build_controls(bundle, settings, reporter, roots=roots)
     written: list[Path] = []
-    total = len(bundle)
-    for index, rgb in engine.render(controls, settings, reporter):
+    total = len(bundle.shot.generated_frames)
+    held = held_frames(bundle, controls) if bundle.held() else None
+    for index, rgb in engine.render(controls, settings, reporter, held):
         frame = controls.frame_numbers[index]
         scene_rgb = controls.to_scene(rgb)  # undo the fit-and-pad exactly
         written.append(save_frame(out_dir, frame, scene_rgb, (bundle.width, bundle.height)))

@@ -105,7 +105,7 @@ class RayRunner:
         keys = self.stages.keys(bundle, settings, self.roots) if self.stages else None
         if self.stages and keys:  # an identical rerun never leaves the server
             if self.stages.restore_frames(
-                keys.frames, frames_dir, bundle.shot.frame_numbers, reporter
+                keys.frames, frames_dir, bundle.shot.generated_frames, reporter
             ):
                 return
         import ray
@@ -129,7 +129,7 @@ class RayRunner:
                 name, pid, node = slot.name, slot.pid, slot.node
                 self.pool.lost(slot)  # a new actor takes the slot
                 losses += 1
-                if len(received) == len(bundle.shot.frame_numbers):
+                if len(received) == len(bundle.shot.generated_frames):
                     reporter.note(
                         f"worker {name} was lost after sending every frame; nothing lost",
                         worker=name,
@@ -153,7 +153,7 @@ class RayRunner:
                     losses=losses,
                     frames_kept=sorted(received),
                 )
-        if self.stages and keys and len(received) == len(bundle.shot.frame_numbers):
+        if self.stages and keys and len(received) == len(bundle.shot.generated_frames):
             self.stages.save_frames(keys.frames, [received[f] for f in sorted(received)])
 
     def _attempt(

@@ -10,7 +10,7 @@ With `free_noise`, diffusers' FreeNoise windows the temporal attention with the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,16 @@ def disable_free_noise(pipe: Any) -> None:
             pipe._disable_free_noise_in_block(block)
 
 
+def check_held_engine(engine: str, has_held: bool) -> None:
+    """Re-shading a range needs our own loop (held frames re-noised at every step)."""
+    if has_held and engine == "animatediff-stock":
+        raise StoryShadeError(
+            "the stock reference engine cannot re-shade part of a take (held frames)",
+            "use engine 'animatediff' (the default) to re-shade a frame range",
+            field="settings.engine",
+        )
+
+
 class StockAnimateDiffEngine:
     name = "animatediff-stock"
 
@@ -69,7 +79,11 @@ class StockAnimateDiffEngine:
         self.cache = cache
 
     def render(
-        self, controls: ControlSet, settings: Settings, reporter: Reporter
+        self,
+        controls: ControlSet,
+        settings: Settings,
+        reporter: Reporter,
+        held: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
         from PIL import Image
@@ -78,6 +92,7 @@ class StockAnimateDiffEngine:
         from storyshade.engine.windowed import check_windows
 
         n = len(controls.frame_numbers)
+        check_held_engine(self.name, bool(held))
         check_looks_engine(self.name, bool(controls.regions))
         check_stock_shot(settings, n, self.roots)
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)

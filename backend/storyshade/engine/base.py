@@ -7,7 +7,7 @@ what it produced.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,9 +23,15 @@ class Engine(Protocol):
     name: str
 
     def render(
-        self, controls: ControlSet, settings: Settings, reporter: Reporter
+        self,
+        controls: ControlSet,
+        settings: Settings,
+        reporter: Reporter,
+        held: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (frame index within the shot, HxWx3 uint8 RGB at generation size)."""
+        """Yield (frame index within the shot, HxWx3 uint8 RGB at generation size) for every
+        frame not in `held`: held frames (index → the earlier take's picture at generation
+        size) are kept as they are and only steer their neighbours (re-shading a range)."""
         ...
 
 

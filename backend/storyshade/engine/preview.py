@@ -11,7 +11,7 @@ shows which thing is which.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,11 @@ class PreviewEngine:
         del roots, cache  # no models
 
     def render(
-        self, controls: ControlSet, settings: Settings, reporter: Reporter
+        self,
+        controls: ControlSet,
+        settings: Settings,
+        reporter: Reporter,
+        held: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         convention = controls.meta.get("normal_convention", settings.normal_convention)
         colors = {
@@ -102,6 +106,8 @@ class PreviewEngine:
         }
         n = len(controls.frame_numbers)
         for i in range(n):
+            if held and i in held:  # frame by frame, no neighbour to join: nothing to do
+                continue
             ids = controls.regions[i] if controls.regions else None
             frame = shade(
                 controls.frames["depth"][i], controls.frames["normal"][i], convention, ids, colors

@@ -11,7 +11,7 @@ AnimateDiffControlNetPipeline loop, which is what the exactness test checks.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,11 +302,16 @@ class WindowedSampler:
         text: torch.Tensor,
         controls: list[Sequence[np.ndarray]],
         specs: Sequence[ControlSpec | float],
+        held: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(1, C, F, h, w) unit noise → denoised latents (float32, on the device).
 
         `text` holds [negative, positive] embeddings (one row each) with CFG, else [positive].
         `specs` gives each control's scale (a float) or its full ControlSpec.
+        `held` maps frame index → clean latents (C, h, w) of a frame kept from an earlier
+        take: before every step those frames are set to their clean latents noised to that
+        step's level (with the frame's own noise), so the windows that reach them denoise the
+        other frames towards a continuation of them (RePaint-style inpainting in time).
         """
         cfg = self.config
         specs = [ControlSpec.of(s) for s in specs]
@@ -321,9 +326,16 @@ class WindowedSampler:
             for i in range(len(timesteps))
         ]
         self._progress = Progress(sum(len(w) for w in schedule), len(timesteps))
+        keep = sorted(held or {})
+        if keep:
+            clean = torch.stack([held[k] for k in keep], dim=1).unsqueeze(0)
+            clean = clean.to(self.device, torch.float32)
+            own_noise = noise[:, :, keep].to(self.device, torch.float32)
         try:
             with motion_scaled(self.unet, cfg.motion_scale):
                 for i, t in enumerate(timesteps):
+                    if keep:
+                        latents[:, :, keep] = self.scheduler.add_noise(clean, own_noise, t[None])
                     active = [s.active(i, len(timesteps)) for s in specs]
                     fused = self._step(i, t, latents, text, controls, specs, active, schedule[i])
                     latents, estimate = self._scheduler_step(fused, t, latents, step_kwargs)
@@ -381,30 +393,34 @@ class WindowedSampler:
         )
 
     # -- decoding --------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode `chunk` frames at a time (halving on OOM) and yield uint8 frames in order."""
-        num_frames = latents.shape[2]
+    def decode(
+        self, latents: torch.Tensor, chunk: int, skip: Collection[int] = ()
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode `chunk` frames at a time (halving on OOM) and yield uint8 frames in order,
+        leaving out the frame indices in `skip` (held frames: the caller has them)."""
         scaled = 1 / self.vae.config.scaling_factor * latents
         flat = scaled.permute(0, 2, 1, 3, 4).reshape(
-            num_frames, *scaled.shape[1:2], *scaled.shape[3:]
+            latents.shape[2], *scaled.shape[1:2], *scaled.shape[3:]
         )
+        order = [k for k in range(latents.shape[2]) if k not in skip]
+        num_frames = len(order)
         start = 0
         while start < num_frames:
             size = min(chunk, num_frames - start)
-            images = self._decode_chunk(flat[start : start + size])
+            images = self._decode_chunk(flat[order[start : start + size]])
             if images is None:
                 chunk = max(1, chunk // 2)
                 self.reporter.note(
-                    f"out of memory decoding frames {start}-{start + size - 1}; "
+                    f"out of memory decoding frames {order[start]}-{order[start + size - 1]}; "
                     f"retrying {chunk} at a time",
                     event="oom_fallback",
                     plan=f"decode chunk {chunk}",
-                    where=f"decode frame {start}",
+                    where=f"decode frame {order[start]}",
                 )
                 continue
             video = (images.float() / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
             for k in range(size):
-                yield start + k, np.round(np.clip(video[k], 0, 1) * 255).astype(np.uint8)
+                yield order[start + k], np.round(np.clip(video[k], 0, 1) * 255).astype(np.uint8)
             start += size
             self.reporter.stage("decoding", start, num_frames)
 

@@ -9,7 +9,7 @@ Memory is then set by the context length, not by the shot length.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,20 @@ def encode_text(pipe: Any, settings: Settings) -> Any:
     return torch.cat([negative, positive]) if cfg else positive
 
 
+def encode_held(pipe: Any, held: Mapping[int, np.ndarray]) -> dict[int, Any]:
+    """Clean latents (C, h, w) of held frames: the VAE encoder's mean (no sampling, so a
+    re-shade is repeatable), scaled as the UNet's latents are."""
+    import torch
+
+    out: dict[int, Any] = {}
+    scale = pipe.vae.config.scaling_factor
+    for k, rgb in held.items():
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+        image = (image.float() / 127.5 - 1).to(pipe.vae.device, pipe.vae.dtype)
+        out[k] = (pipe.vae.encode(image).latent_dist.mean[0] * scale).float()
+    return out
+
+
 def prefer_channels_last(pipe: Any) -> None:
     """On CUDA, convolutions in fp16/bf16 run faster in NHWC (tensor-core layouts)."""
     import torch
@@ -117,7 +131,11 @@ class WindowedAnimateDiffEngine:
         self.cache = cache
 
     def render(
-        self, controls: ControlSet, settings: Settings, reporter: Reporter
+        self,
+        controls: ControlSet,
+        settings: Settings,
+        reporter: Reporter,
+        held: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
 
@@ -158,5 +176,6 @@ class WindowedAnimateDiffEngine:
                 if looks
                 else nullcontext()
             ):
-                latents = sampler.denoise(noise, text, frames, specs)
-        yield from sampler.decode(latents, settings.decode_chunk_size)
+                clean = encode_held(pipe, held) if held else None
+                latents = sampler.denoise(noise, text, frames, specs, clean)
+        yield from sampler.decode(latents, settings.decode_chunk_size, skip=held or ())

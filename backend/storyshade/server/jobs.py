@@ -323,7 +323,7 @@ class JobStore:
                 tag=tag,
                 preset=preset,
                 engine=settings.engine,
-                frame_numbers=bundle.shot.frame_numbers,
+                frame_numbers=bundle.shot.generated_frames,
                 owner=owner,
             )
             self._save(job)  # the commit point: from here on the job survives a restart

@@ -87,7 +87,7 @@ def jobs_router(config: ServerConfig, store: JobStore, limits: Limits) -> APIRou
         job = store.get(job_id, _client(request))
         if frame not in job.frame_numbers:
             raise NotFound(
-                f"frame {frame} is not in this shot "
+                f"frame {frame} is not one this job makes "
                 f"({job.frame_numbers[0]}..{job.frame_numbers[-1]})",
                 field="frame",
             )

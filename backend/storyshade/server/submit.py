@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 from storyshade.bundle import reject_constant
 from storyshade.engine import get_engine
-from storyshade.engine.animatediff import check_stock_shot
+from storyshade.engine.animatediff import check_held_engine, check_stock_shot
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
@@ -137,6 +137,7 @@ def accept_job(
         bundle = unpack_bundle(fileobj, job_dir, limits)
         check_stock_shot(settings, len(bundle), store.roots)  # a 400 now, not a failed job
         check_looks_engine(settings.engine, bool(bundle.shot.regions))
+        check_held_engine(settings.engine, bool(bundle.held()))
         return store.submit(
             job_id, bundle, settings, priority=priority, tag=tag, preset=preset, owner=owner
         )

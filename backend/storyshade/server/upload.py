@@ -79,19 +79,26 @@ def _read(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
 def _wanted(
     members: list[zipfile.ZipInfo], prefix: str, shot: Shot
 ) -> list[tuple[zipfile.ZipInfo, str]]:
-    """(entry, path inside the bundle) for shot.json and each pass file shot.json names;
+    """(entry, path inside the bundle) for shot.json and each pass and take file it names;
     nothing else in the zip is ever written."""
     by_name = {m.filename: m for m in members}
     wanted = [(by_name[f"{prefix}shot.json"], "shot.json")]
     for i, entry in enumerate(shot.frames):
-        member = by_name.get(prefix + entry.file)
-        if member is None:
-            raise BundleError(
-                f"pass file {entry.file} is missing",
-                "re-export the shot",
-                field=f"frames[{i}].file",
+        named = [(entry.file, "file", f"pass file {entry.file} is missing", "re-export the shot")]
+        if entry.take:
+            named.append(
+                (
+                    entry.take,
+                    "take",
+                    f"held frame {entry.frame}'s picture {entry.take} is missing",
+                    "zip the take's frames with the bundle, or drop `take` to generate it",
+                )
             )
-        wanted.append((member, entry.file))
+        for name, key, problem, fix in named:
+            member = by_name.get(prefix + name)
+            if member is None:
+                raise BundleError(problem, fix, field=f"frames[{i}].{key}")
+            wanted.append((member, name))
     return wanted
 
 
@@ -184,18 +191,21 @@ def check_passes(bundle: Bundle) -> None:
             ) from None
         _check_header(parts, entry.file, bundle, field)
         bundle.read_frame(i)  # raises on missing passes, NaN or infinite values, unknown ids
+        if entry.take:
+            bundle.read_take(i)  # a PNG of the shot's size (checked before decoding)
 
 
 def unpack_bundle(fileobj: BinaryIO, job_dir: Path, limits: Limits) -> Bundle:
     """Extract and validate the uploaded zip into `job_dir/bundle`."""
     dest = job_dir / "bundle"
-    archive = open_zip(fileobj, limits.max_frames + EXTRA_MEMBERS)
+    most = 2 * limits.max_frames + EXTRA_MEMBERS  # a pass file and a held picture per frame
+    archive = open_zip(fileobj, most)
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > limits.max_frames + EXTRA_MEMBERS:
+        if len(members) > most:
             raise TooLarge(
                 f"the zip holds {len(members)} files; a bundle within the limits holds at most "
-                f"{limits.max_frames + EXTRA_MEMBERS}",
+                f"{most}",
                 "zip only the bundle folder",
                 field="bundle",
             )
