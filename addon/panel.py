@@ -166,7 +166,8 @@ def _preview(layout, context, opts) -> None:
 
 
 def _take(layout, context) -> None:
-    """The Sequencer's active take: what made it, and a button to re-use its settings."""
+    """The Sequencer's active take: what made it, a button to re-use its settings, and
+    Re-shade Frames for a range of it."""
     strip = active_take(context)
     if strip is None:
         return
@@ -174,11 +175,19 @@ def _take(layout, context) -> None:
     header.label(text=f"Take: {strip.name}", icon="SEQUENCE")
     if body is None:
         return
+    first, last = strip.get("storyshade_frame_start"), strip.get("storyshade_frame_end")
+    if first is not None and last is not None:
+        wrapped(body, context, f"Frames: {first}-{last}")
     for key in ("preset", "seed", "prompt", "job"):
         value = strip.get(f"storyshade_{key}", "")
         if value != "":
             wrapped(body, context, f"{key.capitalize()}: {value}")
     body.operator("storyshade.take_use_settings", icon="IMPORT")
+    opts = context.scene.storyshade
+    row = body.row(align=True)
+    row.prop(opts, "reshade_start")
+    row.prop(opts, "reshade_end")
+    body.operator("storyshade.reshade_take", icon="FILE_REFRESH")
 
 
 def draw(layout, context, take_info: bool = False) -> None:

@@ -80,3 +80,6 @@ class STORYSHADE_PT_shots(bpy.types.Panel):
             layout.operator("storyshade.cancel", text="Cancel Sequence (Esc)", icon="CANCEL")
         else:
             layout.operator("storyshade.shade_sequence", icon="SEQ_STRIP_DUPLICATE")
+        row = layout.row(align=True)
+        row.operator("storyshade.contact_sheet", icon="IMAGE_DATA")
+        row.operator("storyshade.open_review", icon="URL")

@@ -81,6 +81,12 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
     )
     frame_start: bpy.props.IntProperty(name="Start", default=1, min=0)
     frame_end: bpy.props.IntProperty(name="End", default=48, min=0)
+    reshade_start: bpy.props.IntProperty(
+        name="From", default=1, description="First frame of the take to shade again"
+    )
+    reshade_end: bpy.props.IntProperty(
+        name="To", default=1, description="Last frame of the take to shade again"
+    )
     use_control_weights: bpy.props.BoolProperty(
         name="Control Weights",
         description="Override how strongly depth and normals steer the picture",

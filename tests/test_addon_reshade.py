@@ -86,3 +86,40 @@ def test_bad_takes_and_ranges_are_named_before_any_export(server, tmp_path, caps
 def _fresh_file():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     yield
+
+
+def test_panel_reshades_the_selected_take_and_writes_the_sheet(server, tmp_path, capsys) -> None:
+    """The Sequencer sidebar's Re-shade Frames (background mode: runs to the end) and the
+    Shots panel's Contact Sheet, through `storyshade sheet` in the server's Python."""
+    import sys
+
+    from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered
+
+    ensure_registered()
+    scene, _ = shot_with_take(server, tmp_path, capsys)
+    enable_prefs(server_url=server.url, server_python=sys.executable)
+    try:
+        opts = scene.storyshade
+        opts.quality = "preview"
+        assert bpy.ops.storyshade.reshade_take.poll() is False  # no take selected
+        first = compat.strips(scene.sequence_editor)[0]
+        scene.sequence_editor.active_strip = first
+        opts.reshade_start, opts.reshade_end = 11, 12
+        assert bpy.ops.storyshade.reshade_take() == {"FINISHED"}, opts.status
+        new = max(compat.strips(scene.sequence_editor), key=lambda s: s.channel)
+        assert new["storyshade_reshaded"] == f"11-12 of {first.name}"
+        old, again = take_folder(first), take_folder(new)
+        for f in range(1, 11):
+            name = f"{f:04d}.png"
+            assert (again / name).read_bytes() == (old / name).read_bytes()
+
+        opts.reshade_start, opts.reshade_end = 12, 14  # past the take: refused, named
+        with pytest.raises(RuntimeError, match="frames 12-14 are outside take"):
+            bpy.ops.storyshade.reshade_take()  # reported as an error
+        assert "frames 12-14 are outside take" in opts.status and opts.is_error
+
+        assert bpy.ops.storyshade.contact_sheet() == {"FINISHED"}, opts.status
+        sheet = old.parent.parent / "sequence_sheet.png"
+        assert sheet.is_file() and bpy.data.images[sheet.name].size[0] > 0
+    finally:
+        disable_prefs()
