@@ -467,6 +467,7 @@ def shots_step(view):
     yield from open_sidebar(view)
     if placed != expected:
         raise RuntimeError(f"takes at {placed}, expected {expected}")
+    yield from reshade_step(view, scene, takes["sh010"][0])
 
     # The panel's Cancel during the first shot stops the sequence: no second shot starts.
     with ctx(view):
@@ -483,6 +484,47 @@ def shots_step(view):
     screenshot("shots-cancelled")
     if seq.index != 0 or not seq.cancelled:
         raise RuntimeError(f"Cancel did not stop the sequence: {seq.headline()}")
+
+
+def reshade_step(view, scene, strip_name: str):
+    """Select sh010's take in the Sequencer, Re-shade Frames 2-3 from its Take sub-panel,
+    and check the new take: the whole shot, with frames 1 and 4 copied byte for byte."""
+    editor = scene.sequence_editor
+    strips = addon_module("compat").all_strips(editor)
+    old = next(s for s in strips if s.name == strip_name)
+    editor.active_strip = old
+    opts().reshade_start, opts().reshade_end = 2, 3
+    view.ui_type = "SEQUENCE_EDITOR"
+    yield 0.5
+    yield from open_sidebar(view)
+    yield 1.0
+    panel = addon_module("panel").STORYSHADE_PT_sequencer
+    note("reshade take panel", panel=panel_texts(panel))
+    screenshot("reshade", view)
+    PROBE.on = True
+    with ctx(view):
+        bpy.ops.storyshade.reshade_take("INVOKE_DEFAULT")
+    yield from until(lambda: not busy(), 300)
+    PROBE.on = False
+    yield 1.0
+    strips = addon_module("compat").all_strips(editor)
+    new = max((s for s in strips if s.get("storyshade_shot") == "sh010"), key=lambda s: s.channel)
+    with ctx(view):
+        bpy.ops.sequencer.view_all()
+    yield 1.0
+    note("reshade done", status=opts().status, strip=new.name, panel=panel_texts(panel))
+    screenshot("reshade-sequencer", view, with_area=True, scale=0.5)
+    view.ui_type = "VIEW_3D"
+    yield 0.5
+    yield from open_sidebar(view)
+    folder = Path(bpy.path.abspath(new["storyshade_folder"]))
+    before = Path(bpy.path.abspath(old["storyshade_folder"]))
+    same = [
+        (folder / f"{f:04d}.png").read_bytes() == (before / f"{f:04d}.png").read_bytes()
+        for f in (1, 4)
+    ]
+    if new.get("storyshade_reshaded") != f"2-3 of {strip_name}" or not all(same):
+        raise RuntimeError(f"re-shade: {new.name} {dict(new.items())} copies {same}")
 
 
 def busy_sequence() -> bool:
