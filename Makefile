@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.storyshade-installed
 # torch first, pinned, so pip never pulls a different multi-GB build; override for your CUDA.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup browser demo test test-nightly lint extension clean
+.PHONY: setup browser demo demo-sequence test test-nightly lint extension clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
+
+# The demo as an edit of three shots: Shade Sequence, a re-shade, the sequence's sheet.
+demo-sequence: $(STAMP)
+	$(BIN)/python demo/run_sequence.py
 
 # Chromium (Debian's package) for the review page's browser test; best effort: without it
 # (not root, no apt) that one test is skipped and says why.
