@@ -26,6 +26,7 @@ from . import (
     preview,
     props,
     runtime,
+    sequence,
 )
 
 CLASSES = (
@@ -67,6 +68,9 @@ def register() -> None:
     bpy.types.Scene.storyshade_skip_shots = bpy.props.StringProperty(
         name="Shots left out", description="Shots Shade Sequence skips, one per line"
     )
+    bpy.types.Scene.storyshade_seed_policy = bpy.props.EnumProperty(
+        name="Seeds", items=sequence.SEED_POLICIES, default=sequence.SAME
+    )
     preview.register()
     # A server started from the panel must not outlive Blender.
     atexit.register(runtime.local_server.stop)
@@ -85,6 +89,7 @@ def unregister() -> None:
     atexit.unregister(runtime.local_server.stop)
     runtime.local_server.stop()
     preview.unregister()
+    del bpy.types.Scene.storyshade_seed_policy
     del bpy.types.Scene.storyshade_skip_shots
     del bpy.types.Scene.storyshade
     for cls in reversed(CLASSES):

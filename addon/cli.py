@@ -18,7 +18,7 @@ from . import export, prefs, reshade, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
-from .sequence import SequenceRun, shot_request
+from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 
 
@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="shade every shot of the edit (camera markers or scene strips), one job each",
     )
     p.add_argument("--shots", help="comma-separated shot names to shade (see --all-shots)")
+    p.add_argument(
+        "--seed-policy",
+        choices=("same", "per-shot"),
+        default="same",
+        help="with --all-shots/--shots: one seed for every shot (default), or a seed per shot "
+        "made from --seed and the shot's name",
+    )
     p.add_argument("--preset", help="comma-separated preset names, e.g. anime-cel,draft")
     p.add_argument("--prompt", help="the prompt (replaces the preset's)")
     p.add_argument("--negative-prompt", help="the negative prompt (replaces the preset's)")
@@ -191,9 +198,13 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
     for text in found.notes:
         _say(f"note: {text} (not a shot)")
 
+    policy = args.seed_policy.upper().replace("-", "_")
+
     def session_for(shot: shots.Shot) -> ShadeSession:
         scene = bpy.data.scenes[shot.scene_name]
-        return ShadeSession(scene, client, _request(args, scene, url, **shot_request(shot)))
+        request = _request(args, scene, url, **shot_request(shot))
+        request.settings = shot_settings(request.settings, shot, policy)
+        return ShadeSession(scene, client, request)
 
     run = SequenceRun(chosen, session_for)
     stages = StagePrinter()

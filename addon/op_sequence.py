@@ -12,7 +12,7 @@ import bpy
 from . import operators, prefs, props, runtime, shots, take
 from .client import Client
 from .errors import StoryShadeError
-from .sequence import SequenceRun, shot_request
+from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 
 SKIP_SEPARATOR = "\n"
@@ -40,7 +40,9 @@ def build_sequence(context) -> SequenceRun:
     def session_for(shot: shots.Shot) -> ShadeSession:
         scene = bpy.data.scenes[shot.scene_name]
         request = ShadeRequest(
-            settings=props.overrides(opts),
+            settings=shot_settings(
+                props.overrides(opts), shot, context.scene.storyshade_seed_policy
+            ),
             take_mode=opts.take_mode,
             output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
             server_url=url,

@@ -79,6 +79,7 @@ class STORYSHADE_PT_shots(bpy.types.Panel):
         if running:
             layout.operator("storyshade.cancel", text="Cancel Sequence (Esc)", icon="CANCEL")
         else:
+            layout.prop(context.scene, "storyshade_seed_policy", expand=True)
             layout.operator("storyshade.shade_sequence", icon="SEQ_STRIP_DUPLICATE")
         row = layout.row(align=True)
         row.operator("storyshade.contact_sheet", icon="IMAGE_DATA")

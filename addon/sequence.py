@@ -9,6 +9,7 @@ and the rest. Each finished shot keeps its take.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 
 from .errors import StoryShadeError
@@ -151,3 +152,26 @@ def shot_request(shot: Shot) -> dict:
         "shot": shot.slug,
         "camera": shot.camera if shot.source == "strip" else "",
     }
+
+
+SAME, PER_SHOT = "SAME", "PER_SHOT"  # seed policies of a sequence
+SEED_POLICIES = (
+    (SAME, "Same Seed", "Every shot uses the seed as given (one grain and look throughout)"),
+    (
+        PER_SHOT,
+        "Seed per Shot",
+        "Each shot gets its own seed, made from the seed and the shot's name: stable when "
+        "shots are re-run, added or removed",
+    ),
+)
+
+
+def shot_settings(settings: dict, shot: Shot, policy: str = SAME) -> dict:
+    """The settings for one shot of a sequence under the seed `policy`."""
+    if policy == SAME:
+        return dict(settings)
+    if policy != PER_SHOT:
+        names = ", ".join(p[0].lower().replace("_", "-") for p in SEED_POLICIES)
+        raise StoryShadeError(f"unknown seed policy '{policy}'", f"use one of: {names}")
+    base = int(settings.get("seed", 0) or 0)
+    return {**settings, "seed": (base + zlib.crc32(shot.name.encode("utf-8"))) % 2**32}

@@ -5,6 +5,7 @@ its frames; bad edits are errors naming the shot; exit 1 names the shots that fa
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import blender_env  # noqa: F401
@@ -119,6 +120,19 @@ def test_shade_all_shots_places_one_take_per_shot(server, tmp_path: Path, capsys
     assert cli.main([*args, "--shots", "sh020", "--no-save"]) == 0  # earlier takes stay
     takes = [s["storyshade_take"] for s in compat.strips(bpy.context.scene.sequence_editor)]
     assert sorted(takes) == ["take_001", "take_001", "take_002"]
+    seeds = {s["storyshade_shot"]: s["storyshade_seed"] for s in strips}
+    assert seeds == {"sh010": 0, "sh020": 0}  # one seed for the sequence by default
+
+    per_shot = ["--seed", "7", "--seed-policy", "per-shot", "--no-save"]
+    assert cli.main([*args, "--all-shots", *per_shot]) == 0
+    newest = {}
+    for s in compat.strips(bpy.context.scene.sequence_editor):
+        if s["storyshade_take"] == "take_003" or s["storyshade_shot"] == "sh010":
+            newest[s["storyshade_shot"], s["storyshade_take"]] = s["storyshade_seed"]
+    expected = {n: (7 + zlib.crc32(n.encode())) % 2**32 for n in ("sh010", "sh020")}
+    assert newest[("sh010", "take_002")] == expected["sh010"]
+    assert newest[("sh020", "take_003")] == expected["sh020"]
+    assert expected["sh010"] != expected["sh020"]
 
 
 def test_a_failed_shot_is_named_and_the_others_keep_their_takes(
@@ -163,12 +177,18 @@ def test_shade_sequence_button_shades_the_ticked_shots(server, tmp_path: Path) -
         assert first == ["sh010"]
         assert "1 of 1 shots shaded" in scene.storyshade.status
         bpy.ops.storyshade.shot_toggle(name="sh020")  # ticked again
+        scene.storyshade_seed_policy = "PER_SHOT"
         assert bpy.ops.storyshade.shade_sequence() == {"FINISHED"}
         takes = sorted(
-            (s["storyshade_shot"], s["storyshade_take"])
+            (s["storyshade_shot"], s["storyshade_take"], s["storyshade_seed"])
             for s in compat.strips(scene.sequence_editor)
         )
-        assert takes == [("sh010", "take_001"), ("sh010", "take_002"), ("sh020", "take_001")]
+        per_shot = {n: zlib.crc32(n.encode()) % 2**32 for n in ("sh010", "sh020")}
+        assert takes == [
+            ("sh010", "take_001", 0),
+            ("sh010", "take_002", per_shot["sh010"]),
+            ("sh020", "take_001", per_shot["sh020"]),
+        ]
         assert (tmp_path / "takes" / "sh020" / "take_001" / "0004.png").is_file()
     finally:
         disable_prefs()
