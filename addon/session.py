@@ -31,7 +31,7 @@ from .shade import (
     temp_bundle_dir,
     write_job_record,
 )
-from .worker import NetworkJob
+from .worker import NetworkJob, apply
 
 # Phases of a run, in order.
 CHECKING, EXPORTING, NETWORK, FINISHED = "checking", "exporting", "network", "finished"
@@ -295,6 +295,7 @@ class ShadeSession:
             self.text = f"{CANCELLING} (Esc again to stop waiting)"
 
     def _apply(self, msg: Message) -> None:
+        apply(self.run, msg)  # job id and received frames: the worker's news, on this thread
         if msg.kind == protocol.SUBMITTED:
             self._progress("submitted", f"Job {msg.job_id} submitted", None)
         elif msg.kind == protocol.PROGRESS:

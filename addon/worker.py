@@ -3,7 +3,9 @@
 `NetworkJob` uploads the bundle, follows the job's Server-Sent Events, writes each shaded
 frame into the take folder as soon as it exists, and reports everything as `protocol`
 messages on a queue. Blender's main thread drains the queue (modal timer or blocking
-loop); only it touches bpy. Cancel is a flag plus a DELETE sent from a short-lived thread,
+loop); only it touches bpy. The two threads share no mutable object: the worker keeps its
+own copy of the TakeRun, and the main thread's copy changes only by `apply`ing messages
+(the job id arrives with SUBMITTED, each frame with FRAME). Cancel is a flag plus a DELETE sent from a short-lived thread,
 so pressing Esc never waits on the network.
 """
 
@@ -15,6 +17,7 @@ import os
 import queue
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from . import protocol
@@ -50,7 +53,8 @@ class NetworkJob:
         retry_delay: float = 1.0,
     ) -> None:
         self.client = client
-        self.run = run
+        self.run = replace(run, frames=list(run.frames), received=list(run.received))
+        self.run.settings = dict(run.settings)  # the worker's own copy (see the docstring)
         self.bundle_dir = bundle_dir
         self.retries = retries
         self.retry_delay = retry_delay
@@ -287,6 +291,14 @@ class NetworkJob:
         )
 
 
+def apply(run: TakeRun, msg: Message) -> None:
+    """The main thread's side of the hand-over: what a message says about the run."""
+    if msg.job_id and msg.kind == protocol.SUBMITTED:
+        run.job_id = msg.job_id
+    if msg.kind == protocol.FRAME and msg.frame is not None and msg.frame not in run.received:
+        run.received.append(msg.frame)
+
+
 def follow_job(client, run: TakeRun, progress: Progress, cancelled=lambda: False) -> None:
     """Follow an already submitted job to its end, blocking (kept for scripts and tests).
 
@@ -297,6 +309,7 @@ def follow_job(client, run: TakeRun, progress: Progress, cancelled=lambda: False
         if cancelled() and not job.cancel_requested:
             job.cancel()
         for msg in job.drain(timeout=0.2):
+            apply(run, msg)
             if msg.text:
                 progress(msg.text)
             if msg.kind == protocol.FAILED:

@@ -123,7 +123,6 @@ def test_stage_bar_only_moves_forward_and_unknown_amounts_show_no_bar(
     assert seen[-1] == ("frames", "Frames 0/2 received (1 decoded)", 0.0)
     frame = tmp_path / "f.png"
     frame.write_bytes(png_bytes())
-    session.run.received.append(1)
     session._apply(Message("frame", frame=1, path=str(frame), text="Receiving 1/2"))
     assert (session.stage, session.text, session.fraction) == ("frames", "Frames 1/2 received", 0.5)
     assert session.status_line() == "Frames 1/2 received"

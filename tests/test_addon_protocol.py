@@ -16,7 +16,7 @@ from test_addon_helpers import REPO, WAIT_FOR_CANCEL, FakeClient, png_bytes
 from addon import protocol
 from addon.errors import ConnectionLost, StoryShadeError
 from addon.shade import TakeRun
-from addon.worker import NetworkJob, follow_job
+from addon.worker import NetworkJob, apply, follow_job
 
 PURE = ("protocol", "worker", "client", "errors", "shade", "server_local", "presets")
 
@@ -135,8 +135,13 @@ def test_worker_submits_follows_and_downloads_in_order(tmp_path: Path) -> None:
     assert not list(run.folder.glob("*.part")), "frames are written atomically"
     assert not bundle.exists(), "the uploaded bundle is deleted"
     assert fake.submitted["settings"] == {"preset": "tiny"}
-    assert run.job_id == "job1" and messages[-1].received == 2
+    assert messages[0].job_id == "job1" and messages[-1].received == 2
     assert not job.alive
+    # The worker never wrote the caller's TakeRun: the main thread learns by applying.
+    assert run.job_id == "" and run.received == []
+    for msg in messages:
+        apply(run, msg)
+    assert run.job_id == "job1" and run.received == [1, 2]
 
 
 def test_worker_fetches_frames_whose_events_were_missed(tmp_path: Path) -> None:
@@ -145,7 +150,7 @@ def test_worker_fetches_frames_whose_events_were_missed(tmp_path: Path) -> None:
     run = _run(tmp_path, frames=(1, 2, 3))
     messages = _all_messages(NetworkJob(fake, run, None).start())
     assert messages[-1].kind == protocol.DONE
-    assert sorted(run.received) == [1, 2, 3]
+    assert sorted(m.frame for m in messages if m.kind == protocol.FRAME) == [1, 2, 3]
     assert fake.count("frame") == 3
 
 
@@ -258,6 +263,7 @@ def test_follow_job_blocking_wrapper(tmp_path: Path) -> None:
     texts: list[str] = []
     follow_job(FakeClient(), run, texts.append)
     assert texts[-1] == "Received 2/2" and "Receiving 1/2" in texts
+    assert run.received == [1, 2]  # applied on the calling thread
     script = [{"type": "state", "state": "failed", "error": {"error": "boom", "fix": "f"}}]
     run2 = _run(tmp_path / "b")
     run2.job_id = "job1"
