@@ -238,3 +238,14 @@ def test_every_control_field_changes_the_frames(bundle, models, cache, tmp_path)
         if a.shape == b.shape and np.abs(a - b).max() <= 1:
             wrong.append(field)
     assert not wrong, f"per-control fields with no effect: {wrong}"
+
+
+def test_every_sampler_config_field_is_documented_where_it_is_declared() -> None:
+    """SamplerConfig's docstring names each field with what it does (issue #12 item 6)."""
+    from dataclasses import fields
+
+    from storyshade.engine.sampling import SamplerConfig
+
+    doc = SamplerConfig.__doc__ or ""
+    missing = [f.name for f in fields(SamplerConfig) if f"\n    {f.name}: " not in doc]
+    assert not missing, f"SamplerConfig fields without a line in its docstring: {missing}"

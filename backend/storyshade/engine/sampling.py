@@ -32,6 +32,19 @@ from storyshade.progress import Reporter
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """The sampler's share of a job's Settings (engine/windowed.py's sampler_config).
+
+    steps: denoising steps of the scheduler.
+    guidance_scale: classifier-free guidance; <= 1 runs the conditional branch only.
+    context_length: frames per context window (the motion module's sequence length).
+    context_overlap: frames shared by neighbouring windows.
+    schedule: how windows are laid out at each step (engine/windows.py).
+    fuse: how overlapping windows' predictions are weighted (engine/windows.py).
+    seed: the job's seed; the per-step sampler noise of frame k comes from (seed, k).
+    preview_every: emit a latent preview every this many steps (0: never).
+    motion_scale: scale of the motion modules' residual (engine/motion.py).
+    """
+
     steps: int
     guidance_scale: float
     context_length: int = 16
@@ -40,7 +53,7 @@ class SamplerConfig:
     fuse: Fuse = "pyramid"
     seed: int = 0
     preview_every: int = 0
-    motion_scale: float = 1.0  # motion modules' residual (engine/motion.py)
+    motion_scale: float = 1.0
 
 
 @dataclass(frozen=True)
