@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a shot bundle (depth/normal EXR + shot.json)")
     p.add_argument("--out", required=True)
     p.add_argument("--frames")
+    p.add_argument("--scene", help="the scene to export (default: the file's current one)")
+    p.add_argument("--shot", help="the shot's name in the bundle (default: from the file)")
+    p.add_argument("--camera", help="a camera object that replaces the scene's for every frame")
     p.add_argument(
         "--looks",
         metavar="LOOKS.json",
@@ -146,8 +149,16 @@ def _looks(args: argparse.Namespace, scene):
 
 def run_export(args: argparse.Namespace) -> int:
     scene = bpy.context.scene
+    if args.scene:
+        scene = bpy.data.scenes.get(args.scene)
+        if scene is None:
+            names = ", ".join(s.name for s in bpy.data.scenes)
+            raise StoryShadeError(f"there is no scene '{args.scene}'", f"pick one of: {names}")
     start, end = parse_frames(args.frames)
-    for done, total in export.iter_export(scene, Path(args.out), start, end, _looks(args, scene)):
+    frames = export.iter_export(
+        scene, Path(args.out), start, end, _looks(args, scene), shot=args.shot, camera=args.camera
+    )
+    for done, total in frames:
         _say(f"Exporting {done}/{total}")
     _say(f"bundle written to {args.out}")
     return 0

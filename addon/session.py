@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, protocol, reshade, take
+from . import compat, export, export_proc, protocol, reshade, take
 from .errors import StoryShadeError
 from .looks import LookOverrides, shot_regions
 from .protocol import Message
@@ -241,15 +241,26 @@ class ShadeSession:
         if ready is not None and not ready.get("ready", True):
             raise not_ready_error(ready)  # before minutes of export and upload, not after
         self._bundle_dir = temp_bundle_dir()
-        self._export = export.iter_export(
-            self.scene(),
-            self._bundle_dir,
-            self.start,
-            self.end,
-            self.request.looks,
-            shot=self.shot,
-            camera=self.request.camera or None,
-        )
+        if export_proc.available() and self.request.looks is None:
+            # A window: Cycles runs in a background Blender, the UI only reads progress.
+            self._export = export_proc.iter_export_process(
+                self.scene(),
+                self._bundle_dir,
+                self.start,
+                self.end,
+                shot=self.shot,
+                camera=self.request.camera or None,
+            )
+        else:
+            self._export = export.iter_export(
+                self.scene(),
+                self._bundle_dir,
+                self.start,
+                self.end,
+                self.request.looks,
+                shot=self.shot,
+                camera=self.request.camera or None,
+            )
         self.phase = EXPORTING
         self._progress("exporting", f"Exporting 0/{self.total}", 0.0)
 

@@ -87,6 +87,19 @@ def test_export_command_writes_bundle(tmp_path: Path) -> None:
     assert cli.main(["export", "--out", str(tmp_path / "b"), "--frames", "1-2"]) == 0
     assert load_bundle(tmp_path / "b").shot.frame_numbers == [1, 2]
 
+    # What the panel's background export asks for: a scene by name, the shot's name, and a
+    # camera that replaces the scene's (a scene strip's override).
+    scene = bpy.context.scene
+    other = bpy.data.objects.new("Other", bpy.data.cameras.new("Other"))
+    scene.collection.objects.link(other)
+    other.location = (3.0, 0.0, 5.0)
+    args = ["export", "--out", str(tmp_path / "c"), "--frames", "2-3", "--scene", scene.name]
+    assert cli.main([*args, "--shot", "sh010", "--camera", "Other"]) == 0
+    shot = load_bundle(tmp_path / "c").shot
+    assert shot.shot == "sh010" and shot.frame_numbers == [2, 3]
+    assert shot.frames[0].camera.matrix_world[0][3] == pytest.approx(3.0)
+    assert cli.main([*args[:-1], "Nope"]) == 1
+
 
 def test_shade_with_a_looks_file_through_a_real_server(server, tmp_path: Path, capsys) -> None:
     """--looks: the looks reach the server (a version-2 bundle, regional attention on the
