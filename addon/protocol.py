@@ -45,6 +45,7 @@ STAGE_LABELS = {
     "loading": "Loading models",
     "controls": "Preparing controls",
     "denoising": "Denoising",
+    "refining": "Refining (hires)",
     "decoding": "Decoding",
     "saving": "Saving",
 }

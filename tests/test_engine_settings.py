@@ -88,6 +88,7 @@ WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "normal_convention": ({}, "midas", "frames", "same"),  # preview decodes either
     "dtype": ({}, "bfloat16", "frames", "same"),
     "device": ({}, "cpu", "same", "same"),  # 'auto' is the CPU here: where, not what
+    "hires": ({}, {"scale": 1.5, "strength": 0.5}, "frames", "same"),  # preview: a draft
 }
 
 # Effects real but too small for this walk's 8-bit comparison on the tiny models.

@@ -41,7 +41,9 @@ def test_every_shipped_preset_validates_and_merges(monkeypatch: pytest.MonkeyPat
             if key in ("prompt_prefix", "prompt_suffix"):
                 assert value in settings.prompt
             else:
-                assert getattr(settings, key) == value, (name, key)
+                got = getattr(settings, key)
+                got = got.model_dump() if hasattr(got, "model_dump") else got
+                assert got == value, (name, key)
 
 
 def test_shipped_layers_cover_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:

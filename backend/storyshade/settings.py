@@ -77,6 +77,32 @@ class Lora(BaseModel):
     weight: float = Field(default=1.0, ge=-4.0, le=4.0, description="strength")
 
 
+class Hires(BaseModel):
+    """A second pass at a larger size: the first pass's latents upscaled, partly re-noised
+    and denoised again with the same windows and the controls at the new size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(
+        default=1.5,
+        gt=1.0,
+        le=2.0,
+        description="how much larger the second pass is (each side, rounded to 8 pixels)",
+    )
+    strength: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="how much of the schedule the second pass runs again: 0.5 re-noises "
+        "halfway and runs the last half of the steps; 1 starts from noise",
+    )
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The second pass's size: each side scaled and rounded to the VAE's 8-pixel cell."""
+    return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
+
+
 class Settings(BaseModel):
     """Every knob of a job. docs/engine.md says which fields each engine reads; fields an
     engine does not read are inert for it (and listed there)."""
@@ -136,6 +162,11 @@ class Settings(BaseModel):
             "normal": Control(model="control_v11p_sd15_normalbae", scale=0.6),
         },
         description="ControlNets by role: depth, normal, lineart, softedge, canny",
+    )
+    hires: Hires | None = Field(
+        default=None,
+        description="windowed engine: a second pass at `scale` times the size, re-noised to "
+        "`strength` (null: one pass)",
     )
     loras: list[Lora] = Field(default_factory=list, description="style LoRAs on the UNet")
     motion_loras: list[Lora] = Field(

@@ -50,8 +50,12 @@ class ControlSet:
     regions: list[np.ndarray] = field(default_factory=list)
 
     def to_scene(self, rgb: np.ndarray) -> np.ndarray:
-        """A generated frame at the render size (crop the padding, scale back)."""
-        return self.size_map.to_scene(rgb) if self.size_map else rgb
+        """A generated frame at the render size (crop the padding, scale back); a frame
+        larger than the generation size (a hires pass) is mapped by the same fit."""
+        size_map = self.size_map
+        if size_map and rgb.shape[1::-1] != size_map.generation:
+            size_map = SizeMap.fit(size_map.render, (rgb.shape[1], rgb.shape[0]))
+        return size_map.to_scene(rgb) if size_map else rgb
 
 
 def line_roles(settings: Settings, extra: tuple[str, ...] = ()) -> dict[str, str]:

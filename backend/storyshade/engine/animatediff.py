@@ -37,7 +37,15 @@ def check_stock_shot(settings: Settings, num_frames: int, roots: list[Path]) -> 
 
     Cheap (configs and safetensors headers only), so the server calls it at submit.
     """
-    if settings.engine != "animatediff-stock" or settings.free_noise:
+    if settings.engine != "animatediff-stock":
+        return
+    if settings.hires:
+        raise StoryShadeError(
+            "engine 'animatediff-stock' has no hires pass",
+            "use engine 'animatediff' (the default) for a hires pass, or set hires to null",
+            field="settings.hires",
+        )
+    if settings.free_noise:
         return
     limit = motion_frame_limit(model_key(roots, settings).motion_adapter)
     if num_frames > limit:

@@ -25,6 +25,12 @@ def frame_noise(seed: int, index: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 _SHUFFLE = 0x5F5E_1001  # domain tag: shuffle orders never collide with frame seeds
 _STEP = 0x5F5E_1002  # domain tag: per-step sampler noise
+_HIRES = 0x5F5E_1003  # domain tag: the hires pass's noise
+
+
+def hires_seed(seed: int) -> int:
+    """The seed of a hires second pass: its noise is unrelated to the first pass's."""
+    return _seed(seed, _HIRES) % 2**32
 
 
 def step_generators(seed: int, num_frames: int) -> list[torch.Generator]:

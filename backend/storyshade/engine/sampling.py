@@ -107,10 +107,16 @@ class Placement:
             self.offloaded = False
 
 
-def control_window(frames: Sequence[np.ndarray], window: range) -> torch.Tensor:
-    """(n, 3, H, W) float32 in [0, 1]: the values diffusers' control_video_processor makes."""
+def control_window(
+    frames: Sequence[np.ndarray], window: range, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """(n, 3, H, W) float32 in [0, 1]: the values diffusers' control_video_processor makes;
+    resized (bilinear) to `size` (H, W) when given, for a hires pass."""
     batch = np.stack([frames[i] for i in window]).astype(np.float32) / 255.0
-    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+    out = torch.from_numpy(batch).permute(0, 3, 1, 2)
+    if size is not None and tuple(out.shape[2:]) != tuple(size):
+        out = torch.nn.functional.interpolate(out, size=size, mode="bilinear", antialias=True)
+    return out
 
 
 class WindowedSampler:
@@ -137,6 +143,7 @@ class WindowedSampler:
         self.placement = Placement(self.device, [self.unet, self.controlnet, self.vae])
         self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
         self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
+        self.control_size: tuple[int, int] | None = None  # (H, W) of a hires pass
 
     @property
     def cfg(self) -> bool:
@@ -258,7 +265,7 @@ class WindowedSampler:
         x = self.scheduler.scale_model_input(x, t).to(self.dtype)
         cn_dtype = self.controlnet.dtype
         images = {
-            j: control_window(f, window).to(self.device, cn_dtype)
+            j: control_window(f, window, self.control_size).to(self.device, cn_dtype)
             for j, f in enumerate(controls)
             if active is None or active[j]
         }
@@ -316,8 +323,15 @@ class WindowedSampler:
         controls: list[Sequence[np.ndarray]],
         specs: Sequence[ControlSpec | float],
         held: Mapping[int, torch.Tensor] | None = None,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
+        stage: str = "denoising",
     ) -> torch.Tensor:
         """(1, C, F, h, w) unit noise → denoised latents (float32, on the device).
+
+        With `init` (latents to refine, as a hires pass gives) and `strength` < 1, the
+        schedule's first (1 - strength) part is skipped and `init` is noised to the level
+        where it resumes (img2img); at least one step always runs.
 
         `text` holds [negative, positive] embeddings (one row each) with CFG, else [positive].
         `specs` gives each control's scale (a float) or its full ControlSpec.
@@ -331,7 +345,16 @@ class WindowedSampler:
         num_frames = noise.shape[2]
         self.scheduler.set_timesteps(cfg.steps, device=self.device)
         timesteps = self.scheduler.timesteps
-        latents = noise.to(self.device) * self.scheduler.init_noise_sigma
+        if init is not None and strength < 1:
+            skip = min(len(timesteps) - 1, round(len(timesteps) * (1 - strength)))
+            timesteps = timesteps[skip:]
+            if hasattr(self.scheduler, "set_begin_index"):
+                self.scheduler.set_begin_index(skip)
+            latents = self.scheduler.add_noise(
+                init.to(self.device, torch.float32), noise.to(self.device), timesteps[:1]
+            )
+        else:
+            latents = noise.to(self.device) * self.scheduler.init_noise_sigma
         text = text.to(self.device, self.dtype)
         step_kwargs = self._step_kwargs(num_frames)
         schedule = [
@@ -350,7 +373,9 @@ class WindowedSampler:
                     if keep:
                         latents[:, :, keep] = self.scheduler.add_noise(clean, own_noise, t[None])
                     active = [s.active(i, len(timesteps)) for s in specs]
-                    fused = self._step(i, t, latents, text, controls, specs, active, schedule[i])
+                    fused = self._step(
+                        i, t, latents, text, controls, specs, active, schedule[i], stage
+                    )
                     latents, estimate = self._scheduler_step(fused, t, latents, step_kwargs)
                     self._maybe_preview(i + 1, len(timesteps), estimate)
         finally:
@@ -367,6 +392,7 @@ class WindowedSampler:
         specs: list[ControlSpec],
         active: list[bool],
         windows: list[range],
+        stage: str = "denoising",
     ) -> torch.Tensor:
         """One step's fused noise prediction over the whole shot, window by window."""
         num_frames = latents.shape[2]
@@ -384,7 +410,7 @@ class WindowedSampler:
             del pred
             self._progress.done += 1
             self.reporter.stage(
-                "denoising",
+                stage,
                 self._progress.done,
                 self._progress.total,
                 step=i + 1,

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from storyshade.controls import ControlSet
+from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
-from storyshade.engine.noise import initial_noise
+from storyshade.engine.noise import hires_seed, initial_noise
 from storyshade.engine.regions import RegionState, encode_looks, regional_attention
 from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
-from storyshade.settings import Settings
+from storyshade.settings import Settings, hires_size
 
 
 def sampler_config(settings: Settings) -> SamplerConfig:
@@ -115,6 +117,56 @@ def encode_held(pipe: Any, held: Mapping[int, np.ndarray]) -> dict[int, Any]:
     return out
 
 
+def hires_pass(
+    sampler: WindowedSampler,
+    pipe: Any,
+    settings: Settings,
+    latents: Any,
+    text: Any,
+    frames: list,
+    specs: list[ControlSpec],
+    held: Mapping[int, np.ndarray] | None,
+) -> Any:
+    """The second pass: the first pass's latents upscaled in latent space, noised back to
+    `strength` and denoised again with the same windows, the controls resized to the new
+    size and the looks' masks at the new layer sizes.
+
+    Latent space rather than pixels: no decode and re-encode of every frame (two VAE passes
+    per frame), and only latents, which are small, are ever held for the whole shot; the
+    re-noising at `strength` restores the detail a plain upscale blurs."""
+    import torch
+
+    assert settings.hires is not None
+    width, height = hires_size(settings.width, settings.height, settings.hires.scale)
+    factor = settings.width // latents.shape[-1]
+    size = (height // factor, width // factor)
+    flat = latents[0].transpose(0, 1)  # frames as the batch: (F, C, h, w)
+    up = torch.nn.functional.interpolate(flat, size=size, mode="bicubic", align_corners=False)
+    init = up.transpose(0, 1).unsqueeze(0)
+    seed = hires_seed(settings.seed)
+    second = settings.model_copy(update={"seed": seed})
+    noise = shot_noise(second, latents.shape[2], (latents.shape[1], *size))
+    sampler.config = replace(sampler.config, seed=seed)
+    sampler.control_size = (height, width)
+    if sampler.regions is not None:
+        sampler.regions.latent_size = size
+        sampler.regions.window = range(0)  # masks again, at the new layer sizes
+    clean = None
+    if held:
+        bigger = {k: np.asarray(resize(v, width, height)) for k, v in held.items()}
+        clean = encode_held(pipe, bigger)
+    return sampler.denoise(
+        noise,
+        text,
+        frames,
+        specs,
+        clean,
+        init=init,
+        strength=settings.hires.strength,
+        stage="refining",
+    )
+
+
 def prefer_channels_last(pipe: Any) -> None:
     """On CUDA, convolutions in fp16/bf16 run faster in NHWC (tensor-core layouts)."""
     import torch
@@ -178,4 +230,8 @@ class WindowedAnimateDiffEngine:
             ):
                 clean = encode_held(pipe, held) if held else None
                 latents = sampler.denoise(noise, text, frames, specs, clean)
+                if settings.hires:
+                    latents = hires_pass(
+                        sampler, pipe, settings, latents, text, frames, specs, held
+                    )
         yield from sampler.decode(latents, settings.decode_chunk_size, skip=held or ())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-LATE_STAGES = ("denoising", "decoding", "saving")
+LATE_STAGES = ("denoising", "refining", "decoding", "saving")
 
 
 @dataclass

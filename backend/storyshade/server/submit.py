@@ -18,7 +18,7 @@ from storyshade.models.loader import ModelCache, model_key
 from storyshade.presets import resolve
 from storyshade.server.jobs import Job, JobStore
 from storyshade.server.upload import Limits, unpack_bundle
-from storyshade.settings import Settings
+from storyshade.settings import Settings, hires_size
 
 # Model names are folder or file names inside the models root, never paths.
 MODEL_NAME = re.compile(r"[\w][\w .()+\-\[\]]{0,199}")
@@ -110,6 +110,15 @@ def resolve_settings(
                 f"{side} {getattr(settings, side)} is over the server limit of {max_resolution}",
                 "choose a smaller resolution preset",
                 field=f"settings.{side}",
+            )
+    if settings.hires:
+        size = hires_size(settings.width, settings.height, settings.hires.scale)
+        if max(size) > max_resolution:
+            raise StoryShadeError(
+                f"the hires pass would be {size[0]}x{size[1]}, over the server limit of "
+                f"{max_resolution}",
+                "lower settings.hires.scale or the resolution",
+                field="settings.hires.scale",
             )
     check_model_names(settings)
     get_engine(settings.engine, roots, models)  # an unknown engine fails here, not later
