@@ -2,8 +2,8 @@
 
 In a window, rendering the passes on Blender's main thread stalls the UI for one Cycles
 render per frame (0.1-0.2 s for the smallest shot, seconds for a heavy one). Instead the
-add-on saves a copy of the open file (its current, unsaved state included) and runs
-`blender -b COPY -c storyshade export ...` on it; the modal timer only reads its progress
+add-on runs the saved file, or a copy of it when it has unsaved changes, through
+`blender -b FILE -c storyshade export ...`; the modal timer only reads its progress
 lines. Background mode (the CLI, scripts, tests) exports in-process as before: there is no
 window to keep responsive.
 """
@@ -53,8 +53,11 @@ def iter_export_process(
     """Like export.iter_export, but each `next()` returns at once with the progress so far;
     closing it (cancel) stops the background Blender. Errors name the last thing it said."""
     work = Path(tempfile.mkdtemp(prefix="storyshade-export-"))
-    blend = work / "shot.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True, check_existing=False)
+    if bpy.data.is_saved and not bpy.data.is_dirty:
+        blend = Path(bpy.data.filepath)  # what is on disk is what is open: no copy to write
+    else:
+        blend = work / "shot.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True, check_existing=False)
     proc = subprocess.Popen(
         command(blend, scene, out_dir, start, end, shot, camera),
         stdout=subprocess.PIPE,
