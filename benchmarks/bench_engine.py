@@ -400,6 +400,8 @@ def table(results: list[dict]) -> str:
     "Work MiB" is the peak minus what was resident when the render began (runtime, weights,
     the input control frames): the memory the render itself needed.
     """
+    if all(r["engine"] == "render" for r in results):
+        return render_table(results)
     by = {(r["engine"], r["frames"]): r for r in results}
     counts = sorted({r["frames"] for r in results})
     base = by.get(("windowed", counts[0]), {})
@@ -447,6 +449,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines + (["", *errors] if errors else []))
 
 
+def render_table(results: list[dict]) -> str:
+    """Markdown rows per frame count for the real render path alone (inputs included)."""
+    results = sorted(results, key=lambda r: r["frames"])
+    first = results[0]
+    ok = lambda r: "error" not in r  # noqa: E731
+    lines = [
+        "| frames | peak MiB incl. inputs | incl. inputs vs first row | resident before MiB "
+        "| work MiB | s/frame |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        vs = f"{r['peak_mib'] / first['peak_mib']:.3f}x" if ok(r) and ok(first) else "-"
+        lines.append(
+            f"| {r['frames']} | {_fmt(r, r.get('peak_mib'), '.0f')} | {vs} "
+            f"| {_fmt(r, r.get('base_mib'), '.0f')} "
+            f"| {_fmt(r, r.get('peak_mib', 0) - r.get('base_mib', 0), '.0f')} "
+            f"| {_fmt(r, r.get('seconds', 0) / r['frames'], '.3f')} |"
+        )
+    errors = [f"- render {r['frames']} frames: {r['error']}" for r in results if not ok(r)]
+    return "\n".join(lines + (["", *errors] if errors else []))
+
+
 CPU_HEADING = "### CPU, small SD1.5-shaped model"
 INPUTS_HEADING = "### CPU, inputs included: the real render path"
 INPUTS_TARGET = 1.05  # peak incl. inputs at the longest shot vs at 16 frames
@@ -472,12 +496,17 @@ def describe(results: list[dict]) -> str:
     r = results[0]
     shape = SD15 if r["device"].startswith("cuda") else SMALL
     threads = "" if r["device"].startswith("cuda") else f", {r['threads']} CPU thread(s) each"
+    stock = (
+        f" Stock: AnimateDiffControlNetPipeline with FreeNoise (context {r['context_length']}, "
+        f"stride {r['free_noise_stride']})."
+        if any(x["engine"] == "stock" for x in results)
+        else ""
+    )
     lines = [
         f"Random weights, UNet blocks {shape.blocks}, {r['width']}x{r['height']}, "
         f"{r['steps']} steps, CFG {r['guidance']}, {r['controlnets']} ControlNets, "
         f"{r['device']} {r['dtype']}{threads}. Windowed: windows {r['context_length']}/"
-        f"{r['context_overlap']}, static, pyramid. Stock: AnimateDiffControlNetPipeline with "
-        f"FreeNoise (context {r['context_length']}, stride {r['free_noise_stride']})."
+        f"{r['context_overlap']}, static, pyramid.{stock}"
     ]
     ok = [x for x in results if "error" not in x]
     real = sorted((x for x in ok if x["engine"] == "render"), key=lambda x: x["frames"])
