@@ -6,6 +6,12 @@ alike); on CUDA it is torch's peak allocated VRAM. Both engines use the same ran
 SD1.5-shaped model, written once to a temporary folder in diffusers format and loaded
 through storyshade's own loader.
 
+The "windowed" and "stock" cases get their control frames ready-made in memory before the
+peak is reset, so their peak is the engine's. The "render" case is the real path (what
+`storyshade render` runs): a synthetic bundle of EXR passes (`pass_size` square, else at
+the generation size) is written to disk first, and the peak covers decoding the passes, building the controls,
+the windowed engine and saving the PNGs: peak memory with the inputs included.
+
     python benchmarks/bench_engine.py --small                  # CPU: 256x256, 2 steps
     python benchmarks/bench_engine.py --small --write BENCHMARKS.md
     python benchmarks/bench_engine.py --gpu                    # SD1.5 size, 512x512, 20 steps
@@ -73,6 +79,12 @@ class Case:
     dtype: str = "float32"
     threads: int = 1
     extra: dict = field(default_factory=dict)  # further Settings fields for the windowed engine
+    # "render" only: decode every pass into memory and hold it through the render (what a
+    # path that keeps its inputs costs; shows that the measurement sees inputs)
+    hold_inputs: bool = False
+    pass_size: int = (
+        0  # "render" only: the bundle's passes are pass_size square (0: width x height)
+    )
     names: dict = field(default_factory=lambda: dict(NAMES))  # model folder names by role
 
 
@@ -152,6 +164,44 @@ def synthetic_controls(frames: int, width: int, height: int, roles: list[str]) -
     return out
 
 
+def write_bundle(root: Path, frames: int, width: int, height: int) -> Path:
+    """A shot bundle of `frames` EXR passes (depth and normal) at width x height: a tilted
+    plane that slides with the frame, seen by a fixed camera."""
+    import numpy as np
+    from storyshade.exr import write_depth_normal
+
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    x = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    y = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+    normal = np.zeros((height, width, 3), np.float32)
+    normal[..., 1], normal[..., 2] = 0.6, 0.8
+    camera = {
+        "matrix_world": np.eye(4).tolist(),
+        "lens": 50.0,
+        "sensor_width": 36.0,
+        "sensor_height": 24.0,
+        "clip_start": 0.1,
+        "clip_end": 100.0,
+    }
+    entries = []
+    for i in range(frames):
+        depth = (5.0 + 2.0 * y + np.sin(3 * x + 0.1 * i)).astype(np.float32)
+        write_depth_normal(root / "frames" / f"{i + 1:04d}.exr", depth, normal)
+        entries.append({"frame": i + 1, "file": f"frames/{i + 1:04d}.exr", "camera": camera})
+    shot = {
+        "format": "storyshade.shot",
+        "version": 1,
+        "shot": "bench",
+        "frame_start": 1,
+        "frame_end": frames,
+        "fps": 24.0,
+        "resolution": [width, height],
+        "frames": entries,
+    }
+    (root / "shot.json").write_text(json.dumps(shot), encoding="utf-8")
+    return root
+
+
 def settings_for(case: Case):
     from storyshade.settings import Settings
 
@@ -222,6 +272,8 @@ def measure(case: Case) -> dict:
     key = model_key(roots, settings)
     pipe = cache.get(key)
     roles = [r for r, _ in key.controlnets]
+    if case.engine == "render":
+        return _measure_render(case, settings, roots, cache)
     frames = synthetic_controls(case.frames, case.width, case.height, roles)
     loaded = peak_mib(case.device)
     reset_peak(case.device)
@@ -243,6 +295,38 @@ def measure(case: Case) -> dict:
         "count": count,
         "seconds": seconds,
         "peak_mib": peak_mib(case.device),
+        "loaded_mib": loaded,
+        "base_mib": base,
+    }
+
+
+def _measure_render(case: Case, settings, roots: list[Path], cache) -> dict:
+    """The real render path from a bundle on disk; the peak includes the inputs."""
+    import torch
+    from storyshade.bundle import load_bundle
+    from storyshade.progress import Reporter
+    from storyshade.render import render_bundle
+
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
+        size = (case.pass_size,) * 2 if case.pass_size else (case.width, case.height)
+        root = write_bundle(Path(tmp) / "bundle", case.frames, *size)
+        bundle = load_bundle(root)
+        loaded = peak_mib(case.device)
+        reset_peak(case.device)
+        base = peak_mib(case.device)  # runtime and models; no input decoded yet
+        start = time.perf_counter()
+        held = [bundle.read_passes(i) for i in range(len(bundle))] if case.hold_inputs else []
+        written = render_bundle(bundle, settings, Path(tmp) / "out", roots, cache, Reporter())
+        if case.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        peak = peak_mib(case.device)
+        del held
+    return {
+        **asdict(case),
+        "count": len(written),
+        "seconds": seconds,
+        "peak_mib": peak,
         "loaded_mib": loaded,
         "base_mib": base,
     }
@@ -316,17 +400,29 @@ def table(results: list[dict]) -> str:
     "Work MiB" is the peak minus what was resident when the render began (runtime, weights,
     the input control frames): the memory the render itself needed.
     """
+    if all(r["engine"] == "render" for r in results):
+        return render_table(results)
     by = {(r["engine"], r["frames"]): r for r in results}
     counts = sorted({r["frames"] for r in results})
     base = by.get(("windowed", counts[0]), {})
+    first_render = by.get(("render", counts[0]), {})
+    inputs = any(r["engine"] == "render" for r in results)
     ok = lambda r: bool(r) and "error" not in r  # noqa: E731
     lines = [
         "| frames | windowed peak MiB | stock peak MiB | windowed work MiB | stock work MiB "
-        "| windowed s/frame (fps) | stock s/frame (fps) | time ratio | windowed peak vs first row |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| windowed s/frame (fps) | stock s/frame (fps) | time ratio | windowed peak vs first row |"
+        + (" peak MiB incl. inputs | incl. inputs vs first row |" if inputs else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if inputs else ""),
     ]
     for n in counts:
         w, s = by.get(("windowed", n), {}), by.get(("stock", n), {})
+        rr = by.get(("render", n), {})
+        render_cells = [
+            _fmt(rr, rr.get("peak_mib"), ".0f"),
+            f"{rr['peak_mib'] / first_render['peak_mib']:.3f}x"
+            if ok(rr) and ok(first_render)
+            else "-",
+        ]
         ws = w["seconds"] / n if ok(w) else None
         ss = s["seconds"] / n if ok(s) else None
         lines.append(
@@ -342,6 +438,7 @@ def table(results: list[dict]) -> str:
                     _fmt(s, ss, ".3f") + (f" ({1 / ss:.2f})" if ss else ""),
                     f"{ws / ss:.2f}" if ws and ss else "-",
                     f"{w['peak_mib'] / base['peak_mib']:.3f}x" if ok(w) and ok(base) else "-",
+                    *(render_cells if inputs else []),
                 ]
             )
             + " |"
@@ -352,7 +449,31 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines + (["", *errors] if errors else []))
 
 
+def render_table(results: list[dict]) -> str:
+    """Markdown rows per frame count for the real render path alone (inputs included)."""
+    results = sorted(results, key=lambda r: r["frames"])
+    first = results[0]
+    ok = lambda r: "error" not in r  # noqa: E731
+    lines = [
+        "| frames | peak MiB incl. inputs | incl. inputs vs first row | resident before MiB "
+        "| work MiB | s/frame |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        vs = f"{r['peak_mib'] / first['peak_mib']:.3f}x" if ok(r) and ok(first) else "-"
+        lines.append(
+            f"| {r['frames']} | {_fmt(r, r.get('peak_mib'), '.0f')} | {vs} "
+            f"| {_fmt(r, r.get('base_mib'), '.0f')} "
+            f"| {_fmt(r, r.get('peak_mib', 0) - r.get('base_mib', 0), '.0f')} "
+            f"| {_fmt(r, r.get('seconds', 0) / r['frames'], '.3f')} |"
+        )
+    errors = [f"- render {r['frames']} frames: {r['error']}" for r in results if not ok(r)]
+    return "\n".join(lines + (["", *errors] if errors else []))
+
+
 CPU_HEADING = "### CPU, small SD1.5-shaped model"
+INPUTS_HEADING = "### CPU, inputs included: the real render path"
+INPUTS_TARGET = 1.05  # peak incl. inputs at the longest shot vs at 16 frames
 GPU_HEADING = "### GPU, SD1.5-sized model"
 GPU_PENDING = (
     "Not measured yet: no GPU was available to this work. Run "
@@ -375,14 +496,35 @@ def describe(results: list[dict]) -> str:
     r = results[0]
     shape = SD15 if r["device"].startswith("cuda") else SMALL
     threads = "" if r["device"].startswith("cuda") else f", {r['threads']} CPU thread(s) each"
+    stock = (
+        f" Stock: AnimateDiffControlNetPipeline with FreeNoise (context {r['context_length']}, "
+        f"stride {r['free_noise_stride']})."
+        if any(x["engine"] == "stock" for x in results)
+        else ""
+    )
     lines = [
         f"Random weights, UNet blocks {shape.blocks}, {r['width']}x{r['height']}, "
         f"{r['steps']} steps, CFG {r['guidance']}, {r['controlnets']} ControlNets, "
         f"{r['device']} {r['dtype']}{threads}. Windowed: windows {r['context_length']}/"
-        f"{r['context_overlap']}, static, pyramid. Stock: AnimateDiffControlNetPipeline with "
-        f"FreeNoise (context {r['context_length']}, stride {r['free_noise_stride']})."
+        f"{r['context_overlap']}, static, pyramid.{stock}"
     ]
     ok = [x for x in results if "error" not in x]
+    real = sorted((x for x in ok if x["engine"] == "render"), key=lambda x: x["frames"])
+    if real:
+        size = real[0]["pass_size"] or f"{r['width']}x{r['height']}"
+        size = f"{size}x{size}" if isinstance(size, int) else size
+        lines.append(
+            f"Inputs included: the real render path (`render_bundle`, as `storyshade render`) "
+            f"from a synthetic bundle of {size} EXR passes on disk; the peak covers decoding "
+            "the passes, building the control images, the windowed engine and saving the PNGs."
+        )
+    if len(real) >= 2:
+        growth = real[-1]["peak_mib"] / real[0]["peak_mib"]
+        verdict = "met" if growth <= INPUTS_TARGET else "missed"
+        lines.append(
+            f"Memory incl. inputs: peak at {real[-1]['frames']} frames is {growth:.3f}x its "
+            f"peak at {real[0]['frames']} (target <= {INPUTS_TARGET}x): {verdict}."
+        )
     ours = sorted((x for x in ok if x["engine"] == "windowed"), key=lambda x: x["frames"])
     theirs = {x["frames"]: x for x in ok if x["engine"] == "stock"}
     if len(ours) >= 2:
@@ -439,7 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--child", help=argparse.SUPPRESS)
     mode.add_argument("--results", type=Path, help="report saved JSON lines, measure nothing")
     parser.add_argument("--frames", type=int, nargs="+")
-    parser.add_argument("--engines", nargs="+", default=["windowed", "stock"])
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["windowed", "stock"],
+        help="windowed, stock, render (the real path from a bundle: peak incl. inputs)",
+    )
+    parser.add_argument("--size", type=int, help="generation size (square), e.g. 128")
+    parser.add_argument("--pass-size", type=int, default=0, help="render: bundle pass size")
     parser.add_argument("--models", type=Path, help="reuse a model folder written earlier")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per child")
     parser.add_argument("--parallel", type=int, default=1, help="children at a time")
@@ -463,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.write:
         gpu = results[0]["device"].startswith("cuda")
-        write_section(args.write, GPU_HEADING if gpu else CPU_HEADING, report)
+        only_render = all(r["engine"] == "render" for r in results)
+        heading = INPUTS_HEADING if only_render and not gpu else GPU_HEADING if gpu else CPU_HEADING
+        write_section(args.write, heading, report)
     return 0
 
 
@@ -475,12 +626,21 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         if args.gpu
         else dict(width=256, height=256, steps=2, device="cpu", dtype="float32")
     )
+    if args.size:
+        spec.update(width=args.size, height=args.size)
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         models = args.models or write_models(Path(tmp), shape)
         if args.models and not (models / "checkpoints" / NAMES["checkpoint"]).exists():
             write_models(models, shape)
         cases = [
-            Case(engine=e, frames=n, models=str(models), threads=args.threads, **spec)
+            Case(
+                engine=e,
+                frames=n,
+                models=str(models),
+                threads=args.threads,
+                pass_size=args.pass_size if e == "render" else 0,
+                **spec,
+            )
             for n in frames
             for e in args.engines
         ]

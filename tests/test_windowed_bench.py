@@ -68,3 +68,17 @@ def test_write_section_keeps_other_sections(tmp_path):
     assert "Not measured yet" not in text
     assert text.index("second run") < text.index(GPU_HEADING) < text.index("## Server")
     assert text.endswith("## Server\n\nslow.\n") and text.count(HEADING) == 1
+
+
+def test_peak_including_inputs_has_its_columns_and_verdict():
+    render = [
+        {**fake("render", 16, 20.0, 1100), "pass_size": 256},
+        {**fake("render", 256, 300.0, 1122), "pass_size": 256},
+    ]
+    text = table(RESULTS + render)
+    assert "peak MiB incl. inputs | incl. inputs vs first row |" in text
+    assert "| 1.067x | 1122 | 1.020x |" in text
+    assert "peak MiB incl. inputs" not in table(RESULTS)  # no render runs: no such columns
+    verdict = describe(render)
+    assert "256x256 EXR passes" in verdict
+    assert "peak at 256 frames is 1.020x its peak at 16 (target <= 1.05x): met" in verdict

@@ -3,10 +3,12 @@
 The idea is ComfyUI's DAG cache: a stage whose inputs did not change is not recomputed.
 Two stages are cached:
 
-- control images, in memory (an LRU within a byte budget). The key hashes the bundle's files
-  and only the settings that can change control images, so a rerun that changes only the
-  prompt, seed or steps skips control encoding. They stay in memory because ControlSet is a
-  live object its owners keep extending; rebuilding them after a restart costs seconds.
+- control images (an LRU of ControlSets within a byte budget). The key hashes the bundle's
+  files and only the settings that can change control images, so a rerun that changes only
+  the prompt, seed or steps skips control encoding. The ControlSets are held in memory, their
+  frames in files under `controls/` (controls/store.py; the budget counts those bytes), so a
+  long shot's controls never sit in RAM; a folder goes when its ControlSet is evicted and no
+  job still uses it. They do not outlive the process: rebuilding them costs seconds.
 - finished frames, on disk in `frames/<key>/`. The key hashes the bundle, every setting and
   the model files' identity, so an identical rerun returns without computing, across
   restarts. Entries are PNGs and a JSON marker: loading one never unpickles anything. The
@@ -35,6 +37,7 @@ import numpy as np
 
 from storyshade.bundle import Bundle
 from storyshade.controls import ControlSet
+from storyshade.controls.store import DiskFrames
 from storyshade.errors import StoryShadeError
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
@@ -170,6 +173,11 @@ class StageCache:
         self._lock = threading.Lock()
         (root / "frames").mkdir(parents=True, exist_ok=True)
 
+    @property
+    def control_dir(self) -> Path:
+        """Where built control frames are written (one folder per ControlSet)."""
+        return self.root / "controls"
+
     # -- keys ------------------------------------------------------------------------------
     def keys(self, bundle: Bundle, settings: Settings, roots: list[Path]) -> StageKeys:
         bhash = bundle_hash(bundle)
@@ -290,14 +298,17 @@ class StageCache:
             total -= size
 
     def clear_partial(self) -> None:
-        """Remove half-written entries left by a crash."""
+        """Remove half-written entries and control frame folders left by a crash (call at
+        startup, before any job builds controls here)."""
         for path in (self.root / "frames").glob("*.tmp"):
             shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.control_dir, ignore_errors=True)
 
 
 def nbytes(obj: object) -> int:
-    """Bytes held in numpy arrays inside `obj` (dataclass fields, dicts, lists)."""
-    if isinstance(obj, np.ndarray):
+    """Bytes held in numpy arrays inside `obj` (dataclass fields, dicts, lists), and in the
+    files of disk-backed frame sequences (controls/store.py's DiskFrames)."""
+    if isinstance(obj, np.ndarray | DiskFrames):
         return obj.nbytes
     if isinstance(obj, dict):
         return sum(nbytes(v) for v in obj.values())

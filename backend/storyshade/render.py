@@ -65,11 +65,15 @@ def render_bundle(
         if done is not None:
             return done
         controls = stages.controls(
-            keys.controls, lambda: build_controls(bundle, settings, reporter, roots=roots), reporter
+            keys.controls,
+            lambda: build_controls(
+                bundle, settings, reporter, roots=roots, workdir=stages.control_dir
+            ),
+            reporter,
         )
     else:
         controls = build_controls(bundle, settings, reporter, roots=roots)
-    written: list[Path] = []
+    written: list[Path] = []  # paths only: each frame is saved as the engine yields it
     total = len(bundle.shot.generated_frames)
     held = held_frames(bundle, controls) if bundle.held() else None
     for index, rgb in engine.render(controls, settings, reporter, held):

@@ -1,12 +1,14 @@
 """Bundle → per-frame control images at generation size (uint8 RGB), plus what made them.
 
 Two passes over the frames: the first finds the shot's one depth range, the second encodes.
-Small shots keep their passes in memory between the two; long or large ones re-read them,
-so memory stays at one frame whatever the shot length.
+Each pass file is decoded once per pass, one frame at a time, and every control frame is
+written to disk as it is made (controls/store.py): the ControlSet's frames are sequences that
+read a frame back when it is asked for, so memory stays at one frame whatever the shot length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,28 +28,29 @@ from storyshade.controls.depth import (
 )
 from storyshade.controls.normal import FACING, background_u8, encode, normalize, to_camera
 from storyshade.controls.sizing import SizeMap
+from storyshade.controls.store import ControlStore
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 
 PASSES = ("depth", "normal")
 LINE_ROLES = ("lineart", "softedge", "canny")
-KEEP_IN_MEMORY = 256 * 1024 * 1024  # bytes of passes worth keeping between the two passes
 
 
 @dataclass
 class ControlSet:
-    """Control frames per role ('depth', 'normal', derived line roles), each a list of HxWx3
-    uint8 arrays at generation size; `depth16` holds the same depth at 16 bits (HxW) for
+    """Control frames per role ('depth', 'normal', derived line roles), each a sequence of
+    HxWx3 uint8 arrays at generation size; `depth16` holds the same depth at 16 bits (HxW) for
     inspection; `regions` the region id map per frame (HxW uint8 at generation size, 0 = no
     look; empty without looks); `size_map` maps generated frames back to the scene's
-    resolution."""
+    resolution. `build_controls` gives disk-backed sequences (controls/store.py) that read a
+    frame on each `[i]`; plain lists work too."""
 
-    frames: dict[str, list[np.ndarray]]
+    frames: dict[str, Sequence[np.ndarray]]
     frame_numbers: list[int]
     meta: dict = field(default_factory=dict)
-    depth16: list[np.ndarray] = field(default_factory=list)
+    depth16: Sequence[np.ndarray] = field(default_factory=list)
     size_map: SizeMap | None = None
-    regions: list[np.ndarray] = field(default_factory=list)
+    regions: Sequence[np.ndarray] = field(default_factory=list)
 
     def to_scene(self, rgb: np.ndarray) -> np.ndarray:
         """A generated frame at the render size (crop the padding, scale back); a frame
@@ -76,22 +79,17 @@ def _sample(depth: np.ndarray, k: int, seed: int) -> np.ndarray:
     return flat[np.random.default_rng(seed).integers(0, flat.size, k)]
 
 
-def _range(
-    bundle: Bundle, settings: Settings, reporter: Reporter | None
-) -> tuple[DepthRange, list[tuple[np.ndarray, np.ndarray]] | None]:
+def _range(bundle: Bundle, settings: Settings, reporter: Reporter | None) -> DepthRange:
     n = len(bundle)
-    keep = bundle.width * bundle.height * 16 * n <= KEEP_IN_MEMORY
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
     samples = []
     for i in range(n):
-        depth, normal = bundle.read_passes(i)
+        depth, _normal = bundle.read_passes(i)
         check_finite(depth, f"frames[{i}].file")
         samples.append(_sample(depth, max(1, MAX_SAMPLES // n), i))
-        if keep:
-            kept.append((depth, normal))
+        del depth, _normal
         if reporter:
             reporter.stage("reading passes", i + 1, n)
-    return shot_range(settings, bundle, samples), kept if keep else None
+    return shot_range(settings, bundle, samples)
 
 
 def build_controls(
@@ -101,10 +99,12 @@ def build_controls(
     *,
     roots: list[Path] | None = None,
     extra_roles: tuple[str, ...] = (),
+    workdir: Path | None = None,
 ) -> ControlSet:
     """Every control image a render with `settings` uses (depth and normal always, line roles
     named in `settings.controls` or `extra_roles`). `roots` are models roots, searched for
-    learned line detectors' weights."""
+    learned line detectors' weights. The frames are written to a private folder under
+    `workdir` (the system's temporary folder by default), removed when the ControlSet is."""
     from storyshade.models.locate import model_roots
 
     roots = model_roots(roots)
@@ -118,20 +118,21 @@ def build_controls(
             if det in detectors.LEARNED:
                 detectors.find_weights(det, roots)
         device = pick_device(settings.device)
-    drange, kept = _range(bundle, settings, reporter)
+    drange = _range(bundle, settings, reporter)
     size_map = SizeMap.fit((bundle.width, bundle.height), (settings.width, settings.height))
     convention = settings.normal_convention
     normal_bg = background_u8(convention)
-    frames: dict[str, list[np.ndarray]] = {role: [] for role in (*PASSES, *roles)}
-    depth16: list[np.ndarray] = []
-    regions: list[np.ndarray] = []
+    store = ControlStore(workdir)
+    frames = {role: store.writer(role, n) for role in (*PASSES, *roles)}
+    depth16 = store.writer("depth16", n)
+    regions = store.writer("regions", n)
     looks = bool(bundle.shot.regions)
     for i in range(n):
-        if looks:  # the id map is read with the passes, never kept between the two loops
+        if looks:  # the id map is read with the passes
             depth, normal, ids = bundle.read_frame(i)
             regions.append(size_map.place(size_map.to_content(ids, nearest=True), 0))
         else:
-            depth, normal = kept[i] if kept else bundle.read_passes(i)
+            depth, normal = bundle.read_passes(i)
         check_finite(depth, f"frames[{i}].file")
         bg = is_background(depth)
         d01_native = inverse_depth(depth, drange.near, drange.far)
@@ -171,14 +172,22 @@ def build_controls(
     }
     if looks:
         meta["looks"] = [r.model_dump() for r in bundle.shot.regions]
+    done = ControlSet(
+        {role: writer.finish() for role, writer in frames.items()},
+        bundle.shot.frame_numbers,
+        meta,
+        depth16.finish(),
+        size_map,
+        regions.finish(),
+    )
     if reporter:
         reporter.note("control images ready", controls=meta)
-        for name in unseen_looks(bundle, regions):
+        for name in unseen_looks(bundle, done.regions):
             reporter.note(f"look '{name}' is not visible in any frame; it changes nothing")
-    return ControlSet(frames, bundle.shot.frame_numbers, meta, depth16, size_map, regions)
+    return done
 
 
-def unseen_looks(bundle: Bundle, regions: list[np.ndarray]) -> list[str]:
+def unseen_looks(bundle: Bundle, regions: Iterable[np.ndarray]) -> list[str]:
     """Names of looks whose id appears in no frame (a warning, not an error: an object may
     simply be out of shot)."""
     seen: set[int] = set()
