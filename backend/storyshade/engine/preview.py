@@ -94,6 +94,11 @@ class PreviewEngine:
     def render(
         self, controls: ControlSet, settings: Settings, reporter: Reporter
     ) -> Iterator[tuple[int, np.ndarray]]:
+        if settings.references:
+            reporter.note(
+                "the preview engine draws no model, so reference images change nothing here",
+                event="references_unused",
+            )
         convention = controls.meta.get("normal_convention", settings.normal_convention)
         colors = {
             look["id"]: np.asarray(look["color"], np.float32) * 255

@@ -15,7 +15,9 @@ frame): conditional rows attend to each look's prompt, unconditional rows to its
 
 Why not diffusers' IP-Adapter masks: they are one static mask per image for every frame
 and both CFG branches, resized by guessing the layer's aspect; these move with the objects.
-Where no look is visible in a window the original processor runs, bit for bit.
+Where no look is visible in a window the original processor runs, bit for bit. When the
+original is a reference-image processor (engine/references.py), its `residual` (the
+reference tokens' attention) is added to the blend, so references and looks compose.
 """
 
 from __future__ import annotations
@@ -171,11 +173,11 @@ class RegionalAttnProcessor:
         branches = len(self.state.rows)
         n = rows // branches
         heads = attn.heads
-        query = attn.to_q(hidden_states)
-        channels = query.shape[-1]
+        flat_query = attn.to_q(hidden_states)
+        channels = flat_query.shape[-1]
         head_dim = channels // heads
         # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share their keys
-        query = query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
+        query = flat_query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
         query = query.reshape(branches, heads, n * tokens, head_dim)
         out = torch.zeros_like(query)
 
@@ -192,7 +194,11 @@ class RegionalAttnProcessor:
         for k, where, coef in blend.looks:
             add(self.state.text(k), where, coef)
         out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
-        out = attn.to_out[1](attn.to_out[0](out.reshape(rows, tokens, channels)))
+        out = out.reshape(rows, tokens, channels)
+        residual = getattr(self.original, "residual", None)  # reference images, if any
+        if residual is not None:
+            out = out + residual(attn, flat_query)
+        out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
 
 

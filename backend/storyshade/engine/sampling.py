@@ -124,6 +124,7 @@ class WindowedSampler:
         self.placement = Placement(self.device, [self.unet, self.controlnet, self.vae])
         self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
         self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
+        self.references: Any = None  # ReferenceState: reference images (engine/references.py)
 
     @property
     def cfg(self) -> bool:
@@ -174,6 +175,8 @@ class WindowedSampler:
         self.placement.use(self.unet, plan.offload)
         if self.regions:
             self.regions.rows = branches
+        if self.references:
+            self.references.rows = branches
         return self.unet(
             x,
             t,

@@ -20,6 +20,7 @@ from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
 from storyshade.engine.noise import initial_noise
+from storyshade.engine.references import encode_references, reference_attention
 from storyshade.engine.regions import RegionState, encode_looks, regional_attention
 from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
@@ -148,15 +149,17 @@ class WindowedAnimateDiffEngine:
             text = encode_text(pipe, settings)
             noise = shot_noise(settings, num_frames, latent_shape)
             specs = [control_spec(settings, role) for role in roles]
+            sampler.references = encode_references(pipe, settings, self.roots, reporter)
             if looks:
                 cond, uncond = encode_looks(pipe, settings, looks)
                 sampler.regions = RegionState(
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )
             with (
+                reference_attention(pipe.unet, sampler.references),  # outside: looks wrap it
                 regional_attention([pipe.unet, pipe.controlnet], sampler.regions)
                 if looks
-                else nullcontext()
+                else nullcontext(),
             ):
                 latents = sampler.denoise(noise, text, frames, specs)
         yield from sampler.decode(latents, settings.decode_chunk_size)
