@@ -320,3 +320,36 @@ def test_server_json_reference_paths_stay_inside_the_bundle():
         with pytest.raises(StoryShadeError) as err:
             check_request_references({"references": [{"image": bad}]})
         assert err.value.field == "settings.references.0.image"
+
+
+def test_server_takes_references_from_the_bundle_zip(server, tmp_path, images):
+    import httpx
+    from conftest import write_synthetic_bundle
+    from test_server_helpers import post_job, zip_dir
+
+    bundle = write_synthetic_bundle(tmp_path / "bundle", frames=2)
+    (bundle / "references").mkdir()
+    (bundle / "references" / "flat.jpg").write_bytes(images["flat"].read_bytes())
+    (bundle / "references" / "notes.png").write_text("not an image")
+    data = zip_dir(bundle)
+
+    def refs(image: str, **kw) -> dict:
+        return {"preset": "tiny", "steps": 1, "references": [{"image": image}], **kw}
+
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        cases = [
+            (refs("references/missing.png"), 422, "not in the uploaded bundle"),
+            (refs("references/notes.png"), 422, "not a supported image"),
+            (refs("/etc/hostname"), 400, "not a path inside the bundle"),
+            (refs("references/flat.jpg", engine="animatediff-stock"), 400, "reference"),
+        ]
+        for settings, status, words in cases:
+            r = post_job(client, data, settings)
+            assert r.status_code == status, r.text
+            body = r.json()
+            assert words in body["error"], body
+            assert body["field"].startswith("settings.")
+        r = post_job(client, data, refs("references/flat.jpg"))
+        assert r.status_code < 300, r.text
+        job = server.wait_job(r.json()["id"])
+        assert job["state"] == "done", job
