@@ -242,6 +242,11 @@ def test_reference_argument(tmp_path, monkeypatch):
     }
     assert parse_reference_arg("girl.png") == {"image": str(tmp_path / "girl.png")}
     assert parse_reference_arg("C:girl.png")["image"].endswith("C:girl.png")
+    assert parse_reference_arg("girl.png:0.5@Girl") == {
+        "image": str(tmp_path / "girl.png"),
+        "weight": 0.5,
+        "look": "Girl",
+    }
 
 
 def test_a_preset_names_references_beside_it(tmp_path, monkeypatch, images):
@@ -353,3 +358,53 @@ def test_server_takes_references_from_the_bundle_zip(server, tmp_path, images):
         assert r.status_code < 300, r.text
         job = server.wait_job(r.json()["id"])
         assert job["state"] == "done", job
+
+
+# -- references on looks (character references) --------------------------------------------
+
+
+def _looked(ids_fn) -> ControlSet:
+    controls = controls_for(FRAMES)
+    controls.regions = [ids_fn(i) for i in range(FRAMES)]
+    controls.meta["looks"] = [LOOK]
+    return controls
+
+
+def _on_look(path: Path, look: str | None = "Lighthouse") -> list[dict]:
+    return [{"image": str(path), "weight": 1.0, "look": look}]
+
+
+def test_a_reference_on_a_look_never_visible_changes_nothing(tiny_models, cache, images):
+    from test_looks_engine import nowhere
+
+    plain = render(tiny_models, cache, _looked(nowhere), settings())
+    out = render(
+        tiny_models, cache, _looked(nowhere), settings(references=_on_look(images["noise"]))
+    )
+    assert np.array_equal(plain, out)
+
+
+def test_a_reference_on_a_look_over_every_pixel_equals_it_globally(tiny_models, cache, images):
+    from test_looks_engine import everywhere
+
+    on_look = render(
+        tiny_models, cache, _looked(everywhere), settings(references=_on_look(images["noise"]))
+    )
+    globally = render(
+        tiny_models,
+        cache,
+        _looked(everywhere),
+        settings(references=_on_look(images["noise"], None)),
+    )
+    diff = np.abs(on_look.astype(int) - globally)
+    print(f"\n[figures] reference on an all-covering look vs global: max diff {diff.max()} levels")
+    assert diff.max() <= 1
+
+
+def test_a_reference_on_an_unknown_look_is_refused(tiny_models, cache, images):
+    with pytest.raises(StoryShadeError) as err:
+        render(
+            tiny_models, cache, looked(), settings(references=_on_look(images["noise"], "Crate"))
+        )
+    assert err.value.field == "settings.references.0.look"
+    assert "Lighthouse" in err.value.problem

@@ -46,6 +46,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         from storyshade.references import check_references, resolve_paths
 
         check_references(resolve_paths(settings, bundle.root))
+        from storyshade.engine.references import check_reference_looks
+
+        check_reference_looks(settings, [r.name for r in bundle.shot.regions])
     with TerminalProgress() as bar:
         written = render_bundle(bundle, settings, Path(args.out), roots, reporter=bar.reporter())
     print(f"wrote {len(written)} frames to {args.out}")
@@ -67,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         action="append",
-        metavar="IMG[:WEIGHT]",
-        help="style reference image (repeatable, up to 4; weight 0-2, default 0.8); "
-        "replaces the preset's references (docs/references.md)",
+        metavar="IMG[:WEIGHT][@LOOK]",
+        help="reference image (repeatable, up to 4; weight 0-2, default 0.8), for the whole "
+        "frame or only inside look LOOK; replaces the preset's references "
+        "(docs/references.md)",
     )
     p.set_defaults(func=cmd_render)
 

@@ -91,6 +91,13 @@ class Reference(BaseModel):
     weight: float = Field(
         default=0.8, ge=0.0, le=2.0, description="strength of the image's tokens (0 = no effect)"
     )
+    look: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a look's name (its object or collection): the reference acts only inside "
+        "that look's pixels, in every frame; None = the whole frame",
+    )
 
 
 MAX_REFERENCES = 4

@@ -139,9 +139,9 @@ def loaded_references(pipe: Any, adapter: Path, encoder: Path) -> LoadedReferenc
 
 
 class ReferenceState:
-    """What the processors read: each reference's tokens per CFG branch, weights, the
-    adapter's per-layer key/value weights, and the rows of the call under way (the
-    sampler sets `rows` before every UNet call, as for looks)."""
+    """What the processors read: each reference's tokens per CFG branch, weights, the look
+    each acts inside (None: the whole frame), the adapter's per-layer key/value weights,
+    and the rows of the call under way (the sampler sets `rows` before every UNet call)."""
 
     def __init__(
         self,
@@ -149,16 +149,42 @@ class ReferenceState:
         uncond: torch.Tensor,
         weights: Sequence[float],
         kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        looks: Sequence[int | None] | None = None,
+        regions: Any = None,
     ) -> None:
         self.cond = list(cond)  # per reference (1, T, cross)
         self.uncond = uncond  # (1, T, cross)
         self.weights = list(weights)
         self.kv = list(kv)
+        self.looks = list(looks) if looks is not None else [None] * len(self.cond)
+        self.regions = regions  # RegionState: per-frame look masks (engine/regions.py)
         self.rows: tuple[str, ...] = ("cond",)
+        self._parts: dict[tuple, list] = {}
 
     def tokens(self, r: int) -> torch.Tensor:
         """(B, T, cross): reference r's tokens for each CFG branch of the call."""
         return torch.cat([self.cond[r] if b == "cond" else self.uncond for b in self.rows])
+
+    def parts(self, tokens: int, device: torch.device, dtype: torch.dtype) -> list[tuple]:
+        """(r, where, coef) per reference that acts in this window at a layer with `tokens`
+        cells: where/coef None for the whole frame, else the positions (frames, then cells)
+        inside the reference's look and the look's share of each."""
+        window = self.regions.window if self.regions is not None else None
+        key = (tokens, window, device, dtype)
+        if key not in self._parts:
+            out = []
+            for r, look in enumerate(self.looks):
+                if look is None:
+                    out.append((r, None, None))
+                    continue
+                mask = self.regions.look_masks(tokens)[look]
+                where = mask.nonzero().squeeze(1)
+                if where.numel():
+                    out.append((r, where.to(device), mask[where].to(device, dtype)[:, None]))
+            if len(self._parts) > 64:
+                self._parts.clear()
+            self._parts[key] = out
+        return self._parts[key]
 
 
 class ReferenceAttnProcessor:
@@ -171,39 +197,36 @@ class ReferenceAttnProcessor:
         self.state = state
         self.layer = layer
 
-    def residual(
-        self,
-        attn: Any,
-        query: torch.Tensor,
-        where: torch.Tensor | None = None,
-        coef: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(rows, L, C) to add before `to_out`: sum_r weight_r * attention(query, ref_r).
+    def residual(self, attn: Any, query: torch.Tensor) -> torch.Tensor | None:
+        """(rows, L, C) to add before `to_out`: sum_r weight_r * mask_r * attention(query,
+        ref_r), mask_r being 1 for a whole-frame reference and its look's per-frame mask
+        at this layer's resolution otherwise; None when no reference acts here.
 
-        `query` is `attn.to_q(hidden_states)` (rows = branches * frames). With `where`
-        (positions over frames * cells of a branch) and `coef`, only those positions get
-        it, scaled by `coef` (per-look masks)."""
+        `query` is `attn.to_q(hidden_states)` (rows = branches * frames)."""
         state = self.state
         rows, length, channels = query.shape
+        parts = state.parts(length, query.device, query.dtype)
+        if not parts:
+            return None
         branches = len(state.rows)
         n = rows // branches
         heads = attn.heads
         d = channels // heads
+        # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share the reference tokens
         q = query.view(branches, n, length, heads, d).permute(0, 3, 1, 2, 4)
         q = q.reshape(branches, heads, n * length, d)
-        if where is not None:
-            q = q[:, :, where]
         k_w, v_w = state.kv[self.layer]
         out = torch.zeros_like(q)
-        for r, weight in enumerate(state.weights):
+        for r, where, coef in parts:
             tokens = state.tokens(r).to(query.device, query.dtype)
             key = F.linear(tokens, k_w).view(branches, -1, heads, d).transpose(1, 2)
             value = F.linear(tokens, v_w).view(branches, -1, heads, d).transpose(1, 2)
-            out += weight * F.scaled_dot_product_attention(q, key, value, dropout_p=0.0)
-        if where is not None:
-            full = torch.zeros(branches, heads, n * length, d, device=q.device, dtype=q.dtype)
-            full[:, :, where] = out * coef
-            out = full
+            weight = state.weights[r]
+            if where is None:
+                out += weight * F.scaled_dot_product_attention(q, key, value, dropout_p=0.0)
+            else:
+                part = F.scaled_dot_product_attention(q[:, :, where], key, value, dropout_p=0.0)
+                out[:, :, where] += (weight * coef) * part
         out = out.view(branches, heads, n, length, d).permute(0, 2, 3, 1, 4)
         return out.reshape(rows, length, channels)
 
@@ -216,7 +239,13 @@ class ReferenceAttnProcessor:
         temb: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        if encoder_hidden_states is None or hidden_states.ndim != 3:
+        if (
+            encoder_hidden_states is None
+            or hidden_states.ndim != 3
+            or not self.state.parts(
+                hidden_states.shape[1], hidden_states.device, hidden_states.dtype
+            )
+        ):  # no reference acts here: the original processor, bit for bit
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         rows, length, _ = hidden_states.shape
         query = attn.to_q(hidden_states)
@@ -235,7 +264,9 @@ class ReferenceAttnProcessor:
             split(query), split(key), split(value), attn_mask=attention_mask, dropout_p=0.0
         )
         out = out.transpose(1, 2).reshape(rows, length, channels)
-        out = out + self.residual(attn, query)
+        extra = self.residual(attn, query)
+        if extra is not None:
+            out = out + extra
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
 
@@ -279,15 +310,27 @@ def reference_attention(unet: nn.Module, state: ReferenceState | None) -> Iterat
 
 
 def encode_references(
-    pipe: Any, settings: Settings, roots: list[Path], reporter: Reporter
+    pipe: Any,
+    settings: Settings,
+    roots: list[Path],
+    reporter: Reporter,
+    looks: Sequence[dict] = (),
+    regions: Any = None,
 ) -> ReferenceState | None:
     """Each reference's tokens (once per image per job; by content across jobs), or None
-    when there is nothing to add (no references, or every weight 0)."""
+    when there is nothing to add (no references, or every weight 0). A reference on a
+    look (`look`: its name) acts inside that look's per-frame masks from `regions`."""
     from storyshade.models.loader import reference_files
 
     used = [(i, r) for i, r in enumerate(settings.references) if r.weight != 0]
     if not used:
         return None
+    names = {look["name"]: k for k, look in enumerate(looks)}
+    places: list[int | None] = []
+    for i, ref in used:
+        if ref.look is not None and ref.look not in names:
+            raise unknown_look(ref.look, i, list(names))
+        places.append(names[ref.look] if ref.look is not None else None)
     adapter_path, encoder_path = reference_files(roots, settings)
     refs = loaded_references(pipe, adapter_path, encoder_path)
     check_fits(_unet_cross_attentions(pipe.unet), refs.adapter, settings.checkpoint)
@@ -295,4 +338,22 @@ def encode_references(
     for i, ref in used:
         reporter.check()
         cond.append(refs.tokens(load_image(ref.image, i), file_hash(ref.image)))
-    return ReferenceState(cond, refs.blank_tokens(), [r.weight for _, r in used], refs.adapter.kv)
+    weights = [r.weight for _, r in used]
+    return ReferenceState(cond, refs.blank_tokens(), weights, refs.adapter.kv, places, regions)
+
+
+def unknown_look(name: str, index: int, names: Sequence[str]) -> StoryShadeError:
+    have = ", ".join(sorted(names)) if names else "none: the shot has no looks"
+    return StoryShadeError(
+        f"reference {index} names look '{name}', which the shot does not have (looks: {have})",
+        "name a look of the shot (an object or collection with a StoryShade look), or drop "
+        "'look' to apply the reference to the whole frame",
+        field=f"settings.references.{index}.look",
+    )
+
+
+def check_reference_looks(settings: Settings, look_names: Sequence[str]) -> None:
+    """At submit: every reference's look is one of the bundle's looks."""
+    for i, ref in enumerate(settings.references):
+        if ref.look is not None and ref.look not in look_names:
+            raise unknown_look(ref.look, i, look_names)

@@ -88,7 +88,8 @@ class RegionState:
         self.window = range(0)
         self.rows: tuple[str, ...] = ("cond",)
         self._masks: torch.Tensor | None = None  # (n, R, h, w) for the window
-        self._by_size: dict[tuple, tuple[list[int], torch.Tensor] | None] = {}
+        self._by_size: dict[tuple, Blend | None] = {}
+        self._look_masks: dict[int, torch.Tensor] = {}  # by layer size, for the window
 
     def set_window(self, window: range) -> None:
         if window == self.window:
@@ -97,6 +98,7 @@ class RegionState:
         maps = [_latent_masks(self.id_maps[i], self.region_ids, self.latent_size) for i in window]
         self._masks = torch.from_numpy(np.stack(maps))
         self._by_size = {}
+        self._look_masks = {}
 
     def masks(self, tokens: int, device: torch.device, dtype: torch.dtype) -> Blend | None:
         """How the layer whose feature map has `tokens` cells blends this window's frames:
@@ -107,20 +109,27 @@ class RegionState:
             self._by_size[key] = found.to(device, dtype) if found is not None else None
         return self._by_size[key]
 
-    def _at(self, tokens: int) -> Blend | None:
+    def look_masks(self, tokens: int) -> torch.Tensor:
+        """(R, n*h*w) float32: each look's share of every position (frames, then cells) of
+        the layer whose feature map has `tokens` cells, for the current window."""
         assert self._masks is not None, "set_window before the model call"
-        h, w = self.latent_size
-        while h * w > tokens:  # the UNet halves (rounding up) at each level
-            h, w = (h + 1) // 2, (w + 1) // 2
-        if h * w != tokens:
-            raise StoryShadeError(
-                f"a cross-attention layer has {tokens} positions, not a halving of the "
-                f"{self.latent_size} latent",
-                "per-object looks need an SD1.5-class UNet",
-                field="regions",
-            )
-        masks = F.interpolate(self._masks, size=(h, w), mode="area")  # (n, R, h, w)
-        masks = masks.transpose(0, 1).flatten(1)  # (R, n*h*w): frames then cells
+        if tokens not in self._look_masks:
+            h, w = self.latent_size
+            while h * w > tokens:  # the UNet halves (rounding up) at each level
+                h, w = (h + 1) // 2, (w + 1) // 2
+            if h * w != tokens:
+                raise StoryShadeError(
+                    f"a cross-attention layer has {tokens} positions, not a halving of the "
+                    f"{self.latent_size} latent",
+                    "per-object looks need an SD1.5-class UNet",
+                    field="regions",
+                )
+            masks = F.interpolate(self._masks, size=(h, w), mode="area")  # (n, R, h, w)
+            self._look_masks[tokens] = masks.transpose(0, 1).flatten(1)
+        return self._look_masks[tokens]
+
+    def _at(self, tokens: int) -> Blend | None:
+        masks = self.look_masks(tokens)
         parts = []
         for k in range(masks.shape[0]):
             where = masks[k].nonzero().squeeze(1)

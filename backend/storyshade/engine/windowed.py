@@ -149,12 +149,14 @@ class WindowedAnimateDiffEngine:
             text = encode_text(pipe, settings)
             noise = shot_noise(settings, num_frames, latent_shape)
             specs = [control_spec(settings, role) for role in roles]
-            sampler.references = encode_references(pipe, settings, self.roots, reporter)
             if looks:
                 cond, uncond = encode_looks(pipe, settings, looks)
                 sampler.regions = RegionState(
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )
+            sampler.references = encode_references(
+                pipe, settings, self.roots, reporter, looks, sampler.regions
+            )
             with (
                 reference_attention(pipe.unet, sampler.references),  # outside: looks wrap it
                 regional_attention([pipe.unet, pipe.controlnet], sampler.regions)

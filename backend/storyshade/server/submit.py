@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 from storyshade.bundle import reject_constant
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_stock_shot
-from storyshade.engine.references import check_references_engine
+from storyshade.engine.references import check_reference_looks, check_references_engine
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
@@ -161,6 +161,7 @@ def accept_job(
         bundle = unpack_bundle(fileobj, job_dir, limits, inside)
         settings = resolve_paths(settings, bundle.root)
         check_references(settings)  # unreadable or refused images: a 422 naming the file
+        check_reference_looks(settings, [r.name for r in bundle.shot.regions])
         check_stock_shot(settings, len(bundle), store.roots)  # a 400 now, not a failed job
         check_looks_engine(settings.engine, bool(bundle.shot.regions))
         return store.submit(
