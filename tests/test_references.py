@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from storyshade.cli import main as cli_main
 from storyshade.controls import ControlSet
@@ -192,6 +193,26 @@ def test_a_reference_reaches_every_window(tiny_models, cache, base, images, monk
     assert (per_frame_image > 1).all()
 
 
+def test_embeddings_are_computed_once_per_image(tiny_models, cache, base, images, monkeypatch):
+    """Embeddings are kept by image content beside the loaded pipeline: a rerun that changes
+    only the prompt does not run the image encoder again."""
+    from storyshade.engine.references import encode_references
+    from storyshade.progress import Reporter
+
+    s = settings(references=ref(images["noise"]))
+    pipe = cache.get(model_key([tiny_models], s))
+    first = encode_references(pipe, s, [tiny_models], Reporter())
+    (loaded,) = pipe._storyshade_references.values()
+
+    def no_encoding(*_a, **_k):
+        raise AssertionError("the image was encoded again")
+
+    monkeypatch.setattr(loaded.encoder, "forward", no_encoding)
+    again = encode_references(pipe, s.model_copy(update={"prompt": "x"}), [tiny_models], Reporter())
+    assert again is not None and first is not None
+    assert torch.equal(again.cond[0], first.cond[0])
+
+
 def test_plus_adapter_and_two_references(tiny_models, cache, base, images):
     two = [{"image": str(images["noise"]), "weight": 0.5}, {"image": str(images["flat"])}]
     out = render(
@@ -374,14 +395,15 @@ def _on_look(path: Path, look: str | None = "Lighthouse") -> list[dict]:
     return [{"image": str(path), "weight": 1.0, "look": look}]
 
 
-def test_a_reference_on_a_look_never_visible_changes_nothing(tiny_models, cache, images):
+def test_a_reference_on_a_look_never_visible_changes_nothing(tiny_models, cache, base, images):
+    """(A look never visible changes nothing itself, bit for bit: tests/test_looks_engine.py;
+    so the frames must be those of the shot without looks.)"""
     from test_looks_engine import nowhere
 
-    plain = render(tiny_models, cache, _looked(nowhere), settings())
     out = render(
         tiny_models, cache, _looked(nowhere), settings(references=_on_look(images["noise"]))
     )
-    assert np.array_equal(plain, out)
+    assert np.array_equal(base, out)
 
 
 def test_a_reference_on_a_look_over_every_pixel_equals_it_globally(tiny_models, cache, images):

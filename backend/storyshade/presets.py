@@ -120,7 +120,7 @@ def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not refs:
         return settings
     out = []
-    for ref in refs:
+    for ref in refs:  # validated already: each is a table with an `image` string
         image = Path(ref["image"]).expanduser()
         out.append({**ref, "image": str(image if image.is_absolute() else path.parent / image)})
     return {**settings, "references": out}
