@@ -167,7 +167,6 @@ def write_ip_adapter(
     (base: proj + norm; plus: a one-layer perceiver resampler reading `embed`-wide hidden
     states) and `ip_adapter.{1,3,...}.to_k_ip/to_v_ip` for each cross-attention width."""
     import torch
-    from torch import nn
 
     gen = torch.Generator().manual_seed(seed)
 
@@ -212,7 +211,6 @@ def write_ip_adapter(
     for i, width in enumerate(widths):
         out[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = rand(width, cross) * 2
         out[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = rand(width, cross) * 2
-    del nn
     return _save(out, dest)
 
 
