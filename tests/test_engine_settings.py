@@ -53,6 +53,8 @@ BASE: dict[str, Any] = {
 }
 
 FIXED = {"depth_range": "fixed", "depth_near": 1.0, "depth_far": 30.0}
+IPX = {"ip_adapter": TINY_NAMES["ip_adapter"], "image_encoder": TINY_NAMES["image_encoder"]}
+REFERENCE = str(REPO / "docs" / "gui" / "4.3-looks-preview.png")
 # field: (base overrides, changed value, windowed effect, preview effect)
 WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "engine": ({}, "animatediff-stock", "frames", "frames"),
@@ -72,6 +74,9 @@ WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "controls": ({}, {"depth": {"model": DEPTH, "scale": 0.8}}, "frames", "same"),
     "loras": ({}, [{"name": "tiny-style"}], "frames", "same"),
     "motion_loras": ({}, [{"name": "tiny-sway"}], "frames", "same"),
+    "references": (IPX, [{"image": REFERENCE}], "frames", "same"),  # preview: a note
+    "ip_adapter": ({}, TINY_NAMES["ip_adapter_plus"], "same", "same"),  # without references
+    "image_encoder": ({}, "another-encoder", "same", "same"),  # without references
     "context_length": ({}, 3, "frames", "same"),
     "context_overlap": ({}, 3, "frames", "same"),  # 1 would tile the same 2 windows
     "decode_chunk_size": ({}, 3, "same", "same"),

@@ -14,7 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 # Backend units (a sub-package or a top-level module) by layer; a unit may import its own
 # layer or below, never above. The base holds the shared definitions everyone uses.
 LAYERS = [
-    {"errors", "settings", "exr", "bundle", "progress", "progress_bar", "presets", "contact_sheet"},
+    {
+        "errors",
+        "settings",
+        "exr",
+        "bundle",
+        "progress",
+        "progress_bar",
+        "presets",
+        "contact_sheet",
+        "references",  # reference images: paths and safe decoding (no torch)
+    },
     {"review"},  # reads take folders; the server serves its page
     {"models"},
     {"controls"},

@@ -69,6 +69,9 @@ GENERATION_ONLY = frozenset(
         "attention_slicing",
         "channels_last",
         "preview_every",
+        "references",
+        "ip_adapter",
+        "image_encoder",
     }
 )
 # Fields of one control that only weight it during generation.
@@ -151,6 +154,19 @@ def models_signature(roots: list[Path], settings: Settings) -> str | None:
     return _sha(json.dumps([key.device, key.dtype, sig]))
 
 
+def _reference_images(settings: Settings) -> str:
+    """The reference images' contents (a path may be overwritten with another picture)."""
+    from storyshade.references import file_hash
+
+    out = []
+    for ref in settings.references:
+        try:
+            out.append(file_hash(ref.image))
+        except OSError:
+            out.append("missing")
+    return json.dumps(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class StageKeys:
     bundle: str
@@ -193,7 +209,10 @@ class StageCache:
         models = models_signature(roots, settings)
         frames = None
         if models is not None:
-            frames = _sha("frames", code, bhash, models, json.dumps(all_settings, sort_keys=True))
+            images = _reference_images(settings)
+            frames = _sha(
+                "frames", code, bhash, models, images, json.dumps(all_settings, sort_keys=True)
+            )
         return StageKeys(bhash, controls, frames)
 
     # -- control images --------------------------------------------------------------------

@@ -32,12 +32,23 @@ def cmd_render(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     if args.prompt is not None:
         overrides["prompt"] = args.prompt
+    if args.reference:
+        from storyshade.references import parse_reference_arg
+
+        overrides["references"] = [parse_reference_arg(r) for r in args.reference]
     settings = resolve(args.preset, overrides)
     roots = model_roots(args.models)
     if settings.engine != "preview":  # say what is missing before any work starts
         from storyshade.models.loader import model_key
 
         model_key(roots, settings)
+    if settings.references:  # unreadable images fail before any work too
+        from storyshade.references import check_references, resolve_paths
+
+        check_references(resolve_paths(settings, bundle.root))
+        from storyshade.engine.references import check_reference_looks
+
+        check_reference_looks(settings, [r.name for r in bundle.shot.regions])
     with TerminalProgress() as bar:
         written = render_bundle(bundle, settings, Path(args.out), roots, reporter=bar.reporter())
     print(f"wrote {len(written)} frames to {args.out}")
@@ -56,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--prompt")
+    p.add_argument(
+        "--reference",
+        action="append",
+        metavar="IMG[:WEIGHT][@LOOK]",
+        help="reference image (repeatable, up to 4; weight 0-2, default 0.8), for the whole "
+        "frame or only inside look LOOK; replaces the preset's references "
+        "(docs/references.md)",
+    )
     p.set_defaults(func=cmd_render)
 
     for register in _extensions():

@@ -33,7 +33,8 @@ DEFAULTS = {
 }
 PROMPT_FIELDS = {"prompt_prefix", "prompt_suffix", "negative_prompt"}
 LAYER_FIELDS: dict[str, set[str]] = {
-    "style": PROMPT_FIELDS | {"checkpoint", "loras", "controls"},
+    "style": PROMPT_FIELDS
+    | {"checkpoint", "loras", "controls", "references", "ip_adapter", "image_encoder"},
     "camera": {"motion_adapter", "motion_loras", "motion_scale"},
     "resolution": {"width", "height"},
     # Quality trades time for fidelity: steps and sampler, but also a different model set
@@ -109,7 +110,20 @@ def load_preset(path: Path) -> Preset:
         raise _error(
             path, err["msg"], f"settings.{where}", "fix that field in the preset file"
         ) from None
-    return Preset(path.stem, layer, description.strip(), settings, path)
+    return Preset(path.stem, layer, description.strip(), _beside(path, settings), path)
+
+
+def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """A preset's reference images are named relative to the preset file (shipped beside
+    it): made absolute here, so they mean the same wherever the job's bundle is."""
+    refs = settings.get("references")
+    if not refs:
+        return settings
+    out = []
+    for ref in refs:  # validated already: each is a table with an `image` string
+        image = Path(ref["image"]).expanduser()
+        out.append({**ref, "image": str(image if image.is_absolute() else path.parent / image)})
+    return {**settings, "references": out}
 
 
 def _check_layer_fields(path: Path, layer: str, settings: dict[str, Any]) -> None:

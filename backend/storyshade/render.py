@@ -14,6 +14,7 @@ from storyshade.controls.sizing import cover_resize
 from storyshade.engine import get_engine
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
+from storyshade.references import resolve_paths
 from storyshade.settings import Settings
 
 
@@ -57,6 +58,7 @@ def render_bundle(
     part of a take: the caller already has those). With `stages`, unchanged stages are not recomputed:
     an identical rerun copies the cached frames, a prompt-only change reuses the controls."""
     reporter = reporter or Reporter()
+    settings = resolve_paths(settings, bundle.root)  # relative references: beside the shot
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = get_engine(settings.engine, roots, cache or ModelCache())
     keys = stages.keys(bundle, settings, roots) if stages else None

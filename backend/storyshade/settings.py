@@ -103,6 +103,32 @@ def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
 
 
+class Reference(BaseModel):
+    """A reference image (IP-Adapter) and how strongly it steers (docs/references.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="image file (PNG, JPEG, WebP); relative paths are relative to the bundle "
+        "(to the preset file when a preset names it)",
+    )
+    weight: float = Field(
+        default=0.8, ge=0.0, le=2.0, description="strength of the image's tokens (0 = no effect)"
+    )
+    look: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a look's name (its object or collection): the reference acts only inside "
+        "that look's pixels, in every frame; None = the whole frame",
+    )
+
+
+MAX_REFERENCES = 4
+
+
 class Settings(BaseModel):
     """Every knob of a job. docs/engine.md says which fields each engine reads; fields an
     engine does not read are inert for it (and listed there)."""
@@ -172,6 +198,20 @@ class Settings(BaseModel):
     motion_loras: list[Lora] = Field(
         default_factory=list,
         description="LoRAs on the motion adapter (AnimateDiff v2 LoRAs need the v2 adapter)",
+    )
+    references: list[Reference] = Field(
+        default_factory=list,
+        max_length=MAX_REFERENCES,
+        description="style reference images through an SD1.5 IP-Adapter, applied to every "
+        "pixel of every frame (windowed engine; docs/references.md)",
+    )
+    ip_adapter: str = Field(
+        default="ip-adapter_sd15",
+        description="IP-Adapter (.safetensors, SD1.5 base or plus) used when references are given",
+    )
+    image_encoder: str = Field(
+        default="image_encoder",
+        description="CLIP vision image encoder folder the IP-Adapter was trained with",
     )
     context_length: int = Field(
         default=16,

@@ -96,12 +96,14 @@ class StockAnimateDiffEngine:
         import torch
         from PIL import Image
 
+        from storyshade.engine.references import check_references_engine
         from storyshade.engine.regions import check_looks_engine
         from storyshade.engine.windowed import check_windows
 
         n = len(controls.frame_numbers)
         check_held_engine(self.name, bool(held))
         check_looks_engine(self.name, bool(controls.regions))
+        check_references_engine(self.name, bool(settings.references))
         check_stock_shot(settings, n, self.roots)
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)
         check_windows(settings, pipe.unet)

@@ -98,6 +98,11 @@ class PreviewEngine:
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
+        if settings.references:
+            reporter.note(
+                "the preview engine draws no model, so reference images change nothing here",
+                event="references_unused",
+            )
         convention = controls.meta.get("normal_convention", settings.normal_convention)
         colors = {
             look["id"]: np.asarray(look["color"], np.float32) * 255

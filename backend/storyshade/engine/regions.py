@@ -15,7 +15,9 @@ frame): conditional rows attend to each look's prompt, unconditional rows to its
 
 Why not diffusers' IP-Adapter masks: they are one static mask per image for every frame
 and both CFG branches, resized by guessing the layer's aspect; these move with the objects.
-Where no look is visible in a window the original processor runs, bit for bit.
+Where no look is visible in a window the original processor runs, bit for bit. When the
+original is a reference-image processor (engine/references.py), its `residual` (the
+reference tokens' attention) is added to the blend, so references and looks compose.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class RegionState:
         self.window = range(0)
         self.rows: tuple[str, ...] = ("cond",)
         self._masks: torch.Tensor | None = None  # (n, R, h, w) for the window
-        self._by_size: dict[tuple, tuple[list[int], torch.Tensor] | None] = {}
+        self._by_size: dict[tuple, Blend | None] = {}
+        self._look_masks: dict[int, torch.Tensor] = {}  # by layer size, for the window
 
     def set_window(self, window: range) -> None:
         if window == self.window:
@@ -95,6 +98,7 @@ class RegionState:
         maps = [_latent_masks(self.id_maps[i], self.region_ids, self.latent_size) for i in window]
         self._masks = torch.from_numpy(np.stack(maps))
         self._by_size = {}
+        self._look_masks = {}
 
     def masks(self, tokens: int, device: torch.device, dtype: torch.dtype) -> Blend | None:
         """How the layer whose feature map has `tokens` cells blends this window's frames:
@@ -105,20 +109,27 @@ class RegionState:
             self._by_size[key] = found.to(device, dtype) if found is not None else None
         return self._by_size[key]
 
-    def _at(self, tokens: int) -> Blend | None:
+    def look_masks(self, tokens: int) -> torch.Tensor:
+        """(R, n*h*w) float32: each look's share of every position (frames, then cells) of
+        the layer whose feature map has `tokens` cells, for the current window."""
         assert self._masks is not None, "set_window before the model call"
-        h, w = self.latent_size
-        while h * w > tokens:  # the UNet halves (rounding up) at each level
-            h, w = (h + 1) // 2, (w + 1) // 2
-        if h * w != tokens:
-            raise StoryShadeError(
-                f"a cross-attention layer has {tokens} positions, not a halving of the "
-                f"{self.latent_size} latent",
-                "per-object looks need an SD1.5-class UNet",
-                field="regions",
-            )
-        masks = F.interpolate(self._masks, size=(h, w), mode="area")  # (n, R, h, w)
-        masks = masks.transpose(0, 1).flatten(1)  # (R, n*h*w): frames then cells
+        if tokens not in self._look_masks:
+            h, w = self.latent_size
+            while h * w > tokens:  # the UNet halves (rounding up) at each level
+                h, w = (h + 1) // 2, (w + 1) // 2
+            if h * w != tokens:
+                raise StoryShadeError(
+                    f"a cross-attention layer has {tokens} positions, not a halving of the "
+                    f"{self.latent_size} latent",
+                    "per-object looks need an SD1.5-class UNet",
+                    field="regions",
+                )
+            masks = F.interpolate(self._masks, size=(h, w), mode="area")  # (n, R, h, w)
+            self._look_masks[tokens] = masks.transpose(0, 1).flatten(1)
+        return self._look_masks[tokens]
+
+    def _at(self, tokens: int) -> Blend | None:
+        masks = self.look_masks(tokens)
         parts = []
         for k in range(masks.shape[0]):
             where = masks[k].nonzero().squeeze(1)
@@ -171,11 +182,11 @@ class RegionalAttnProcessor:
         branches = len(self.state.rows)
         n = rows // branches
         heads = attn.heads
-        query = attn.to_q(hidden_states)
-        channels = query.shape[-1]
+        flat_query = attn.to_q(hidden_states)
+        channels = flat_query.shape[-1]
         head_dim = channels // heads
         # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share their keys
-        query = query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
+        query = flat_query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
         query = query.reshape(branches, heads, n * tokens, head_dim)
         out = torch.zeros_like(query)
 
@@ -192,7 +203,11 @@ class RegionalAttnProcessor:
         for k, where, coef in blend.looks:
             add(self.state.text(k), where, coef)
         out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
-        out = attn.to_out[1](attn.to_out[0](out.reshape(rows, tokens, channels)))
+        out = out.reshape(rows, tokens, channels)
+        residual = getattr(self.original, "residual", None)  # reference images, if any
+        if residual is not None:
+            out = out + residual(attn, flat_query)
+        out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
 
 

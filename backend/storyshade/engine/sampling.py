@@ -144,6 +144,7 @@ class WindowedSampler:
         self.fallback = Fallback(ladder(base_plan or Plan()), self._on_fallback)
         self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
         self.control_size: tuple[int, int] | None = None  # (H, W) of a hires pass
+        self.references: Any = None  # ReferenceState: reference images (engine/references.py)
 
     @property
     def cfg(self) -> bool:
@@ -194,6 +195,8 @@ class WindowedSampler:
         self.placement.use(self.unet, plan.offload)
         if self.regions:
             self.regions.rows = branches
+        if self.references:
+            self.references.rows = branches
         return self.unet(
             x,
             t,

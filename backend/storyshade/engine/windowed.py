@@ -22,6 +22,7 @@ from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
 from storyshade.engine.noise import hires_seed, initial_noise
+from storyshade.engine.references import encode_references, reference_attention
 from storyshade.engine.regions import RegionState, encode_looks, regional_attention
 from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
@@ -223,10 +224,14 @@ class WindowedAnimateDiffEngine:
                 sampler.regions = RegionState(
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )
+            sampler.references = encode_references(
+                pipe, settings, self.roots, reporter, looks, sampler.regions
+            )
             with (
+                reference_attention(pipe.unet, sampler.references),  # outside: looks wrap it
                 regional_attention([pipe.unet, pipe.controlnet], sampler.regions)
                 if looks
-                else nullcontext()
+                else nullcontext(),
             ):
                 clean = encode_held(pipe, held) if held else None
                 latents = sampler.denoise(noise, text, frames, specs, clean)

@@ -56,6 +56,11 @@ def needs_of(settings: Settings) -> list[Need]:
     out += [Need(f"controlnet {r}", "controlnet", c.model) for r, c in settings.controls.items()]
     out += [Need("style LoRA", "lora", lo.name) for lo in settings.loras]
     out += [Need("motion LoRA", "lora", lo.name) for lo in settings.motion_loras]
+    if settings.references:
+        out += [
+            Need("ip adapter", "ip_adapter", settings.ip_adapter),
+            Need("image encoder", "image_encoder", settings.image_encoder),
+        ]
     return out
 
 
@@ -73,6 +78,7 @@ def _where_to_get(roots: list[Path], kind: str, name: str) -> str:
 
 def check_preset(roots: list[Path], settings: Settings) -> Report:
     from storyshade.models import compat
+    from storyshade.models.ip_adapter import check_adapter_file
     from storyshade.models.locate import check_checkpoint, check_folder_weights, find
     from storyshade.models.lora import lora_file
     from storyshade.presets import notes
@@ -89,6 +95,8 @@ def check_preset(roots: list[Path], settings: Settings) -> Report:
                 check_checkpoint(path)
             elif need.kind == "lora":
                 path = lora_file(path)
+            elif need.kind == "ip_adapter":
+                check_adapter_file(path)
             else:
                 check_folder_weights(path, need.kind)
             need.path = path
@@ -111,11 +119,21 @@ def check_preset(roots: list[Path], settings: Settings) -> Report:
         )
         try:
             report.problems = list(compat.problems(combo, settings))
+            if settings.references:
+                report.problems += _reference_problems(by_role, combo.checkpoint)
             if combo.checkpoint.is_file():
                 _check_single_file(roots, combo.checkpoint)
         except ModelError as exc:
             report.problems.append(exc)
     return report
+
+
+def _reference_problems(by_role: dict, checkpoint: Path) -> list[ModelError]:
+    from storyshade.models import ip_adapter
+    from storyshade.models.arch import checkpoint_arch
+
+    cross = checkpoint_arch(checkpoint).cross_attention_dim
+    return ip_adapter.problems(by_role["ip adapter"], by_role["image encoder"], checkpoint, cross)
 
 
 def _check_single_file(roots: list[Path], path: Path) -> None:

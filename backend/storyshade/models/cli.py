@@ -20,6 +20,7 @@ def add_models_flag(p: argparse.ArgumentParser) -> None:
 
 def _detail(found) -> str:
     from storyshade.models.arch import adapter_arch, checkpoint_arch, controlnet_arch, lora_arch
+    from storyshade.models.ip_adapter import encoder_arch, ip_adapter_arch
 
     if found.refused:
         return f"REFUSED ({found.refused}): convert to .safetensors (docs/models.md)"
@@ -32,6 +33,10 @@ def _detail(found) -> str:
             return adapter_arch(found.path).describe()
         if found.kind == "lora":
             return lora_arch(found.path).describe()
+        if found.kind == "ip_adapter":
+            return ip_adapter_arch(found.path).describe()
+        if found.kind == "image_encoder":
+            return encoder_arch(found.path).describe()
     except StoryShadeError as exc:
         return f"unreadable: {exc.problem}"
     return found.note
@@ -61,7 +66,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from storyshade.models.locate import model_roots
     from storyshade.presets import resolve
 
-    settings = resolve(args.preset)
+    overrides = {}
+    if args.reference:
+        from storyshade.references import parse_reference_arg
+
+        overrides["references"] = [parse_reference_arg(r) for r in args.reference]
+    settings = resolve(args.preset, overrides)
     report = check_preset(model_roots(args.models), settings)
     print(report.text())
     return 0 if report.ok else 2
@@ -81,12 +91,14 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from storyshade.models.discover import KINDS
+
     models = sub.add_parser("models", help="find and check models").add_subparsers(
         dest="models_command", required=True
     )
     p = models.add_parser("list", help="every model found under the roots and the HF cache")
     add_models_flag(p)
-    p.add_argument("--kind", choices=("checkpoint", "motion_adapter", "controlnet", "lora"))
+    p.add_argument("--kind", choices=KINDS)
     p.add_argument("--all", action="store_true", help="also list unrecognised files")
     p.set_defaults(func=cmd_list)
     p = models.add_parser(
@@ -94,6 +106,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("preset", nargs="?", help="comma-separated preset names (default: the defaults)")
     add_models_flag(p)
+    p.add_argument(
+        "--reference",
+        action="append",
+        metavar="IMG[:WEIGHT]",
+        help="also check the IP-Adapter and image encoder that references need",
+    )
     p.set_defaults(func=cmd_check)
     p = models.add_parser("tiny", help="write tiny random-weight test models into DIR")
     p.add_argument("dir")

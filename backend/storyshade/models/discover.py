@@ -18,9 +18,10 @@ from pathlib import Path
 
 from storyshade.errors import ModelError
 from storyshade.models.header import shapes
+from storyshade.models.ip_adapter import is_encoder_config, is_ip_adapter
 from storyshade.models.safety import is_pickle, pickle_only_folder
 
-KINDS = ("checkpoint", "motion_adapter", "controlnet", "lora")
+KINDS = ("checkpoint", "motion_adapter", "controlnet", "lora", "ip_adapter", "image_encoder")
 CLASS_KINDS = {
     "ControlNetModel": "controlnet",
     "MotionAdapter": "motion_adapter",
@@ -79,6 +80,8 @@ def classify_file(path: Path) -> tuple[str, str]:
         if any(k.startswith("conditioner.embedders") for k in keys):
             return "checkpoint", "SDXL"
         return "checkpoint", ""
+    if is_ip_adapter(keys):
+        return "ip_adapter", ""
     if any("lora" in k.lower() for k in keys):
         motion = any("motion_modules" in k for k in keys)
         return "lora", "motion LoRA" if motion else "style LoRA"
@@ -90,7 +93,7 @@ def classify_file(path: Path) -> tuple[str, str]:
         k.startswith(("control_model.", "controlnet_")) or "input_hint_block" in k for k in keys
     ):
         return "controlnet", ""
-    return "unknown", "not a checkpoint, motion module, ControlNet or LoRA"
+    return "unknown", "not a checkpoint, motion module, ControlNet, LoRA or IP-Adapter"
 
 
 def snapshot(repo_dir: Path) -> Path | None:
@@ -118,9 +121,12 @@ def _folder_model(folder: Path, name: str, layout: str, repo: str | None) -> Fou
     config = folder / "config.json"
     if config.is_file():
         try:
-            cls = json.loads(config.read_text(encoding="utf-8")).get("_class_name", "")
-        except (OSError, ValueError):
+            data = json.loads(config.read_text(encoding="utf-8"))
+            cls = data.get("_class_name", "")
+        except (OSError, ValueError, AttributeError):
             return None
+        if is_encoder_config(data):
+            return Found("image_encoder", name, folder, layout, repo, refused())
         kind = CLASS_KINDS.get(cls)
         if kind:
             note = "SparseCtrl model (not a motion adapter)" if kind == "unsupported" else ""

@@ -44,6 +44,29 @@ class ModelKey:
     # Per-job adjustments, applied in place by ModelCache.get; not part of the identity.
     loras: tuple[LoraSpec, ...] = field(default=(), compare=False)
     scheduler: str = field(default="ddim", compare=False)
+    # With reference images: the IP-Adapter and image encoder files (loaded beside the
+    # pipeline by engine/references.py, not part of it).
+    references: tuple[Path, Path] | None = field(default=None, compare=False)
+
+
+def reference_files(
+    roots: list[Path], settings: Settings, checkpoint: Path | None = None
+) -> tuple[Path, Path]:
+    """The IP-Adapter and image encoder the settings name, checked against each other and
+    the checkpoint (errors name both files)."""
+    from storyshade.models import ip_adapter
+
+    ckpt = checkpoint or find(roots, "checkpoint", settings.checkpoint)
+    adapter = find(roots, "ip_adapter", settings.ip_adapter)
+    ip_adapter.check_adapter_file(adapter)
+    encoder = find(roots, "image_encoder", settings.image_encoder)
+    check_folder_weights(encoder, "image_encoder")
+    found = ip_adapter.problems(
+        adapter, encoder, ckpt, compat.checkpoint_arch(ckpt).cross_attention_dim
+    )
+    if found:
+        raise found[0]
+    return adapter, encoder
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -94,6 +117,7 @@ def model_key(roots: list[Path], settings: Settings) -> ModelKey:
         ckpt, motion, controls, tuple((s.name, s.path, s.motion) for s in loras)
     )
     compat.check(combo, settings)
+    references = reference_files(roots, settings, ckpt) if settings.references else None
     config = tokenizer = None
     if ckpt.is_file():
         from storyshade.models.single_file import checkpoint_config, find_tokenizer
@@ -111,6 +135,7 @@ def model_key(roots: list[Path], settings: Settings) -> ModelKey:
         tokenizer,
         loras,
         settings.scheduler,
+        references,
     )
 
 

@@ -20,6 +20,8 @@ KIND_DIRS = {
     "motion_adapter": "motion",
     "controlnet": "controlnet",
     "lora": "lora",
+    "ip_adapter": "ip_adapter",
+    "image_encoder": "image_encoder",
 }
 CHECKPOINT_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 

@@ -33,6 +33,7 @@ class Source:
 
 _SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _LIGHTNING = "ByteDance/AnimateDiff-Lightning"
+_IP = "h94/IP-Adapter"
 
 SOURCES: dict[str, Source] = {
     "stable-diffusion-v1-5": Source(_SD15),
@@ -49,6 +50,13 @@ SOURCES: dict[str, Source] = {
     "control_v11p_sd15_lineart": Source("lllyasviel/control_v11p_sd15_lineart"),
     "control_v11p_sd15_softedge": Source("lllyasviel/control_v11p_sd15_softedge"),
     "control_v11p_sd15_canny": Source("lllyasviel/control_v11p_sd15_canny"),
+    "ip-adapter_sd15": Source(_IP, "models/ip-adapter_sd15.safetensors"),
+    "ip-adapter-plus_sd15": Source(_IP, "models/ip-adapter-plus_sd15.safetensors"),
+    "image_encoder": Source(
+        _IP,
+        "models/image_encoder/config.json models/image_encoder/model.safetensors",
+        note="the ViT-H/14 CLIP vision encoder of the SD1.5 IP-Adapters",
+    ),
 }
 for _steps in (1, 2, 4, 8):
     _file = f"animatediff_lightning_{_steps}step_diffusers.safetensors"

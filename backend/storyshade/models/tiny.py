@@ -19,6 +19,9 @@ TINY_NAMES = {
     "motion_adapter": "tiny-motion-v3",
     "depth": "tiny-controlnet-depth",
     "normal": "tiny-controlnet-normal",
+    "ip_adapter": "tiny-ip-adapter",
+    "ip_adapter_plus": "tiny-ip-adapter-plus",
+    "image_encoder": "tiny-image-encoder",
 }
 
 _BLOCKS = (32, 64)
@@ -119,6 +122,118 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     for role in ("depth", "normal"):
         paths[role] = root / "controlnet" / TINY_NAMES[role]
         tiny_controlnet().save_pretrained(paths[role], safe_serialization=True)
+    paths.update(write_tiny_references(root, seed=seed))
+    return paths
+
+
+def cross_attention_widths(unet: Any) -> list[int]:
+    """Query widths of a UNet's spatial cross-attention layers, in attn_processors order."""
+    from diffusers.models.attention_processor import Attention
+
+    return [
+        m.to_k.weight.shape[0]
+        for name, m in unet.named_modules()
+        if isinstance(m, Attention) and name.endswith("attn2") and ".attentions." in f".{name}"
+    ]
+
+
+def tiny_image_encoder(hidden: int = 32, projection: int = 24, image_size: int = 32) -> Any:
+    """A CLIPVisionModelWithProjection of a few KB: the kind IP-Adapters read."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=image_size,
+            patch_size=8,
+            projection_dim=projection,
+        )
+    )
+
+
+def write_ip_adapter(
+    dest: Path,
+    widths: list[int],
+    cross: int = _CROSS,
+    embed: int = 24,
+    plus: bool = False,
+    tokens: int = 4,
+    seed: int = 0,
+) -> Path:
+    """A random IP-Adapter .safetensors in the h94/IP-Adapter key layout: `image_proj.*`
+    (base: proj + norm; plus: a one-layer perceiver resampler reading `embed`-wide hidden
+    states) and `ip_adapter.{1,3,...}.to_k_ip/to_v_ip` for each cross-attention width."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> Any:
+        return torch.randn(*shape, generator=gen) / max(shape[-1], 1) ** 0.5
+
+    state: dict[str, Any] = {}
+    if plus:
+        dim, inner, ff = cross, 64, 4 * cross
+        state.update(
+            {
+                "latents": torch.randn(1, tokens, dim, generator=gen) / dim**0.5,
+                "proj_in.weight": rand(dim, embed),
+                "proj_in.bias": torch.zeros(dim),
+                "proj_out.weight": rand(cross, dim),
+                "proj_out.bias": torch.zeros(cross),
+                "norm_out.weight": torch.ones(cross),
+                "norm_out.bias": torch.zeros(cross),
+                "layers.0.0.norm1.weight": torch.ones(dim),
+                "layers.0.0.norm1.bias": torch.zeros(dim),
+                "layers.0.0.norm2.weight": torch.ones(dim),
+                "layers.0.0.norm2.bias": torch.zeros(dim),
+                "layers.0.0.to_q.weight": rand(inner, dim),
+                "layers.0.0.to_kv.weight": rand(2 * inner, dim),
+                "layers.0.0.to_out.weight": rand(dim, inner),
+                "layers.0.1.0.weight": torch.ones(dim),
+                "layers.0.1.0.bias": torch.zeros(dim),
+                "layers.0.1.1.weight": rand(ff, dim),
+                "layers.0.1.3.weight": rand(dim, ff),
+            }
+        )
+    else:
+        state.update(
+            {
+                "proj.weight": rand(tokens * cross, embed),
+                "proj.bias": torch.zeros(tokens * cross),
+                "norm.weight": torch.ones(cross),
+                "norm.bias": torch.zeros(cross),
+            }
+        )
+    out = {f"image_proj.{k}": v for k, v in state.items()}
+    for i, width in enumerate(widths):
+        out[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = rand(width, cross) * 2
+        out[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = rand(width, cross) * 2
+    return _save(out, dest)
+
+
+def write_tiny_references(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """The tiny IP-Adapters (base and plus) and their image encoder, for references."""
+    import torch
+
+    root = Path(root)
+    torch.manual_seed(seed + 1)
+    paths = {"image_encoder": root / "image_encoder" / TINY_NAMES["image_encoder"]}
+    encoder = tiny_image_encoder()
+    encoder.save_pretrained(paths["image_encoder"], safe_serialization=True)
+    widths = cross_attention_widths(tiny_unet())
+    hidden, projection = encoder.config.hidden_size, encoder.config.projection_dim
+    for name, plus in (("ip_adapter", False), ("ip_adapter_plus", True)):
+        paths[name] = write_ip_adapter(
+            root / "ip_adapter" / f"{TINY_NAMES[name]}.safetensors",
+            widths,
+            embed=hidden if plus else projection,
+            plus=plus,
+            tokens=8 if plus else 4,
+            seed=seed + (2 if plus else 1),
+        )
     return paths
 
 

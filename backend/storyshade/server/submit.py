@@ -12,16 +12,37 @@ from typing import Any, BinaryIO
 from storyshade.bundle import reject_constant
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_held_engine, check_stock_shot
+from storyshade.engine.references import check_reference_looks, check_references_engine
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.presets import resolve
+from storyshade.references import check_references, resolve_paths
 from storyshade.server.jobs import Job, JobStore
 from storyshade.server.upload import Limits, unpack_bundle
 from storyshade.settings import Settings, hires_size
 
 # Model names are folder or file names inside the models root, never paths.
 MODEL_NAME = re.compile(r"[\w][\w .()+\-\[\]]{0,199}")
+# A request's reference images travel in the bundle zip: relative paths inside it only.
+BUNDLE_FILE = re.compile(r"[\w][\w .()+\-]{0,99}(/[\w][\w .()+\-]{0,99}){0,3}")
+
+
+def check_request_references(overrides: dict[str, Any]) -> None:
+    """Reference images a request names are files of its bundle (a preset's may be
+    anywhere on the server: presets are the server's own files)."""
+    refs = overrides.get("references")
+    if not isinstance(refs, list):
+        return
+    for i, ref in enumerate(refs):
+        image = ref.get("image") if isinstance(ref, dict) else None
+        if isinstance(image, str) and not (BUNDLE_FILE.fullmatch(image) and ".." not in image):
+            raise StoryShadeError(
+                f"reference image '{image[:80]}' is not a path inside the bundle",
+                "put the image in the bundle zip beside shot.json and name it relative to it "
+                '(e.g. "references/girl.png")',
+                field=f"settings.references.{i}.image",
+            )
 
 
 class OutOfDisk(StoryShadeError):
@@ -103,6 +124,7 @@ def resolve_settings(
     text: str, roots: list[Path], models: ModelCache, max_resolution: int
 ) -> tuple[str | None, Settings]:
     preset, overrides = parse_settings(text)
+    check_request_references(overrides)
     settings = merge_settings(preset, overrides)
     for side in ("width", "height"):
         if getattr(settings, side) > max_resolution:
@@ -143,7 +165,12 @@ def accept_job(
     job_dir = store.job_dir(job_id)
     try:
         job_dir.mkdir(parents=True)
-        bundle = unpack_bundle(fileobj, job_dir, limits)
+        check_references_engine(settings.engine, bool(settings.references))
+        inside = [r.image for r in settings.references if not Path(r.image).is_absolute()]
+        bundle = unpack_bundle(fileobj, job_dir, limits, inside)
+        settings = resolve_paths(settings, bundle.root)
+        check_references(settings)  # unreadable or refused images: a 422 naming the file
+        check_reference_looks(settings, [r.name for r in bundle.shot.regions])
         check_stock_shot(settings, len(bundle), store.roots)  # a 400 now, not a failed job
         check_looks_engine(settings.engine, bool(bundle.shot.regions))
         check_held_engine(settings.engine, bool(bundle.held()))

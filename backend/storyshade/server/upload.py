@@ -9,6 +9,7 @@ pass file (a readable EXR of the declared size, with finite depth and normals).
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -77,12 +78,22 @@ def _read(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
 
 
 def _wanted(
-    members: list[zipfile.ZipInfo], prefix: str, shot: Shot
+    members: list[zipfile.ZipInfo], prefix: str, shot: Shot, extra: Sequence[str] = ()
 ) -> list[tuple[zipfile.ZipInfo, str]]:
-    """(entry, path inside the bundle) for shot.json and each pass and take file it names;
-    nothing else in the zip is ever written."""
+    """(entry, path inside the bundle) for shot.json, each pass and take file shot.json
+    names and each reference image the settings name (`extra`); nothing else in the zip is
+    written."""
     by_name = {m.filename: m for m in members}
     wanted = [(by_name[f"{prefix}shot.json"], "shot.json")]
+    for i, name in enumerate(extra):
+        member = by_name.get(prefix + name)
+        if member is None:
+            raise BundleError(
+                f"reference image {name} is not in the uploaded bundle",
+                "put the image in the bundle zip, beside shot.json, and name it relative to it",
+                field=f"settings.references.{i}.image",
+            )
+        wanted.append((member, name))
     for i, entry in enumerate(shot.frames):
         named = [(entry.file, "file", f"pass file {entry.file} is missing", "re-export the shot")]
         if entry.take:
@@ -195,8 +206,11 @@ def check_passes(bundle: Bundle) -> None:
             bundle.read_take(i)  # a PNG of the shot's size (checked before decoding)
 
 
-def unpack_bundle(fileobj: BinaryIO, job_dir: Path, limits: Limits) -> Bundle:
-    """Extract and validate the uploaded zip into `job_dir/bundle`."""
+def unpack_bundle(
+    fileobj: BinaryIO, job_dir: Path, limits: Limits, extra: Sequence[str] = ()
+) -> Bundle:
+    """Extract and validate the uploaded zip into `job_dir/bundle`; `extra` names further
+    files the job needs from it (reference images, relative to shot.json)."""
     dest = job_dir / "bundle"
     most = 2 * limits.max_frames + EXTRA_MEMBERS  # a pass file and a held picture per frame
     archive = open_zip(fileobj, most)
@@ -213,7 +227,7 @@ def unpack_bundle(fileobj: BinaryIO, job_dir: Path, limits: Limits) -> Bundle:
         manifest, prefix = _find_manifest(members)
         shot = parse_shot(_read(archive, manifest), max_frames=limits.max_frames)
         _check_shot(shot, limits)
-        wanted = _wanted(members, prefix, shot)
+        wanted = _wanted(members, prefix, shot, extra)
         dest.mkdir(parents=True, exist_ok=True)
         _extract(archive, wanted, dest, limits.max_bytes)
     bundle = load_bundle(dest)

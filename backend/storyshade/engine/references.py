@@ -1,0 +1,359 @@
+"""Reference images inside the model: IP-Adapter tokens as extra keys and values.
+
+Each reference image is encoded once per job (CLIP vision encoder, then the adapter's
+image projection) into a few tokens of the text's width. In every spatial cross-attention
+layer of the UNet the queries then attend, besides the text, to each reference's tokens
+through the adapter's `to_k_ip`/`to_v_ip` for that layer, and the results are added:
+
+    out = attention(q, text) + sum_r weight_r * attention(q, reference_r)
+
+Unconditional rows (CFG) attend to the adapter's projection of a blank embedding, as in
+diffusers. Frames of a CFG branch share their reference tokens, so they are folded into
+the query length: the cost per reference is one attention over 4 (base) or 16 (plus)
+tokens per layer, whatever the window length, in the same single UNet call per window.
+
+Composition with per-object looks (engine/regions.py): the looks' processors wrap these
+ones and call `ReferenceAttnProcessor.residual` on their own queries, so a reference
+reaches every pixel with or without looks. `residual` takes optional positions and
+coefficients (`where`, `coef`: the same form as a look's `Blend`), which is how a
+reference can later act only inside a look's per-frame mask. diffusers' IP-Adapter masks
+cannot do that: one static mask per image for all frames and both CFG branches.
+
+Weight 0 (or no reference) installs nothing: the frames are bit for bit those without.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from storyshade.errors import ModelError, StoryShadeError
+from storyshade.progress import Reporter
+from storyshade.references import file_hash, load_image
+from storyshade.settings import Settings
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_EMBEDS = 32  # reference embeddings kept per loaded adapter (across jobs)
+
+
+def check_references_engine(engine: str, has_references: bool) -> None:
+    """The stock pipeline has no way to take our references: refuse, never ignore."""
+    if has_references and engine == "animatediff-stock":
+        raise StoryShadeError(
+            f"engine '{engine}' cannot shade with reference images (settings.references)",
+            "use engine 'animatediff' (the windowed engine), or drop the references",
+            field="settings.engine",
+        )
+
+
+def preprocess(image: Any, size: int) -> torch.Tensor:
+    """(3, size, size) float32: CLIPImageProcessor's defaults (shortest side to `size`,
+    bicubic, centre crop, CLIP mean/std)."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = size / min(w, h)
+    rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((rw, rh), Image.Resampling.BICUBIC)
+    left, top = (rw - size) // 2, (rh - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    arr = (arr - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+@dataclass
+class LoadedReferences:
+    """An IP-Adapter and its image encoder on the pipeline's device, plus the embeddings of
+    images already seen (by file content), so a rerun does not encode them again."""
+
+    adapter: Any  # models.ip_adapter.IPAdapterWeights
+    encoder: Any
+    embeds: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    blank: torch.Tensor | None = None
+
+    @property
+    def plus(self) -> bool:
+        return self.adapter.arch.variant == "plus"
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        dtype = self.encoder.dtype
+        pixels = pixels.to(self.encoder.device, dtype)
+        if self.plus:
+            out = self.encoder(pixels, output_hidden_states=True).hidden_states[-2]
+        else:
+            out = self.encoder(pixels).image_embeds
+        proj = self.adapter.image_proj
+        return proj(out.to(next(proj.parameters()).dtype))
+
+    def tokens(self, image: Any, key: str) -> torch.Tensor:
+        """(1, T, cross) tokens of one image (cached by content)."""
+        if key in self.embeds:
+            self.embeds.move_to_end(key)
+            return self.embeds[key]
+        size = self.encoder.config.image_size
+        out = self._encode(preprocess(image, size)[None])
+        self.embeds[key] = out
+        while len(self.embeds) > MAX_EMBEDS:
+            self.embeds.popitem(last=False)
+        return out
+
+    def blank_tokens(self) -> torch.Tensor:
+        """(1, T, cross): what unconditional rows see (diffusers: a zero embedding for base,
+        the encoding of a black image's hidden states for plus)."""
+        if self.blank is None:
+            size = self.encoder.config.image_size
+            if self.plus:
+                self.blank = self._encode(torch.zeros(1, 3, size, size))
+            else:
+                width = self.adapter.arch.embed_dim
+                proj = self.adapter.image_proj
+                p = next(proj.parameters())
+                self.blank = proj(torch.zeros(1, width, device=p.device, dtype=p.dtype))
+        return self.blank
+
+
+def loaded_references(pipe: Any, adapter: Path, encoder: Path) -> LoadedReferences:
+    """The adapter and encoder for the cached pipeline (loaded once, kept beside it)."""
+    from storyshade.models.ip_adapter import load_image_encoder, load_ip_adapter
+
+    resident = pipe.__dict__.setdefault("_storyshade_references", {})
+    stamp = tuple((p, p.stat().st_mtime_ns) for p in (adapter, encoder))
+    if stamp not in resident:
+        resident.clear()  # one adapter at a time beside a pipeline
+        device, dtype = pipe.unet.device, pipe.unet.dtype
+        resident[stamp] = LoadedReferences(
+            load_ip_adapter(adapter, device, dtype), load_image_encoder(encoder, device, dtype)
+        )
+    return resident[stamp]
+
+
+class ReferenceState:
+    """What the processors read: each reference's tokens per CFG branch, weights, the look
+    each acts inside (None: the whole frame), the adapter's per-layer key/value weights,
+    and the rows of the call under way (the sampler sets `rows` before every UNet call)."""
+
+    def __init__(
+        self,
+        cond: Sequence[torch.Tensor],
+        uncond: torch.Tensor,
+        weights: Sequence[float],
+        kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        looks: Sequence[int | None] | None = None,
+        regions: Any = None,
+    ) -> None:
+        self.cond = list(cond)  # per reference (1, T, cross)
+        self.uncond = uncond  # (1, T, cross)
+        self.weights = list(weights)
+        self.kv = list(kv)
+        self.looks = list(looks) if looks is not None else [None] * len(self.cond)
+        self.regions = regions  # RegionState: per-frame look masks (engine/regions.py)
+        self.rows: tuple[str, ...] = ("cond",)
+        self._parts: dict[tuple, list] = {}
+
+    def tokens(self, r: int) -> torch.Tensor:
+        """(B, T, cross): reference r's tokens for each CFG branch of the call."""
+        return torch.cat([self.cond[r] if b == "cond" else self.uncond for b in self.rows])
+
+    def parts(self, tokens: int, device: torch.device, dtype: torch.dtype) -> list[tuple]:
+        """(r, where, coef) per reference that acts in this window at a layer with `tokens`
+        cells: where/coef None for the whole frame, else the positions (frames, then cells)
+        inside the reference's look and the look's share of each."""
+        window = self.regions.window if self.regions is not None else None
+        key = (tokens, window, device, dtype)
+        if key not in self._parts:
+            out = []
+            for r, look in enumerate(self.looks):
+                if look is None:
+                    out.append((r, None, None))
+                    continue
+                mask = self.regions.look_masks(tokens)[look]
+                where = mask.nonzero().squeeze(1)
+                if where.numel():
+                    out.append((r, where.to(device), mask[where].to(device, dtype)[:, None]))
+            if len(self._parts) > 64:
+                self._parts.clear()
+            self._parts[key] = out
+        return self._parts[key]
+
+
+class ReferenceAttnProcessor:
+    """Cross-attention over the text plus each reference's tokens (one UNet layer)."""
+
+    whole_batch = True  # rows map to CFG branches by position: never sliced
+
+    def __init__(self, original: Any, state: ReferenceState, layer: int) -> None:
+        self.original = original
+        self.state = state
+        self.layer = layer
+
+    def residual(self, attn: Any, query: torch.Tensor) -> torch.Tensor | None:
+        """(rows, L, C) to add before `to_out`: sum_r weight_r * mask_r * attention(query,
+        ref_r), mask_r being 1 for a whole-frame reference and its look's per-frame mask
+        at this layer's resolution otherwise; None when no reference acts here.
+
+        `query` is `attn.to_q(hidden_states)` (rows = branches * frames)."""
+        state = self.state
+        rows, length, channels = query.shape
+        parts = state.parts(length, query.device, query.dtype)
+        if not parts:
+            return None
+        branches = len(state.rows)
+        n = rows // branches
+        heads = attn.heads
+        d = channels // heads
+        # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share the reference tokens
+        q = query.view(branches, n, length, heads, d).permute(0, 3, 1, 2, 4)
+        q = q.reshape(branches, heads, n * length, d)
+        k_w, v_w = state.kv[self.layer]
+        out = torch.zeros_like(q)
+        for r, where, coef in parts:
+            tokens = state.tokens(r).to(query.device, query.dtype)
+            key = F.linear(tokens, k_w).view(branches, -1, heads, d).transpose(1, 2)
+            value = F.linear(tokens, v_w).view(branches, -1, heads, d).transpose(1, 2)
+            weight = state.weights[r]
+            if where is None:
+                out += weight * F.scaled_dot_product_attention(q, key, value, dropout_p=0.0)
+            else:
+                part = F.scaled_dot_product_attention(q[:, :, where], key, value, dropout_p=0.0)
+                out[:, :, where] += (weight * coef) * part
+        out = out.view(branches, heads, n, length, d).permute(0, 2, 3, 1, 4)
+        return out.reshape(rows, length, channels)
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if (
+            encoder_hidden_states is None
+            or hidden_states.ndim != 3
+            or not self.state.parts(
+                hidden_states.shape[1], hidden_states.device, hidden_states.dtype
+            )
+        ):  # no reference acts here: the original processor, bit for bit
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        rows, length, _ = hidden_states.shape
+        query = attn.to_q(hidden_states)
+        channels = query.shape[-1]
+        heads, d = attn.heads, channels // attn.heads
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, key.shape[1], rows)
+            attention_mask = attention_mask.view(rows, heads, -1, attention_mask.shape[-1])
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(rows, -1, heads, d).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            split(query), split(key), split(value), attn_mask=attention_mask, dropout_p=0.0
+        )
+        out = out.transpose(1, 2).reshape(rows, length, channels)
+        extra = self.residual(attn, query)
+        if extra is not None:
+            out = out + extra
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+def _unet_cross_attentions(unet: nn.Module) -> list[Any]:
+    from storyshade.engine.regions import _check_plain, _cross_attentions
+
+    modules = list(_cross_attentions(unet))
+    for module in modules:
+        _check_plain(module)
+    return modules
+
+
+def check_fits(modules: Sequence[Any], adapter: Any, checkpoint: str) -> None:
+    """The adapter has one key/value pair per cross-attention layer, of the layer's shape."""
+    shapes = [tuple(m.to_k.weight.shape) for m in modules]
+    have = [tuple(k.shape) for k, _ in adapter.kv]
+    if shapes != have:
+        raise ModelError(
+            f"IP-Adapter {adapter.arch.path} has {len(have)} cross-attention layers "
+            f"{have} but checkpoint '{checkpoint}' has {len(shapes)} {shapes}",
+            "use an IP-Adapter trained for this checkpoint's architecture (SD1.5)",
+            field="settings.ip_adapter",
+        )
+
+
+@contextmanager
+def reference_attention(unet: nn.Module, state: ReferenceState | None) -> Iterator[int]:
+    """Install the reference processors on the UNet's spatial cross-attention for the
+    block (the originals come back, also after an error). With no state, nothing."""
+    swapped: list[tuple[Any, Any]] = []
+    try:
+        if state is not None:
+            for i, module in enumerate(_unet_cross_attentions(unet)):
+                swapped.append((module, module.processor))
+                module.set_processor(ReferenceAttnProcessor(module.processor, state, i))
+        yield len(swapped)
+    finally:
+        for module, original in reversed(swapped):
+            module.set_processor(original)
+
+
+def encode_references(
+    pipe: Any,
+    settings: Settings,
+    roots: list[Path],
+    reporter: Reporter,
+    looks: Sequence[dict] = (),
+    regions: Any = None,
+) -> ReferenceState | None:
+    """Each reference's tokens (once per image per job; by content across jobs), or None
+    when there is nothing to add (no references, or every weight 0). A reference on a
+    look (`look`: its name) acts inside that look's per-frame masks from `regions`."""
+    from storyshade.models.loader import reference_files
+
+    used = [(i, r) for i, r in enumerate(settings.references) if r.weight != 0]
+    if not used:
+        return None
+    names = {look["name"]: k for k, look in enumerate(looks)}
+    places: list[int | None] = []
+    for i, ref in used:
+        if ref.look is not None and ref.look not in names:
+            raise unknown_look(ref.look, i, list(names))
+        places.append(names[ref.look] if ref.look is not None else None)
+    adapter_path, encoder_path = reference_files(roots, settings)
+    refs = loaded_references(pipe, adapter_path, encoder_path)
+    check_fits(_unet_cross_attentions(pipe.unet), refs.adapter, settings.checkpoint)
+    cond = []
+    for i, ref in used:
+        reporter.check()
+        cond.append(refs.tokens(load_image(ref.image, i), file_hash(ref.image)))
+    weights = [r.weight for _, r in used]
+    return ReferenceState(cond, refs.blank_tokens(), weights, refs.adapter.kv, places, regions)
+
+
+def unknown_look(name: str, index: int, names: Sequence[str]) -> StoryShadeError:
+    have = ", ".join(sorted(names)) if names else "none: the shot has no looks"
+    return StoryShadeError(
+        f"reference {index} names look '{name}', which the shot does not have (looks: {have})",
+        "name a look of the shot (an object or collection with a StoryShade look), or drop "
+        "'look' to apply the reference to the whole frame",
+        field=f"settings.references.{index}.look",
+    )
+
+
+def check_reference_looks(settings: Settings, look_names: Sequence[str]) -> None:
+    """At submit: every reference's look is one of the bundle's looks."""
+    for i, ref in enumerate(settings.references):
+        if ref.look is not None and ref.look not in look_names:
+            raise unknown_look(ref.look, i, look_names)

@@ -1,0 +1,136 @@
+"""Reference images: where they are, and reading them safely (no torch, no models).
+
+A reference image is named by path: absolute, or relative to the bundle (a preset's own
+references are made absolute against the preset file when it is loaded). Images are
+decoded with PIL under explicit limits, so a huge, truncated or hostile file is a clear
+error naming the file, never a crash or an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+from storyshade.errors import StoryShadeError
+from storyshade.settings import Settings
+
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+MAX_BYTES = 32 * 1024 * 1024
+MAX_PIXELS = 16_000_000  # e.g. 4000 x 4000; encoders see 224 px
+MAX_SIDE = 8192
+
+
+class ReferenceError(StoryShadeError):
+    """A reference image is missing, unreadable or refused."""
+
+    status = 422
+
+
+def _error(path: Path, index: int, problem: str, fix: str) -> ReferenceError:
+    return ReferenceError(
+        f"reference image {path}: {problem}", fix, field=f"settings.references.{index}.image"
+    )
+
+
+def resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Settings whose reference paths are absolute (relative ones taken from `base`)."""
+    if not settings.references:
+        return settings
+    refs = []
+    for ref in settings.references:
+        path = Path(ref.image).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        refs.append(ref.model_copy(update={"image": str(path)}))
+    return settings.model_copy(update={"references": refs})
+
+
+def load_image(path: str | Path, index: int = 0) -> Any:
+    """The image as an RGB PIL image, decoded within the limits above."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    fix_format = (
+        f"save it as {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, at most {MAX_SIDE} px a side"
+    )
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise _error(
+            path, index, "not found", "check the path (on the machine that renders)"
+        ) from None
+    except OSError as exc:
+        raise _error(path, index, f"cannot be read ({exc.strerror})", "check the file") from None
+    if not path.is_file():
+        raise _error(path, index, "is not a file", "name an image file")
+    if size > MAX_BYTES:
+        raise _error(
+            path,
+            index,
+            f"is {size // (1024 * 1024)} MiB, over the {MAX_BYTES // (1024 * 1024)} MiB limit",
+            fix_format,
+        )
+    try:
+        with warnings.catch_warnings():
+            # PIL's own guard stays on; its warning becomes an error. Our limit is checked
+            # from the header (open reads only that) before any pixel is decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=FORMATS) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
+                    raise _error(path, index, f"is {w}x{h} pixels, over the limit", fix_format)
+                img.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale
+                rgb = img.convert("RGB")
+                rgb.load()
+                return rgb
+    except StoryShadeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _error(
+            path, index, "declares more pixels than the limit (a decompression bomb?)", fix_format
+        ) from None
+    except UnidentifiedImageError:
+        raise _error(
+            path, index, f"is not a supported image ({', '.join(FORMATS)})", fix_format
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise _error(
+            path, index, f"cannot be decoded ({str(exc)[:160]})", "re-save the image"
+        ) from None
+
+
+def check_references(settings: Settings) -> None:
+    """Every reference image decodes (paths must already be absolute)."""
+    for i, ref in enumerate(settings.references):
+        load_image(ref.image, i)
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_reference_arg(text: str) -> dict[str, Any]:
+    """`IMG[:WEIGHT][@LOOK]` from the command line; the image path becomes absolute."""
+    out: dict[str, Any] = {}
+    head, sep, look = text.rpartition("@")
+    if sep and head and look and "/" not in look and "\\" not in look:
+        out["look"] = look
+        text = head
+    path, weight = text, None
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+            path = head
+        except ValueError:
+            path = text  # a ':' that is part of the path (e.g. C:\\...)
+    out["image"] = str(Path(path).expanduser().resolve())
+    if weight is not None:
+        out["weight"] = weight
+    return dict(sorted(out.items(), key=lambda kv: ["image", "weight", "look"].index(kv[0])))
