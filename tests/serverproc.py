@@ -24,7 +24,15 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m storyshade serve ...` in a child process; stop() or kill() it."""
 
-    def __init__(self, data: Path, models: Path | None = None, *extra: str, port: int = 0):
+    def __init__(
+        self,
+        data: Path,
+        models: Path | None = None,
+        *extra: str,
+        port: int = 0,
+        python: str | None = None,
+    ):
+        self.python = python or sys.executable  # another venv's, for the bpy 4.2 suite
         self.data = data
         self.models = models
         self.extra = list(extra)
@@ -34,7 +42,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "storyshade", "serve", "--port", str(self.port)]
+        cmd = [self.python, "-m", "storyshade", "serve", "--port", str(self.port)]
         cmd += ["--data", str(self.data)]
         if self.models:
             cmd += ["--models", str(self.models)]

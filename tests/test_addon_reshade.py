@@ -5,6 +5,8 @@ and bad takes or ranges are refused before any export."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import blender_env  # noqa: F401
@@ -15,6 +17,17 @@ import pytest
 from addon import cli, compat
 
 PREVIEW = json.dumps({"width": 64, "height": 64})
+# The server runs from the backend's Python (the bpy 4.2 suite's venv has no backend).
+SERVER_PYTHON = os.environ.get("STORYSHADE_SERVER_PYTHON") or sys.executable
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real server with no models: these runs use the model-free preview engine."""
+    from serverproc import ServerProcess
+
+    with ServerProcess(tmp_path_factory.mktemp("reshade") / "data", python=SERVER_PYTHON) as s:
+        yield s
 
 
 def take_folder(strip) -> Path:
@@ -91,13 +104,11 @@ def _fresh_file():
 def test_panel_reshades_the_selected_take_and_writes_the_sheet(server, tmp_path, capsys) -> None:
     """The Sequencer sidebar's Re-shade Frames (background mode: runs to the end) and the
     Shots panel's Contact Sheet, through `storyshade sheet` in the server's Python."""
-    import sys
-
     from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered
 
     ensure_registered()
     scene, _ = shot_with_take(server, tmp_path, capsys)
-    enable_prefs(server_url=server.url, server_python=sys.executable)
+    enable_prefs(server_url=server.url, server_python=SERVER_PYTHON)
     try:
         opts = scene.storyshade
         opts.quality = "preview"
