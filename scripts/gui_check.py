@@ -634,6 +634,11 @@ def steps():
     yield from until(lambda: opts().status.startswith("Denoising") or not busy(), 300)
     yield 1.0
     note("denoising")
+    # The denoiser's latent preview (every preview_every = 5 steps) shows before any frame.
+    yield from until(lambda: bool(opts().preview_path) or not busy(), 180)
+    yield 1.0
+    note("latent preview", preview=opts().preview_path)
+    screenshot("denoising-preview")
     with ctx(view):
         bpy.ops.storyshade.cancel()
     yield 0.3
