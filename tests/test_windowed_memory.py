@@ -20,7 +20,8 @@ MARGIN = 1.15  # 64 frames may need at most 15% more working memory than 16 (plu
 NOISE_MIB = 16.0
 
 
-def work_mib(models: Path, engine: str, frames: int) -> float:
+def tiny_run(models: Path, engine: str, frames: int, **extra) -> dict:
+    """One tiny-model run (64x64, 1 step, no CFG) in a fresh process: its result dict."""
     from bench_engine import Case, run_child
     from storyshade.models.tiny import TINY_NAMES
 
@@ -33,10 +34,16 @@ def work_mib(models: Path, engine: str, frames: int) -> float:
         steps=1,
         guidance=1.0,
         names=dict(TINY_NAMES),
+        **extra,
     )
     result = run_child(case, timeout=900)
     assert "error" not in result, result.get("error")
     assert result["count"] == frames
+    return result
+
+
+def work_mib(models: Path, engine: str, frames: int) -> float:
+    result = tiny_run(models, engine, frames)
     return result["peak_mib"] - result["base_mib"]
 
 
@@ -53,25 +60,7 @@ def test_peak_memory_is_flat_in_frame_count(tiny_models):
 def render_peak(models: Path, frames: int, hold_inputs: bool = False) -> dict:
     """Peak (MiB) of the real render path from a bundle of PASS_SIZE-square EXR passes on
     disk: decoding, control images, the engine and the PNGs, with the inputs included."""
-    from bench_engine import Case, run_child
-    from storyshade.models.tiny import TINY_NAMES
-
-    case = Case(
-        engine="render",
-        frames=frames,
-        models=str(models),
-        width=64,
-        height=64,
-        steps=1,
-        guidance=1.0,
-        names=dict(TINY_NAMES),
-        pass_size=PASS_SIZE,
-        hold_inputs=hold_inputs,
-    )
-    result = run_child(case, timeout=900)
-    assert "error" not in result, result.get("error")
-    assert result["count"] == frames
-    return result
+    return tiny_run(models, "render", frames, pass_size=PASS_SIZE, hold_inputs=hold_inputs)
 
 
 INPUTS_MARGIN = 1.05  # issue #17: peak incl. inputs at a long shot within 5% of 16 frames
