@@ -85,3 +85,17 @@ def test_bad_hires_settings_are_refused_naming_the_field(tiny_models) -> None:
 
     with pytest.raises(StoryShadeError, match="no hires pass"):
         check_stock_shot(stock, 4, [tiny_models])
+
+
+def test_looks_act_in_the_second_pass_at_its_layer_sizes(tiny_models, cache) -> None:
+    """The looks' masks are made again at the hires pass's sizes: a look never visible
+    changes nothing there either, and a visible one changes the frames."""
+    from test_looks_engine import CRATE, LOOK, WINDOWS, left_half, nowhere, with_looks
+    from test_windowed import render
+
+    settings = Settings.model_validate({**tiny_settings(**WINDOWS).model_dump(), "hires": {}})
+    plain = render(tiny_models, cache, controls_for(6), settings)
+    unseen = render(tiny_models, cache, with_looks(nowhere, [LOOK]), settings)
+    assert plain.shape[1:3] == (96, 96) and np.array_equal(unseen, plain)
+    seen = render(tiny_models, cache, with_looks(left_half, [LOOK, CRATE]), settings)
+    assert not np.array_equal(seen, plain)

@@ -91,6 +91,11 @@ class RegionState:
         self._by_size: dict[tuple, Blend | None] = {}
         self._look_masks: dict[int, torch.Tensor] = {}  # by layer size, for the window
 
+    def resize(self, latent_size: tuple[int, int]) -> None:
+        """A new latent size (a hires pass): the masks are made again at the next window."""
+        self.latent_size = latent_size
+        self.window = range(0)
+
     def set_window(self, window: range) -> None:
         if window == self.window:
             return

@@ -150,11 +150,10 @@ def hires_pass(
     sampler.config = replace(sampler.config, seed=seed)
     sampler.control_size = (height, width)
     if sampler.regions is not None:
-        sampler.regions.latent_size = size
-        sampler.regions.window = range(0)  # masks again, at the new layer sizes
+        sampler.regions.resize(size)
     clean = None
     if held:
-        bigger = {k: np.asarray(resize(v, width, height)) for k, v in held.items()}
+        bigger = {k: resize(v, width, height) for k, v in held.items()}
         clean = encode_held(pipe, bigger)
     return sampler.denoise(
         noise,
