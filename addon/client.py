@@ -8,24 +8,14 @@ import io
 import json
 import os
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib import error, parse, request
 
 from .errors import ConnectionLost, StoryShadeError
+from .wire.archive import zip_bundle
 
 DEFAULT_URL = "http://127.0.0.1:8787"
-
-
-def zip_bundle(bundle_dir: Path) -> bytes:
-    """The bundle folder as an in-memory zip (EXR passes are already compressed)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(Path(bundle_dir).rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(bundle_dir).as_posix())
-    return buf.getvalue()
 
 
 def _multipart(

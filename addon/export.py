@@ -12,7 +12,6 @@ is restored exactly on completion, failure, or cancellation (generator close).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +20,10 @@ from pathlib import Path
 import bpy
 
 from . import compat
-from .bundle_format import FORMAT, LOOKS_VERSION, MANIFEST, camera_record, frame_file
 from .errors import StoryShadeError
 from .looks import LookOverrides, shot_regions
+from .wire import manifest as shot_json
+from .wire.layout import FORMAT, LOOKS_VERSION, pass_file
 
 
 def shot_name(scene) -> str:
@@ -122,9 +122,27 @@ def render_settings(scene, view_layer):
         scene.frame_set(frame)
 
 
+def camera_record(camera_object) -> dict:
+    """Camera of the current frame: world matrix (row-major) and lens data."""
+    cam = camera_object.data
+    return {
+        "matrix_world": [list(row) for row in camera_object.matrix_world],
+        "type": cam.type,
+        "lens": cam.lens,
+        "sensor_width": cam.sensor_width,
+        "sensor_height": cam.sensor_height,
+        "sensor_fit": cam.sensor_fit,
+        "ortho_scale": cam.ortho_scale,
+        "shift_x": cam.shift_x,
+        "shift_y": cam.shift_y,
+        "clip_start": cam.clip_start,
+        "clip_end": cam.clip_end,
+    }
+
+
 def _render_frame(scene, view_layer, out_dir: Path, frame: int) -> dict:
     """Render the current frame's passes to its file; its shot.json entry."""
-    rel = frame_file(frame)
+    rel = pass_file(frame)
     scene.render.filepath = str(out_dir / rel)
     try:
         bpy.ops.render.render(write_still=True, scene=scene.name, layer=view_layer.name)
@@ -193,7 +211,7 @@ def iter_export(
         "frames": frames,
         **({"regions": regions} if regions else {}),
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    shot_json.write(out_dir, manifest)
 
 
 def export_bundle(

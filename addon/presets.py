@@ -13,15 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LAYERS = ("style", "camera", "resolution", "quality")
-# The server's per-layer defaults (backend/storyshade/presets.py DEFAULTS; a test keeps
-# them in step). A fresh scene's pickers show these.
-DEFAULTS = {
-    "style": "anime-cel",
-    "camera": "static",
-    "resolution": "512x512",
-    "quality": "standard",
-}
+from .wire.layering import DEFAULTS, LAYERS, merge_layers
 
 
 @dataclass(frozen=True)
@@ -84,16 +76,6 @@ def enum_number(layer: str, name: str) -> int:
     return (zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFE) + 1
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def layered_settings(names: list[str], root: Path | None = None) -> dict:
     """What the named presets set, merged in layer order as the server does it."""
     chosen: dict[str, PresetInfo] = {}
@@ -101,11 +83,7 @@ def layered_settings(names: list[str], root: Path | None = None) -> dict:
         info = find(name, root)
         if info is not None:
             chosen[info.layer] = info
-    merged: dict = {}
-    for layer in LAYERS:
-        if layer in chosen:
-            merged = _merge(merged, chosen[layer].settings)
-    return merged
+    return merge_layers({layer: info.settings for layer, info in chosen.items()})
 
 
 def join_prompt(base: str, addition: str) -> str:

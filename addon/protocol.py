@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .wire.states import Stage
+
 # Message kinds. Terminal kinds end the worker; nothing follows them on the queue.
 SUBMITTED = "submitted"  # job_id set: the server accepted the bundle
 PROGRESS = "progress"  # text/fraction: a server stage advanced (queued, denoising, ...)
@@ -41,13 +43,15 @@ class Message:
 
 
 STAGE_LABELS = {
-    "queued": "Queued",
-    "loading": "Loading models",
-    "controls": "Preparing controls",
-    "denoising": "Denoising",
-    "refining": "Refining (hires)",
-    "decoding": "Decoding",
-    "saving": "Saving",
+    Stage.QUEUED: "Queued",
+    Stage.LOADING: "Loading models",
+    Stage.READING: "Reading passes",
+    Stage.CONTROLS: "Preparing controls",
+    Stage.DENOISING: "Denoising",
+    Stage.REFINING: "Refining (hires)",
+    Stage.SHADING: "Shading",
+    Stage.DECODING: "Decoding",
+    Stage.SAVING: "Saving",
 }
 
 
@@ -77,9 +81,9 @@ def _describe(event: dict) -> tuple[str, float]:
     done, total = int(event.get("done", 0) or 0), int(event.get("total", 0) or 0)
     label = STAGE_LABELS.get(stage, stage.replace("_", " ").capitalize() or "Working")
     fraction = done / total if total > 0 else 0.0
-    if stage == "queued":  # the server's place in line: 1 = next to run
+    if stage == Stage.QUEUED:  # the server's place in line: 1 = next to run
         return queued_text(event.get("position") or done or None), 0.0
-    if stage == "loading":
+    if stage == Stage.LOADING:
         return label, fraction
     if event.get("window") and event.get("windows") and event.get("step"):
         # Windowed sampling: done/total already count every (step, window) pair.
@@ -94,7 +98,7 @@ def _describe(event: dict) -> tuple[str, float]:
         window, windows = int(event["window"]), int(event["windows"])
         fraction = ((window - 1) + fraction) / windows
         return f"{label} step {done}/{total}, window {window}/{windows}", min(max(fraction, 0), 1)
-    if stage == "denoising":
+    if stage == Stage.DENOISING:
         return f"{label} step {done}/{total}", fraction
     return f"{label} {done}/{total}", fraction
 

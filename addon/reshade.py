@@ -8,7 +8,6 @@ outside A-B: the new take shares the untouched frames and differs only where it 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import bpy
 
 from . import compat, take
-from .bundle_format import MANIFEST, VERSION, take_file
 from .errors import StoryShadeError
+from .wire import manifest as shot_json
+from .wire.layout import VERSION, frame_name, take_file
 
 DEFAULT_CONTEXT = 16  # frames per context window when the settings do not say
 
@@ -109,7 +109,7 @@ def plan(scene, name: str, start: int, end: int, overrides: dict | None = None) 
             f"frames {start}-{end} are the whole take {strip.name}; nothing would be kept",
             "shade the shot again instead, or pick fewer frames",
         )
-    missing = [f for f in reshade.untouched if not (folder / f"{f:04d}.png").is_file()]
+    missing = [f for f in reshade.untouched if not (folder / frame_name(f)).is_file()]
     if missing:
         shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
         raise StoryShadeError(
@@ -122,8 +122,7 @@ def plan(scene, name: str, start: int, end: int, overrides: dict | None = None) 
 def hold_frames(bundle_dir: Path, reshade: Reshade) -> None:
     """Turn an exported bundle of the span into a re-shade bundle: every frame outside A-B
     names the earlier take's picture of it (version 3)."""
-    manifest = bundle_dir / MANIFEST
-    shot = json.loads(manifest.read_text(encoding="utf-8"))
+    shot = shot_json.read(bundle_dir)
     for entry in shot["frames"]:
         frame = entry["frame"]
         if reshade.start <= frame <= reshade.end:
@@ -131,13 +130,13 @@ def hold_frames(bundle_dir: Path, reshade: Reshade) -> None:
         entry["take"] = take_file(frame)
         target = bundle_dir / entry["take"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(reshade.folder / f"{frame:04d}.png", target)
+        shutil.copyfile(reshade.folder / frame_name(frame), target)
     shot["version"] = VERSION
-    manifest.write_text(json.dumps(shot, indent=1), encoding="utf-8")
+    shot_json.write(bundle_dir, shot)
 
 
 def complete_take(folder: Path, reshade: Reshade) -> None:
     """Copy the untouched frames into the new take's folder, byte for byte."""
     for frame in reshade.untouched:
-        name = f"{frame:04d}.png"
+        name = frame_name(frame)
         shutil.copyfile(reshade.folder / name, Path(folder) / name)

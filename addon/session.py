@@ -31,6 +31,7 @@ from .shade import (
     temp_bundle_dir,
     write_job_record,
 )
+from .wire.states import INDETERMINATE, Stage
 from .worker import NetworkJob, apply
 
 # Phases of a run, in order.
@@ -38,8 +39,7 @@ CHECKING, EXPORTING, NETWORK, FINISHED = "checking", "exporting", "network", "fi
 CANCELLING = "Cancelling: waiting for the server to stop the job"
 # Server stages whose amount is unknown (loading reports 0/1 then 1/1), and those that
 # become frames: the server decodes and saves while the worker receives.
-INDETERMINATE_STAGES = frozenset({"queued", "running", "loading"})
-FRAME_STAGES = frozenset({"decoding", "saving"})
+FRAME_STAGES = frozenset({Stage.DECODING, Stage.SAVING})
 # Outcomes of a finished run.
 DONE, FAILED, CANCELLED = protocol.DONE, protocol.FAILED, protocol.CANCELLED
 
@@ -314,7 +314,7 @@ class ShadeSession:
                 self._decoded = max(self._decoded, int(msg.data.get("done", 0) or 0))
                 self._frames_progress()
             else:
-                known = msg.stage not in INDETERMINATE_STAGES
+                known = msg.stage not in INDETERMINATE
                 self._progress(msg.stage, msg.text, msg.fraction if known else None)
         elif msg.kind == protocol.NOTE:
             self.note = msg.text

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import protocol
+from .wire.layout import frame_name
 
 Progress = Callable[[str], None]
 
@@ -64,7 +65,7 @@ def unplaced_runs(takes_root: Path) -> list[TakeRun]:
             continue
         folder = path.parent
         frames = [int(f) for f in rec.get("frames", [])]
-        received = [f for f in frames if (folder / f"{f:04d}.png").is_file()]
+        received = [f for f in frames if (folder / frame_name(f)).is_file()]
         runs.append(
             TakeRun(
                 rec.get("shot", ""),

@@ -18,6 +18,7 @@ import bpy
 
 from . import compat
 from .errors import StoryShadeError
+from .wire.layout import frame_name
 
 MAX_CHANNEL = 128
 DEFAULT_PATTERN = "//storyshade/{shot}/{take}"
@@ -170,7 +171,7 @@ def add_take_strip(
             channel = free_channel(scene, start, end, shot, floor=lowest - 1)
     if channel is None:
         channel = free_channel(scene, start, end, shot)
-    names = [f"{f:04d}.png" for f in frames]
+    names = [frame_name(f) for f in frames]
     strip = compat.strips(ed).new_image(
         name=f"{shot}_{take}",
         filepath=blend_relative(Path(folder) / names[0]),

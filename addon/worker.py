@@ -24,8 +24,8 @@ from . import protocol
 from .errors import ConnectionLost, JobFailed, StoryShadeError
 from .protocol import Message
 from .shade import Progress, TakeRun, write_job_record
-
-FINAL_STATES = ("done", "failed", "cancelled")
+from .wire.layout import frame_name
+from .wire.states import TERMINAL, Event, JobState, Stage
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -177,7 +177,7 @@ class NetworkJob:
                         return
                 # The stream closed without a final state (proxy, server restart): resume.
                 job = self.client.job(self.run.job_id)
-                if job.get("state") in FINAL_STATES:
+                if job.get("state") in TERMINAL:
                     idle_ends += 1
                     if idle_ends >= 2:  # replay from `last` had nothing: trust the record
                         self._finish({"state": job["state"], "error": job.get("error")})
@@ -204,9 +204,9 @@ class NetworkJob:
     def _on_event(self, event: dict) -> dict | None:
         """Turn one server event into messages; return it when it ends the job."""
         kind = event.get("type")
-        if kind == "frame":
+        if kind == Event.FRAME:
             self._download(int(event["frame"]))
-        elif kind == "progress":
+        elif kind == Event.PROGRESS:
             text, fraction = protocol.describe(event)
             self._put(
                 protocol.PROGRESS,
@@ -215,19 +215,21 @@ class NetworkJob:
                 stage=str(event.get("stage", "")),
                 data={"done": event.get("done"), "total": event.get("total")},
             )
-        elif kind == "note" and event.get("message"):
+        elif kind == Event.NOTE and event.get("message"):
             self._put(protocol.NOTE, text=str(event["message"]))
-        elif kind == "state":
+        elif kind == Event.STATE:
             state = event.get("state")
-            if state in FINAL_STATES:
+            if state in TERMINAL:
                 return event
-            if state == "queued":
+            if state == JobState.QUEUED:
                 self._put(
-                    protocol.PROGRESS, stage="queued", text=protocol.queued_text(self._position())
+                    protocol.PROGRESS,
+                    stage=Stage.QUEUED,
+                    text=protocol.queued_text(self._position()),
                 )
-            elif state == "running":
-                self._put(protocol.PROGRESS, stage="running", text="Starting")
-        elif kind == "preview" and event.get("png_base64"):
+            elif state == JobState.RUNNING:
+                self._put(protocol.PROGRESS, stage=Stage.RUNNING, text="Starting")
+        elif kind == Event.PREVIEW and event.get("png_base64"):
             self._preview(event)
         return None  # unknown kinds are skipped: newer servers may send more
 
@@ -250,7 +252,7 @@ class NetworkJob:
     def _download(self, frame: int) -> None:
         if self._detached.is_set():
             return
-        path = self.run.folder / f"{frame:04d}.png"
+        path = self.run.folder / frame_name(frame)
         write_atomic(path, self.client.frame(self.run.job_id, frame))
         if frame not in self.run.received:
             self.run.received.append(frame)
@@ -269,13 +271,13 @@ class NetworkJob:
     def _finish(self, final: dict) -> None:
         state = final.get("state")
         kept = f"{len(self.run.received)} frames kept in {self.run.folder}"
-        if state == "failed":
+        if state == JobState.FAILED:
             err = final.get("error") or {}
             raise JobFailed(
                 f"the server could not shade the shot: {err.get('error', 'unknown error')} ({kept})",
                 err.get("fix") or "see the server's console output",
             )
-        if state == "cancelled":
+        if state == JobState.CANCELLED:
             self._put(
                 protocol.CANCELLED, text=f"Cancelled; {kept}", received=len(self.run.received)
             )

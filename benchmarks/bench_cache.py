@@ -72,8 +72,8 @@ def bench(args: argparse.Namespace) -> dict:
     import numpy as np
     from conftest import write_synthetic_bundle
     from serverproc import ServerProcess
-    from storyshade.bundle import zip_bundle
     from storyshade.models.tiny import write_tiny_models
+    from storyshade.wire.archive import zip_bundle
 
     work = Path(tempfile.mkdtemp(prefix="storyshade-bench-cache-"))
     models = args.models or work / "models"

@@ -68,11 +68,6 @@ def test_enum_numbers_are_stable_and_defaults_come_first(tmp_path: Path) -> None
     assert broken is not None and "unreadable" in broken.description
 
 
-def test_defaults_match_the_server() -> None:
-    backend = pytest.importorskip("storyshade.presets", reason="backend not installed here")
-    assert presets.DEFAULTS == dict(backend.DEFAULTS)
-
-
 def test_pickers_keep_their_choice_when_presets_are_added(scene) -> None:
     opts = scene.storyshade
     assert (opts.style, opts.camera, opts.resolution, opts.quality) == tuple(

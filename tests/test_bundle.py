@@ -8,21 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_synthetic_bundle
-from storyshade.bundle import FORMAT, VERSION, load_bundle, parse_shot
+from storyshade.bundle import load_bundle, parse_shot
 from storyshade.errors import BundleError
 from storyshade.exr import write_depth_normal
-
-
-def test_addon_and_backend_agree_on_format() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bundle_format", Path(__file__).parents[1] / "addon" / "bundle_format.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert (mod.FORMAT, mod.VERSION) == (FORMAT, VERSION)
-    assert mod.frame_file(7) == "frames/0007.exr"
 
 
 def test_synthetic_bundle_round_trip(synthetic_bundle: Path) -> None:

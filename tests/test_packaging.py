@@ -1,4 +1,5 @@
-"""The backend wheel carries every sub-package and the shipped presets."""
+"""The backend wheel carries every sub-package, the shipped presets and the wire package
+(the add-on's addon/wire/, the one copy both sides share)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def test_wheel_ships_presets(tmp_path: Path) -> None:
         ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"),
     )
     shutil.copytree(REPO / "presets", src / "presets")
+    shutil.copytree(
+        REPO / "addon" / "wire",
+        src / "addon" / "wire",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     subprocess.run(
@@ -54,3 +60,6 @@ def test_wheel_ships_presets(tmp_path: Path) -> None:
     assert "storyshade/presets_data/style/anime-cel.toml" in names
     assert "storyshade/cli.py" in names
     assert any(n.startswith("storyshade/configs/") for n in names)
+    wire = {n for n in names if n.startswith("storyshade/wire/")}
+    shipped = {f"storyshade/wire/{p.name}" for p in (REPO / "addon" / "wire").glob("*.py")}
+    assert wire == shipped

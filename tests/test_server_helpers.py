@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from conftest import write_synthetic_bundle
 from serverproc import ServerProcess
-from storyshade.bundle import zip_bundle
+from storyshade.wire.archive import zip_bundle
 
 zip_dir = zip_bundle  # the name the server tests use
 

@@ -1,8 +1,9 @@
 """Shot bundle: the on-disk and on-the-wire form of an exported shot.
 
 A bundle is a folder with `shot.json` (this schema) and one multilayer EXR per frame
-holding the Cycles depth (Z) and normal passes. The add-on writes it (addon/bundle_format.py
-mirrors the version and field names); everything here validates it before any work starts.
+holding the Cycles depth (Z) and normal passes. The add-on writes it; the names, version and
+shot.json reading both sides share live in `storyshade.wire` (the add-on's addon/wire/).
+Everything here validates it, with limits for untrusted input, before any work starts.
 
 Version 2 adds per-object looks: a `regions` table (id → look) and, in every pass file,
 Cycles' Object Index pass holding each pixel's region id (0: no look, the shot's prompt).
@@ -14,11 +15,8 @@ seam. Frames without `take` are generated. Versions 1 and 2 are still read.
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import re
-import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -26,10 +24,9 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from storyshade.errors import BundleError
+from storyshade.wire import manifest
+from storyshade.wire.layout import FORMAT, VERSIONS
 
-FORMAT = "storyshade.shot"
-VERSION = 3
-VERSIONS = (1, 2, 3)  # what this server reads
 MAX_REGIONS = 16  # looks per shot: each one is a text encoding and a mask in every layer
 BACKGROUND_DEPTH = 1e10  # Cycles writes exactly this into background Z pixels.
 MAX_FRAME = 1_048_574  # Blender's MAXFRAME: no scene frame number lies beyond it
@@ -133,7 +130,7 @@ class Region(BaseModel):
 class Shot(BaseModel):
     """Contents of shot.json."""
 
-    format: Literal["storyshade.shot"] = FORMAT
+    format: Literal[FORMAT] = FORMAT  # type: ignore[valid-type]  # the one spelling is in wire
     version: int
     shot: str = Field(min_length=1, max_length=128)
     frame_start: int = Field(ge=-MAX_FRAME, le=MAX_FRAME)
@@ -225,32 +222,15 @@ def _first_error(exc: ValidationError) -> BundleError:
     )
 
 
-def reject_constant(name: str) -> None:
-    """json.loads' parse_constant: NaN and Infinity are not JSON numbers (Python accepts
-    them by default), so untrusted JSON carrying them is refused."""
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_shot(raw: bytes | str, max_frames: int = MAX_FRAMES) -> Shot:
     """Validate shot.json text; errors name the bad field.
 
     Untrusted text: too-deep nesting, huge integers and NaN are JSON errors here, and the
     frame count is checked against `max_frames` before any frame is validated."""
     try:
-        data = json.loads(raw, parse_constant=reject_constant)
-    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise BundleError(
-            f"shot.json is not valid JSON ({reason})",
-            "re-export the shot from Blender (StoryShade > Export)",
-            field="shot.json",
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BundleError(
-            "this is not a StoryShade shot bundle (shot.json has no format 'storyshade.shot')",
-            "point at a folder written by the add-on's export",
-            field="shot.json:format",
-        )
+        data = manifest.loads(raw)
+    except manifest.ManifestError as exc:
+        raise BundleError(exc.problem, exc.fix, field=exc.field) from None
     frames = data.get("frames")
     if isinstance(frames, list) and len(frames) > max_frames:
         raise BundleError(
@@ -382,14 +362,3 @@ def load_bundle(path: str | Path) -> Bundle:
                 field=f"frames[{i}].take",
             )
     return Bundle(root, shot)
-
-
-def zip_bundle(folder: Path) -> bytes:
-    """A bundle folder as the zip `POST /v1/jobs` takes (EXRs are compressed already, so the
-    entries are stored). The add-on has its own stdlib copy: it cannot import the backend."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(Path(folder).rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return buf.getvalue()

@@ -41,6 +41,8 @@ from storyshade.controls.store import DiskFrames
 from storyshade.errors import StoryShadeError
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+from storyshade.wire.layout import frame_name
+from storyshade.wire.states import Event, Stage
 
 # Settings that steer generation but never change the control images. Everything not listed
 # here is part of the controls key: a setting added later is assumed to matter (a miss costs
@@ -226,12 +228,12 @@ class StageCache:
             n = len(cached.frame_numbers)
             reporter.note(
                 "control images reused from the stage cache (only generation settings changed)",
-                stage="controls",
+                stage=Stage.CONTROLS,
                 cache="hit",
                 reused="controls",
                 key=key[:16],
             )
-            reporter.stage("controls", n, n, cached=True)
+            reporter.stage(Stage.CONTROLS, n, n, cached=True)
             return cached
         controls = build()
         size = nbytes(controls)
@@ -251,12 +253,12 @@ class StageCache:
         if key is None:
             return None
         entry = self.root / "frames" / key
-        names = [f"{n:04d}.png" for n in frame_numbers]
+        names = [frame_name(n) for n in frame_numbers]
         if not (entry / "complete").is_file() or not all((entry / n).is_file() for n in names):
             return None
         reporter.note(
             "identical rerun: frames returned from the stage cache, nothing recomputed",
-            stage="frames",
+            stage=Stage.FRAMES,
             cache="hit",
             reused="frames",
             key=key[:16],
@@ -273,8 +275,8 @@ class StageCache:
                 shutil.copyfile(entry / name, tmp)
             tmp.replace(target)
             written.append(target)
-            reporter.emit({"type": "frame", "frame": frame, "index": index, "cached": True})
-            reporter.stage("saving", index + 1, len(names), cached=True)
+            reporter.emit({"type": Event.FRAME, "frame": frame, "index": index, "cached": True})
+            reporter.stage(Stage.SAVING, index + 1, len(names), cached=True)
         _touch(entry)
         return written
 

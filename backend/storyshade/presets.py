@@ -23,14 +23,8 @@ from pydantic import ValidationError
 
 from storyshade.errors import StoryShadeError
 from storyshade.settings import Settings, validate_settings
+from storyshade.wire.layering import DEFAULTS, LAYERS, merge_layers, parse_names
 
-LAYERS = ("style", "camera", "resolution", "quality")
-DEFAULTS = {
-    "style": "anime-cel",
-    "camera": "static",
-    "resolution": "512x512",
-    "quality": "standard",
-}
 PROMPT_FIELDS = {"prompt_prefix", "prompt_suffix", "negative_prompt"}
 LAYER_FIELDS: dict[str, set[str]] = {
     "style": PROMPT_FIELDS
@@ -166,38 +160,6 @@ def all_presets() -> dict[str, Preset]:
     return found
 
 
-def _merge_loras(base: list[Any], top: list[Any]) -> list[Any]:
-    """LoRA lists merge by name: a later layer changes a weight or adds a LoRA; an empty
-    list clears them."""
-    if not top:
-        return []
-    if not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in [*base, *top]):
-        return top  # malformed: let Settings validation name the bad entry
-    out = {item["name"]: dict(item) for item in base}
-    for item in top:
-        out[item["name"]] = {**out.get(item["name"], {}), **item}
-    return list(out.values())
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        elif key in ("loras", "motion_loras") and isinstance(out.get(key), list):
-            out[key] = _merge_loras(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_names(spec: str | list[str] | None) -> list[str]:
-    if spec is None:
-        return []
-    items = spec.split(",") if isinstance(spec, str) else spec
-    return [s.strip() for s in items if s.strip()]
-
-
 def choose(spec: str | list[str] | None = None) -> dict[str, Preset]:
     """The preset used for each layer: the defaults, replaced by the named ones."""
     presets, broken = scan()
@@ -226,11 +188,7 @@ def merged_dict(
     spec: str | list[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     chosen = choose(spec)
-    merged: dict[str, Any] = {}
-    for layer in LAYERS:
-        if layer in chosen:
-            merged = _merge(merged, chosen[layer].settings)
-    return _merge(merged, overrides or {})
+    return merge_layers({layer: p.settings for layer, p in chosen.items()}, overrides)
 
 
 def notes(settings: Settings) -> list[str]:

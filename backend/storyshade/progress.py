@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storyshade.errors import Cancelled
+from storyshade.wire.states import Event
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -25,11 +26,11 @@ class Reporter:
             self.listener(event)
 
     def stage(self, stage: str, done: int, total: int, **info: Any) -> None:
-        self.emit({"type": "progress", "stage": stage, "done": done, "total": total, **info})
+        self.emit({"type": Event.PROGRESS, "stage": stage, "done": done, "total": total, **info})
         self.check()
 
     def note(self, message: str, **info: Any) -> None:
-        self.emit({"type": "note", "message": message, **info})
+        self.emit({"type": Event.NOTE, "message": message, **info})
 
     def check(self) -> None:
         if self.cancel_event.is_set():

@@ -16,10 +16,8 @@ from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.references import resolve_paths
 from storyshade.settings import Settings
-
-
-def frame_name(frame: int) -> str:
-    return f"{frame:04d}.png"
+from storyshade.wire.layout import frame_name
+from storyshade.wire.states import Event, Stage
 
 
 def save_frame(out_dir: Path, frame: int, rgb: np.ndarray, size: tuple[int, int]) -> Path:
@@ -82,8 +80,8 @@ def render_bundle(
         frame = controls.frame_numbers[index]
         scene_rgb = controls.to_scene(rgb)  # undo the fit-and-pad exactly
         written.append(save_frame(out_dir, frame, scene_rgb, (bundle.width, bundle.height)))
-        reporter.emit({"type": "frame", "frame": frame, "index": index})
-        reporter.stage("saving", len(written), total)
+        reporter.emit({"type": Event.FRAME, "frame": frame, "index": index})
+        reporter.stage(Stage.SAVING, len(written), total)
     if stages and keys and len(written) == total:
         stages.save_frames(keys.frames, written)
     return written

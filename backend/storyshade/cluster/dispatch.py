@@ -19,15 +19,17 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from storyshade.bundle import load_bundle, zip_bundle
+from storyshade.bundle import load_bundle
 from storyshade.cache import StageCache
 from storyshade.cluster.connect import cluster_size, connect
 from storyshade.cluster.pool import Pool, Slot
 from storyshade.errors import Cancelled, StoryShadeError
 from storyshade.models.loader import model_key
 from storyshade.progress import Reporter
-from storyshade.render import frame_name
 from storyshade.settings import Settings
+from storyshade.wire.archive import zip_bundle
+from storyshade.wire.layout import frame_name
+from storyshade.wire.states import Event
 
 log = logging.getLogger("storyshade.cluster")
 MAX_LOSSES = 3
@@ -194,9 +196,9 @@ class RayRunner:
             )
             for ref in stream:
                 event = ray.get(ref)
-                if event["type"] == "frame":
+                if event["type"] == Event.FRAME:
                     self._frame(event, received, frames_dir, reporter)
-                elif event["type"] in ("end", "cancelled", "error"):
+                elif event["type"] in (Event.END, Event.CANCELLED, Event.ERROR):
                     outcome = event
                 else:
                     reporter.emit(event)
@@ -214,7 +216,7 @@ class RayRunner:
             self.pool.release(slot, key, outcome["resident"], outcome["loads"])
             return
         self.pool.free(slot)
-        if outcome["type"] == "cancelled":
+        if outcome["type"] == Event.CANCELLED:
             raise Cancelled()
         raise StoryShadeError(outcome["error"], outcome.get("fix") or "", field=outcome["field"])
 

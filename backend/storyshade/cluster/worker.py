@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from storyshade.errors import Cancelled, StoryShadeError
+from storyshade.wire.layout import frame_name
+from storyshade.wire.states import Event
 
-ENDINGS = ("end", "cancelled", "error")
+ENDINGS = (Event.END, Event.CANCELLED, Event.ERROR)
 
 
 class ShadeWorker:
@@ -78,8 +80,8 @@ class ShadeWorker:
                 thread.start()
                 while True:
                     event = events.get()
-                    if event["type"] == "frame":
-                        png = folder / "frames" / f"{event['frame']:04d}.png"
+                    if event["type"] == Event.FRAME:
+                        png = folder / "frames" / frame_name(event["frame"])
                         event = {**event, "png": png.read_bytes()}
                     yield event
                     if event["type"] in ENDINGS:
@@ -112,7 +114,7 @@ class ShadeWorker:
             every_root = [*map(Path, roots), *here]
             render_bundle(bundle, settings, folder / "frames", every_root, self.models, reporter)
         except Cancelled:
-            events.put({"type": "cancelled"})
+            events.put({"type": Event.CANCELLED})
         except StoryShadeError as exc:
             events.put({"type": "error", **exc.to_json()})
         except Exception as exc:  # the job fails, the worker lives on

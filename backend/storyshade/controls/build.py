@@ -31,6 +31,7 @@ from storyshade.controls.sizing import SizeMap
 from storyshade.controls.store import ControlStore
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+from storyshade.wire.states import Stage
 
 PASSES = ("depth", "normal")
 LINE_ROLES = ("lineart", "softedge", "canny")
@@ -88,7 +89,7 @@ def _range(bundle: Bundle, settings: Settings, reporter: Reporter | None) -> Dep
         samples.append(_sample(depth, max(1, MAX_SAMPLES // n), i))
         del depth, _normal
         if reporter:
-            reporter.stage("reading passes", i + 1, n)
+            reporter.stage(Stage.READING, i + 1, n)
     return shot_range(settings, bundle, samples)
 
 
@@ -162,7 +163,7 @@ def build_controls(
             )
             frames[role].append(size_map.place(line, 0))
         if reporter:
-            reporter.stage("controls", i + 1, n)
+            reporter.stage(Stage.CONTROLS, i + 1, n)
     meta = {
         **drange.to_dict(),
         "normal_convention": convention,

@@ -17,13 +17,10 @@ import numpy as np
 
 from storyshade.contact_sheet import contact_sheet
 from storyshade.controls.build import ControlSet
+from storyshade.wire.layout import frame_name
 
 SHEET_ROWS = 12
 SHEET_WIDTH = 1600
-
-
-def frame_name(frame: int) -> str:
-    return f"{frame:04d}.png"
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

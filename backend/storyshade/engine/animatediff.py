@@ -23,6 +23,7 @@ from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+from storyshade.wire.states import Stage
 
 
 def motion_frame_limit(motion_adapter: Path) -> int:
@@ -127,7 +128,7 @@ class StockAnimateDiffEngine:
             )
 
         def on_step(_pipe, step: int, _t, kwargs):  # diffusers' step-end callback
-            reporter.stage("denoising", step + 1, settings.steps)
+            reporter.stage(Stage.DENOISING, step + 1, settings.steps)
             return kwargs
 
         single = len(roles) == 1

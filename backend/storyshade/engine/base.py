@@ -17,6 +17,7 @@ from storyshade.controls import ControlSet
 from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+from storyshade.wire.states import Stage
 
 
 class Engine(Protocol):
@@ -40,7 +41,7 @@ def load_pipeline(
 ) -> tuple[ModelKey, Any]:
     """Resolve the settings' models and load (or reuse) their pipeline, as a 'loading' stage."""
     key = model_key(roots, settings)
-    reporter.stage("loading", 0, 1)
+    reporter.stage(Stage.LOADING, 0, 1)
     pipe = cache.get(key)
-    reporter.stage("loading", 1, 1)
+    reporter.stage(Stage.LOADING, 1, 1)
     return key, pipe

@@ -22,6 +22,7 @@ from storyshade.controls.lines import geometry_edges
 from storyshade.controls.normal import background_u8, decode
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
+from storyshade.wire.states import Stage
 
 LIGHT = np.array([-0.45, 0.6, 0.66], np.float32) / np.linalg.norm([-0.45, 0.6, 0.66])
 BANDS = 3  # lit tones above the shadow tone
@@ -117,5 +118,5 @@ class PreviewEngine:
             frame = shade(
                 controls.frames["depth"][i], controls.frames["normal"][i], convention, ids, colors
             )
-            reporter.stage("shading", i + 1, n)
+            reporter.stage(Stage.SHADING, i + 1, n)
             yield i, frame

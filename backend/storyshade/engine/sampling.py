@@ -28,6 +28,7 @@ from storyshade.engine.oom import Fallback, free_cached_memory, ladder
 from storyshade.engine.regions import RegionState
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
 from storyshade.progress import Reporter
+from storyshade.wire.states import Event, Stage
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ class WindowedSampler:
         held: Mapping[int, torch.Tensor] | None = None,
         init: torch.Tensor | None = None,
         strength: float = 1.0,
-        stage: str = "denoising",
+        stage: str = Stage.DENOISING,
     ) -> torch.Tensor:
         """(1, C, F, h, w) unit noise → denoised latents (float32, on the device).
 
@@ -395,7 +396,7 @@ class WindowedSampler:
         specs: list[ControlSpec],
         active: list[bool],
         windows: list[range],
-        stage: str = "denoising",
+        stage: str = Stage.DENOISING,
     ) -> torch.Tensor:
         """One step's fused noise prediction over the whole shot, window by window."""
         num_frames = latents.shape[2]
@@ -431,7 +432,7 @@ class WindowedSampler:
             return
         frames, png = preview_strip(estimate)
         self.reporter.emit(
-            {"type": "preview", "step": step, "steps": steps, "frames": frames, "png_base64": png}
+            {"type": Event.PREVIEW, "step": step, "steps": steps, "frames": frames, "png_base64": png}
         )
 
     # -- decoding --------------------------------------------------------------------------
@@ -464,7 +465,7 @@ class WindowedSampler:
             for k in range(size):
                 yield order[start + k], np.round(np.clip(video[k], 0, 1) * 255).astype(np.uint8)
             start += size
-            self.reporter.stage("decoding", start, num_frames)
+            self.reporter.stage(Stage.DECODING, start, num_frames)
 
     def _decode_chunk(self, part: torch.Tensor) -> torch.Tensor | None:
         """The decoded chunk, or None after an OOM that a smaller chunk may avoid."""

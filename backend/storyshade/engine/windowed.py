@@ -30,6 +30,7 @@ from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.settings import Settings, hires_size
+from storyshade.wire.states import Stage
 
 
 def sampler_config(settings: Settings) -> SamplerConfig:
@@ -163,7 +164,7 @@ def hires_pass(
         clean,
         init=init,
         strength=settings.hires.strength,
-        stage="refining",
+        stage=Stage.REFINING,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-LATE_STAGES = ("denoising", "refining", "decoding", "saving")
+from storyshade.wire.states import LATE
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RunClock:
         self.last_event = now
         done, total = event.get("done", 0), event.get("total", 0)
         eta = None
-        if stage in LATE_STAGES and done > 0 and total >= done:
+        if stage in LATE and done > 0 and total >= done:
             eta = (now - self.stage_started) / done * (total - done)
         else:
             predicted = pace.predict(self.frames, self.steps)

@@ -44,10 +44,11 @@ from storyshade.server.eta import Pace, RunClock
 from storyshade.server.events import EventLog
 from storyshade.server.redact import Redactor
 from storyshade.settings import Settings
+from storyshade.wire.layout import frame_name
+from storyshade.wire.states import TERMINAL, Event, JobState, Stage
 
 log = logging.getLogger("storyshade.server")
 
-TERMINAL = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 3
 PROGRESS_KEYS = (
     "stage", "done", "total", "step", "steps", "window", "windows", "cached", "eta_s",
@@ -69,7 +70,7 @@ class Runner(Protocol):
 class Job:
     id: str
     shot: str
-    state: str = "queued"
+    state: str = JobState.QUEUED
     priority: int = 0
     seq: int = 0
     tag: str = ""
@@ -168,9 +169,9 @@ class JobStore:
         for job, settings in found:
             self.seq = max(self.seq, job.seq)
             self._register(job, settings)
-            if job.state == "running":
+            if job.state == JobState.RUNNING:
                 self._recover(job)
-            elif job.state == "queued":
+            elif job.state == JobState.QUEUED:
                 heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
 
     def _register(self, job: Job, settings: Settings) -> None:
@@ -184,14 +185,14 @@ class JobStore:
         on_disk = [f for f in job.frame_numbers if self.frame_path(job.id, f).is_file()]
         job.frames_done = on_disk
         if job.cancel_requested:
-            self._finish(job, "cancelled")
+            self._finish(job, JobState.CANCELLED)
         elif on_disk == job.frame_numbers:
             self._note(job, "the server stopped after the last frame was written")
-            self._finish(job, "done")
+            self._finish(job, JobState.DONE)
         elif job.attempts >= MAX_ATTEMPTS:
             self._finish(
                 job,
-                "failed",
+                JobState.FAILED,
                 {
                     "error": f"the server stopped {job.attempts} times while running this job",
                     "fix": "check the server log and memory; resubmit with fewer frames or a "
@@ -200,7 +201,7 @@ class JobStore:
                 },
             )
         else:
-            job.state, job.progress = "queued", {}
+            job.state, job.progress = JobState.QUEUED, {}
             self._save(job)
             self._note(
                 job,
@@ -208,11 +209,11 @@ class JobStore:
                 "are kept",
                 resumed=True,
             )
-            self._emit(job, {"type": "state", "state": "queued", "resumed": True})
+            self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED, "resumed": True})
             heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
 
     def frame_path(self, job_id: str, frame: int) -> Path:
-        return self.job_dir(job_id) / "frames" / f"{frame:04d}.png"
+        return self.job_dir(job_id) / "frames" / frame_name(frame)
 
     def get(self, job_id: str, client: str | None = None) -> Job:
         """The job; for a named client only its own (another's is as good as missing)."""
@@ -226,7 +227,7 @@ class JobStore:
     def public(self, job: Job) -> dict[str, Any]:
         out = asdict(job)
         out.pop("seq", None)
-        out["position"] = self.positions().get(job.id) if job.state == "queued" else None
+        out["position"] = self.positions().get(job.id) if job.state == JobState.QUEUED else None
         return out
 
     def list(
@@ -252,12 +253,12 @@ class JobStore:
         return self.logs[job.id].append(job.id, event)
 
     def _note(self, job: Job, message: str, **info: Any) -> None:
-        self._emit(job, {"type": "note", "message": message, **info})
+        self._emit(job, {"type": Event.NOTE, "message": message, **info})
 
     def positions(self) -> dict[str, int]:
         """Queue position (1 = next to run) of every queued job."""
         with self.lock:
-            order = sorted(e for e in self.heap if self.jobs[e[2]].state == "queued")
+            order = sorted(e for e in self.heap if self.jobs[e[2]].state == JobState.QUEUED)
             return {job_id: i + 1 for i, (_, _, job_id) in enumerate(order)}
 
     def _announce_positions(self) -> None:
@@ -270,8 +271,8 @@ class JobStore:
                 if self._announced.get(job_id) != position:
                     self._announced[job_id] = position
                     event = {
-                        "type": "progress",
-                        "stage": "queued",
+                        "type": Event.PROGRESS,
+                        "stage": Stage.QUEUED,
                         "done": position,
                         "total": len(positions),
                         "position": position,
@@ -328,7 +329,7 @@ class JobStore:
             )
             self._save(job)  # the commit point: from here on the job survives a restart
             self._register(job, settings)
-            self._emit(job, {"type": "state", "state": "queued"})
+            self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED})
             heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
             self._announce_positions()
             self.lock.notify_all()
@@ -342,8 +343,8 @@ class JobStore:
                 return job
             job.cancel_requested = True
             self.cancels[job_id].set()
-            if job.state == "queued":
-                self._finish(job, "cancelled")
+            if job.state == JobState.QUEUED:
+                self._finish(job, JobState.CANCELLED)
                 self._announce_positions()
             else:
                 self._save(job)
@@ -354,7 +355,7 @@ class JobStore:
         error = self.redact.error(error) if error else None
         with self.lock:
             # The event goes first: an SSE stream that sees a terminal state has its event.
-            event: dict[str, Any] = {"type": "state", "state": state}
+            event: dict[str, Any] = {"type": Event.STATE, "state": state}
             if error:
                 event["error"] = error
             event["frames_done"] = len(job.frames_done)
@@ -370,14 +371,16 @@ class JobStore:
                     self.lock.wait()
                 _, _, job_id = heapq.heappop(self.heap)
                 job = self.jobs.get(job_id)
-                if job is None or job.state != "queued":
+                if job is None or job.state != JobState.QUEUED:
                     continue
-                job.state, job.started, job.error = "running", time.time(), None
+                job.state, job.started, job.error = JobState.RUNNING, time.time(), None
                 job.attempts += 1
                 job.progress = {}
                 self.clocks[job_id] = RunClock(len(job.frame_numbers), self.settings[job_id].steps)
                 self._save(job)
-                self._emit(job, {"type": "state", "state": "running", "attempt": job.attempts})
+                self._emit(
+                    job, {"type": Event.STATE, "state": JobState.RUNNING, "attempt": job.attempts}
+                )
                 self._announce_positions()
             try:
                 self._run(job)
@@ -425,14 +428,14 @@ class JobStore:
                     self.stages,
                 )
         except Cancelled:
-            self._finish(job, "cancelled")
+            self._finish(job, JobState.CANCELLED)
         except StoryShadeError as exc:
-            self._finish(job, "failed", exc.to_json())
+            self._finish(job, JobState.FAILED, exc.to_json())
         except Exception as exc:  # keep the server alive; the job says what broke
             log.exception("job %s failed", job.id)
             self._finish(
                 job,
-                "failed",
+                JobState.FAILED,
                 {
                     "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
                     "fix": "see the server log; frames written so far are kept",
@@ -444,4 +447,4 @@ class JobStore:
                 self.pace.learn(
                     time.monotonic() - clock.started, len(job.frame_numbers), settings.steps
                 )
-            self._finish(job, "done")
+            self._finish(job, JobState.DONE)

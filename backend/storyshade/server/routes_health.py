@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from storyshade import __version__
 from storyshade.server.config import ServerConfig
-from storyshade.server.jobs import TERMINAL, JobStore
+from storyshade.server.jobs import JobStore
 from storyshade.server.schemas import ERRORS, Health
+from storyshade.wire.states import JobState
 
 API_VERSION = 1
 
@@ -20,7 +21,7 @@ def health_router(config: ServerConfig, store: JobStore, device: str) -> APIRout
     @api.get("/v1/health", response_model=Health, responses=ERRORS)
     def health() -> dict[str, Any]:
         """Is the server up, what does it run on, and what will it accept."""
-        counts = {s: 0 for s in ("queued", "running", *TERMINAL)}
+        counts = {s.value: 0 for s in JobState}
         for job in list(store.jobs.values()):
             counts[job.state] = counts.get(job.state, 0) + 1
         return {

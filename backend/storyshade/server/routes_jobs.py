@@ -13,10 +13,11 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from storyshade.errors import NotFound
 from storyshade.server.config import ServerConfig
-from storyshade.server.jobs import TERMINAL, JobStore
+from storyshade.server.jobs import JobStore
 from storyshade.server.schemas import ERRORS, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
 from storyshade.server.upload import Limits
+from storyshade.wire.states import TERMINAL
 
 KEEPALIVE_S = 15.0
 

@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-State = Literal["queued", "running", "done", "failed", "cancelled"]
+from storyshade.wire.states import JobState
+
+State = JobState
 
 
 class ErrorBody(BaseModel):

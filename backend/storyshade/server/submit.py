@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from storyshade.bundle import reject_constant
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_held_engine, check_stock_shot
 from storyshade.engine.references import check_reference_looks, check_references_engine
@@ -21,6 +20,7 @@ from storyshade.references import check_references, resolve_paths
 from storyshade.server.jobs import Job, JobStore
 from storyshade.server.upload import Limits, unpack_bundle
 from storyshade.settings import Settings, hires_size
+from storyshade.wire import manifest
 
 # Model names are folder or file names inside the models root, never paths.
 MODEL_NAME = re.compile(r"[\w][\w .()+\-\[\]]{0,199}")
@@ -52,7 +52,7 @@ class OutOfDisk(StoryShadeError):
 def parse_settings(text: str) -> tuple[str | None, dict[str, Any]]:
     """The settings form field: a JSON object with an optional "preset" (name or names)."""
     try:
-        raw = json.loads(text, parse_constant=reject_constant)
+        raw = json.loads(text, parse_constant=manifest.reject_constant)
     except (ValueError, RecursionError) as exc:
         raise StoryShadeError(
             f"settings is not valid JSON ({str(exc)[:200]})",
