@@ -20,6 +20,7 @@ from conftest import REPO, write_synthetic_bundle
 from PIL import Image
 from storyshade.bundle import load_bundle
 from storyshade.cache import StageCache
+from storyshade.job_input import prepare
 from storyshade.models.loader import ModelCache
 from storyshade.models.tiny import (
     TINY_NAMES,
@@ -157,7 +158,8 @@ def run(bundle, models: Path, cache: ModelCache, values: dict, out: Path) -> np.
 
 
 def frames_key(bundle, models: Path, values: dict, tmp: Path) -> str:
-    return StageCache(tmp / "stages").keys(bundle, Settings(**values), [models]).frames
+    work = prepare(bundle, Settings(**values), [models])
+    return StageCache(tmp / "stages").keys(work, [models]).frames
 
 
 def test_the_walk_covers_every_field():

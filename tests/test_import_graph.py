@@ -28,6 +28,7 @@ LAYERS = [
     },
     {"review"},  # reads take folders; the server serves its page
     {"models"},
+    {"job_input"},  # a job's bundle, settings and resolved models, carried to the engine
     {"controls"},
     {"engine"},
     {"cache", "render"},

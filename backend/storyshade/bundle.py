@@ -15,10 +15,11 @@ seam. Frames without `take` are generated. Versions 1 and 2 are still read.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -362,3 +363,23 @@ def load_bundle(path: str | Path) -> Bundle:
                 field=f"frames[{i}].take",
             )
     return Bundle(root, shot)
+
+
+def hash_file(path: Path, h: Any) -> None:
+    """Feed a file to a hashlib object in 1 MiB chunks."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+
+
+def content_hash(bundle: Bundle) -> str:
+    """Hash of shot.json and every pass and take file it names: the bundle's content, not
+    its path. Computed once per job (at submit) and carried with it (job_input.JobInput)."""
+    h = hashlib.sha256()
+    hash_file(bundle.root / "shot.json", h)
+    for entry in bundle.shot.frames:
+        for name in (entry.file, entry.take):
+            if name:
+                h.update(name.encode("utf-8") + b"\0")
+                hash_file(bundle.root / name, h)
+    return h.hexdigest()

@@ -31,14 +31,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from storyshade.bundle import Bundle
+from storyshade import wire as shared
+from storyshade.bundle import hash_file
 from storyshade.controls import ControlSet
 from storyshade.controls.store import DiskFrames
-from storyshade.errors import StoryShadeError
+from storyshade.job_input import JobInput
+from storyshade.models.loader import ModelKey
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 from storyshade.wire.layout import frame_name
@@ -89,31 +90,15 @@ def _sha(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-def hash_file(path: Path, h: Any) -> None:
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-
-
-def bundle_hash(bundle: Bundle) -> str:
-    """Hash of shot.json and every pass and take file it names (the bundle's content, not its path)."""
-    h = hashlib.sha256()
-    hash_file(bundle.root / "shot.json", h)
-    for entry in bundle.shot.frames:
-        for name in (entry.file, entry.take):
-            if name:
-                h.update(name.encode("utf-8") + b"\0")
-                hash_file(bundle.root / name, h)
-    return h.hexdigest()
-
-
 @cache
 def code_signature() -> str:
     """Hash of the rendering code (everything in the package but the HTTP server)."""
     root = Path(__file__).resolve().parent
+    wire = Path(shared.__file__).resolve().parent  # addon/wire/ in a checkout
+    sources = [(p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")]
+    sources += [(f"wire/{p.name}", p) for p in wire.glob("*.py") if wire != root / "wire"]
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
+    for rel, path in sorted(sources):
         if rel.startswith("server/"):
             continue
         h.update(rel.encode() + b"\0")
@@ -141,16 +126,10 @@ def _paths(value: object) -> list[Path]:
     return []
 
 
-def models_signature(roots: list[Path], settings: Settings) -> str | None:
-    """Identity (path, size, mtime) of every model file the settings use; None if unresolved."""
-    from storyshade.models.loader import model_key
-
-    if settings.engine == "preview":  # the model-free draft engine
+def models_signature(key: ModelKey | None) -> str:
+    """Identity (path, size, mtime) of every model file a job's resolved models name."""
+    if key is None:  # the model-free draft engine
         return "no-models"
-    try:
-        key = model_key(roots, settings)
-    except StoryShadeError:
-        return None
     paths = sorted(set(_paths(key)))
     sig = [_files_signature(p) for p in paths if p.exists()]
     return _sha(json.dumps([key.device, key.dtype, sig]))
@@ -173,7 +152,7 @@ def _reference_images(settings: Settings) -> str:
 class StageKeys:
     bundle: str
     controls: str
-    frames: str | None  # None: model files could not be identified, frames are not cached
+    frames: str
 
 
 class StageCache:
@@ -197,8 +176,10 @@ class StageCache:
         return self.root / "controls"
 
     # -- keys ------------------------------------------------------------------------------
-    def keys(self, bundle: Bundle, settings: Settings, roots: list[Path]) -> StageKeys:
-        bhash = bundle_hash(bundle)
+    def keys(self, work: JobInput, roots: list[Path]) -> StageKeys:
+        """Both stages' keys from what the job already carries (its bundle's hash, its
+        resolved models): nothing is hashed or resolved again here."""
+        bhash, settings = work.bundle_hash, work.settings
         all_settings = settings.model_dump(mode="json")
         control_settings = {k: v for k, v in all_settings.items() if k not in GENERATION_ONLY}
         control_settings["controls"] = {
@@ -208,13 +189,14 @@ class StageCache:
         control_settings["__roots__"] = [str(r) for r in roots]  # learned detectors' weights
         code = code_signature()
         controls = _sha("controls", code, bhash, json.dumps(control_settings, sort_keys=True))
-        models = models_signature(roots, settings)
-        frames = None
-        if models is not None:
-            images = _reference_images(settings)
-            frames = _sha(
-                "frames", code, bhash, models, images, json.dumps(all_settings, sort_keys=True)
-            )
+        frames = _sha(
+            "frames",
+            code,
+            bhash,
+            models_signature(work.models),
+            _reference_images(settings),
+            json.dumps(all_settings, sort_keys=True),
+        )
         return StageKeys(bhash, controls, frames)
 
     # -- control images --------------------------------------------------------------------
@@ -345,3 +327,26 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
+
+
+def through_stages(
+    stages: StageCache | None,
+    work: JobInput,
+    roots: list[Path],
+    out_dir: Path,
+    reporter: Reporter,
+    produce: Callable[[StageKeys | None], list[Path]],
+) -> list[Path]:
+    """The one stage-cache path, for local and Ray renders alike: an identical rerun's
+    frames come from the cache; otherwise `produce(keys)` renders (using keys.controls for
+    the control images where it builds them here) and a complete result is kept."""
+    keys = stages.keys(work, roots) if stages else None
+    frames = work.bundle.shot.generated_frames
+    if stages and keys:
+        done = stages.restore_frames(keys.frames, out_dir, frames, reporter)
+        if done is not None:
+            return done
+    written = produce(keys)
+    if stages and keys and len(written) == len(frames):
+        stages.save_frames(keys.frames, written)
+    return written

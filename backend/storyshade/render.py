@@ -8,10 +8,11 @@ import numpy as np
 from PIL import Image
 
 from storyshade.bundle import Bundle
-from storyshade.cache import StageCache
+from storyshade.cache import StageCache, StageKeys, through_stages
 from storyshade.controls import ControlSet, build_controls
 from storyshade.controls.sizing import cover_resize
 from storyshade.engine import get_engine
+from storyshade.job_input import JobInput, prepare
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.references import resolve_paths
@@ -52,18 +53,48 @@ def render_bundle(
     reporter: Reporter | None = None,
     stages: StageCache | None = None,
 ) -> list[Path]:
-    """Render every frame into `out_dir` (every frame but the held ones, when re-shading
-    part of a take: the caller already has those). With `stages`, unchanged stages are not recomputed:
-    an identical rerun copies the cached frames, a prompt-only change reuses the controls."""
-    reporter = reporter or Reporter()
+    """`render` for a bundle and settings nobody has prepared yet (the CLI, tests)."""
     settings = resolve_paths(settings, bundle.root)  # relative references: beside the shot
+    work = prepare(bundle, settings, roots)
+    return render(work, out_dir, roots, cache, reporter, stages)
+
+
+def render(
+    work: JobInput,
+    out_dir: Path,
+    roots: list[Path],
+    cache: ModelCache | None = None,
+    reporter: Reporter | None = None,
+    stages: StageCache | None = None,
+) -> list[Path]:
+    """Render every frame into `out_dir` (every frame but the held ones, when re-shading
+    part of a take: the caller already has those). With `stages`, unchanged stages are not
+    recomputed: an identical rerun copies the cached frames, a prompt-only change reuses the
+    controls."""
+    reporter = reporter or Reporter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = get_engine(settings.engine, roots, cache or ModelCache())
-    keys = stages.keys(bundle, settings, roots) if stages else None
+    return through_stages(
+        stages,
+        work,
+        roots,
+        out_dir,
+        reporter,
+        lambda keys: _render(work, out_dir, roots, cache, reporter, stages, keys),
+    )
+
+
+def _render(
+    work: JobInput,
+    out_dir: Path,
+    roots: list[Path],
+    cache: ModelCache | None,
+    reporter: Reporter,
+    stages: StageCache | None,
+    keys: StageKeys | None,
+) -> list[Path]:
+    bundle, settings = work.bundle, work.settings
+    engine = get_engine(settings.engine, roots, cache or ModelCache(), work.models)
     if stages and keys:
-        done = stages.restore_frames(keys.frames, out_dir, bundle.shot.generated_frames, reporter)
-        if done is not None:
-            return done
         controls = stages.controls(
             keys.controls,
             lambda: build_controls(
@@ -82,6 +113,4 @@ def render_bundle(
         written.append(save_frame(out_dir, frame, scene_rgb, (bundle.width, bundle.height)))
         reporter.emit({"type": Event.FRAME, "frame": frame, "index": index})
         reporter.stage(Stage.SAVING, len(written), total)
-    if stages and keys and len(written) == total:
-        stages.save_frames(keys.frames, written)
     return written

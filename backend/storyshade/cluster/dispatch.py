@@ -19,16 +19,14 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from storyshade.bundle import load_bundle
-from storyshade.cache import StageCache
+from storyshade.cache import StageCache, through_stages
 from storyshade.cluster.connect import cluster_size, connect
 from storyshade.cluster.pool import Pool, Slot
 from storyshade.errors import Cancelled, StoryShadeError
-from storyshade.models.loader import model_key
+from storyshade.job_input import JobInput
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
-from storyshade.wire.archive import zip_bundle
-from storyshade.wire.layout import frame_name
+from storyshade.wire.layout import MANIFEST, frame_name
 from storyshade.wire.states import Event
 
 log = logging.getLogger("storyshade.cluster")
@@ -39,14 +37,24 @@ class WorkerLost(Exception):
     """The actor running a job is gone; the job can run again elsewhere."""
 
 
-def placement_key(roots: list[Path], settings: Settings) -> Hashable | None:
-    """What a worker must have loaded to start this job at once (None: no models needed)."""
-    if settings.engine == "preview":
-        return None
-    try:
-        return model_key(roots, settings)  # hashes on its files only, not LoRAs or sampler
-    except StoryShadeError:
-        return None  # the worker reports the problem as the job's error
+def for_worker(work: JobInput) -> tuple[dict[str, bytes], Settings]:
+    """What a worker needs, by name in the bundle: shot.json, each frame's pass and held
+    picture, and the reference images inside it, with the settings naming those images
+    relative to the bundle (the worker's folder is not this one). The files are sent once
+    per job through Ray's object store (a retry reuses them), as bytes: no zip to build
+    here or to open there."""
+    bundle = work.bundle
+    names = [MANIFEST, *(n for e in bundle.shot.frames for n in (e.file, e.take) if n)]
+    root = bundle.root.resolve()
+    refs = []
+    for ref in work.settings.references:
+        image = Path(ref.image).resolve()
+        if image.is_relative_to(root):
+            names.append(image.relative_to(root).as_posix())
+            ref = ref.model_copy(update={"image": names[-1]})
+        refs.append(ref)
+    files = {name: (bundle.root / name).read_bytes() for name in dict.fromkeys(names)}
+    return files, work.settings.model_copy(update={"references": refs})
 
 
 class RayRunner:
@@ -99,21 +107,29 @@ class RayRunner:
         self.pool.close()
 
     # -- one job ---------------------------------------------------------------------------
-    def render(self, job_id: str, job_dir: Path, settings: Settings, reporter: Reporter) -> None:
-        """Render `job_id` on the pool into `job_dir/frames`; raises as render_bundle does."""
-        bundle = load_bundle(job_dir / "bundle")
+    def render(self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter) -> None:
+        """Render `job_id` on the pool into `job_dir/frames`; raises as render does. An
+        identical rerun never leaves the server: the stage cache is the local path's own."""
         frames_dir = job_dir / "frames"
         frames_dir.mkdir(parents=True, exist_ok=True)
-        keys = self.stages.keys(bundle, settings, self.roots) if self.stages else None
-        if self.stages and keys:  # an identical rerun never leaves the server
-            if self.stages.restore_frames(
-                keys.frames, frames_dir, bundle.shot.generated_frames, reporter
-            ):
-                return
+        through_stages(
+            self.stages,
+            work,
+            self.roots,
+            frames_dir,
+            reporter,
+            lambda _keys: self._on_pool(job_id, work, frames_dir, reporter),
+        )
+
+    def _on_pool(
+        self, job_id: str, work: JobInput, frames_dir: Path, reporter: Reporter
+    ) -> list[Path]:
         import ray
 
-        key = placement_key(self.roots, settings)
-        payload = ray.put(zip_bundle(job_dir / "bundle"))
+        bundle = work.bundle
+        key = work.models  # what a worker must have loaded to start at once (None: none)
+        files, settings = for_worker(work)
+        payload = ray.put(files)
         received: dict[int, Path] = {}
         losses = 0
         while True:
@@ -155,8 +171,7 @@ class RayRunner:
                     losses=losses,
                     frames_kept=sorted(received),
                 )
-        if self.stages and keys and len(received) == len(bundle.shot.generated_frames):
-            self.stages.save_frames(keys.frames, [received[f] for f in sorted(received)])
+        return [received[f] for f in sorted(received)]
 
     def _attempt(
         self,

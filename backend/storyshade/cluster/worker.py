@@ -1,6 +1,6 @@
 """The Ray actor that renders: one per GPU (or CPU slot), models kept loaded between jobs.
 
-A job arrives as the bundle zipped (bytes) and its resolved settings (JSON), so a worker
+A job arrives as the bundle's files (name → bytes) and its resolved settings (JSON), so a worker
 needs no shared file system: it renders into a temporary folder and streams every event
 back, each frame event carrying the PNG itself. Jobs end with exactly one of the events
 `end`, `cancelled` or `error`. The actor is threaded so that `cancel` reaches it while
@@ -14,9 +14,7 @@ import queue
 import socket
 import tempfile
 import threading
-import zipfile
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,17 @@ from storyshade.wire.layout import frame_name
 from storyshade.wire.states import Event
 
 ENDINGS = (Event.END, Event.CANCELLED, Event.ERROR)
+
+
+def write_bundle(dest: Path, files: dict[str, bytes]) -> None:
+    """The server's validated bundle files, by name, into `dest` (names stay inside it)."""
+    root = dest.resolve()
+    for name, data in files.items():
+        target = (dest / name).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise StoryShadeError(f"unsafe bundle file name {name[:100]!r}", "report this bug")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 class ShadeWorker:
@@ -64,7 +73,7 @@ class ShadeWorker:
             self.cancels.setdefault(job_id, threading.Event()).set()
 
     def render(
-        self, job_id: str, bundle_zip: bytes, settings_json: str, roots: list[str]
+        self, job_id: str, files: dict[str, bytes], settings_json: str, roots: list[str]
     ) -> Iterator[dict[str, Any]]:
         """Stream the job's events (call with num_returns="streaming")."""
         with self.lock:
@@ -73,8 +82,7 @@ class ShadeWorker:
         try:
             with tempfile.TemporaryDirectory(prefix="storyshade-job-") as tmp:
                 folder = Path(tmp)
-                with zipfile.ZipFile(BytesIO(bundle_zip)) as zf:
-                    zf.extractall(folder / "bundle")
+                write_bundle(folder / "bundle", files)
                 args = (folder, settings_json, roots, events, cancel)
                 thread = threading.Thread(target=self._run, args=args, daemon=True)
                 thread.start()

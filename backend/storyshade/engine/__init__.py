@@ -6,18 +6,21 @@ from pathlib import Path
 
 from storyshade.engine.base import Engine
 from storyshade.errors import StoryShadeError
-from storyshade.models.loader import ModelCache
+from storyshade.models.loader import ModelCache, ModelKey
 
 
-def get_engine(name: str, roots: list[Path], cache: ModelCache) -> Engine:
+def get_engine(
+    name: str, roots: list[Path], cache: ModelCache, models: ModelKey | None = None
+) -> Engine:
+    """`models`: the job's models, resolved at submit (None: the engine resolves them)."""
     if name == "animatediff":
         from storyshade.engine.windowed import WindowedAnimateDiffEngine
 
-        return WindowedAnimateDiffEngine(roots, cache)
+        return WindowedAnimateDiffEngine(roots, cache, models)
     if name == "animatediff-stock":  # the diffusers pipeline as shipped: the reference
         from storyshade.engine.animatediff import StockAnimateDiffEngine
 
-        return StockAnimateDiffEngine(roots, cache)
+        return StockAnimateDiffEngine(roots, cache, models)
     if name == "preview":  # no model: cel-shaded draft from the control images
         from storyshade.engine.preview import PreviewEngine
 

@@ -20,7 +20,7 @@ from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.motion import motion_scaled
 from storyshade.errors import StoryShadeError
-from storyshade.models.loader import ModelCache, model_key
+from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 from storyshade.wire.states import Stage
@@ -83,9 +83,12 @@ def check_held_engine(engine: str, has_held: bool) -> None:
 class StockAnimateDiffEngine:
     name = "animatediff-stock"
 
-    def __init__(self, roots: list[Path], cache: ModelCache) -> None:
+    def __init__(
+        self, roots: list[Path], cache: ModelCache, models: ModelKey | None = None
+    ) -> None:
         self.roots = roots
         self.cache = cache
+        self.models = models  # the job's, resolved at submit
 
     def render(
         self,
@@ -106,7 +109,7 @@ class StockAnimateDiffEngine:
         check_looks_engine(self.name, bool(controls.regions))
         check_references_engine(self.name, bool(settings.references))
         check_stock_shot(settings, n, self.roots)
-        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)
+        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
         check_windows(settings, pipe.unet)
         roles = [role for role, _ in key.controlnets]
         conditioning = [[Image.fromarray(f) for f in controls.frames[r]] for r in roles]

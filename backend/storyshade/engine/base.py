@@ -37,10 +37,15 @@ class Engine(Protocol):
 
 
 def load_pipeline(
-    roots: list[Path], cache: ModelCache, settings: Settings, reporter: Reporter
+    roots: list[Path],
+    cache: ModelCache,
+    settings: Settings,
+    reporter: Reporter,
+    key: ModelKey | None = None,
 ) -> tuple[ModelKey, Any]:
-    """Resolve the settings' models and load (or reuse) their pipeline, as a 'loading' stage."""
-    key = model_key(roots, settings)
+    """Load (or reuse) the pipeline of `key` (the job's resolved models; resolved here from
+    the settings only when the caller has none), as a 'loading' stage."""
+    key = key or model_key(roots, settings)
     reporter.stage(Stage.LOADING, 0, 1)
     pipe = cache.get(key)
     reporter.stage(Stage.LOADING, 1, 1)

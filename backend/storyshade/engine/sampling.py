@@ -432,7 +432,13 @@ class WindowedSampler:
             return
         frames, png = preview_strip(estimate)
         self.reporter.emit(
-            {"type": Event.PREVIEW, "step": step, "steps": steps, "frames": frames, "png_base64": png}
+            {
+                "type": Event.PREVIEW,
+                "step": step,
+                "steps": steps,
+                "frames": frames,
+                "png_base64": png,
+            }
         )
 
     # -- decoding --------------------------------------------------------------------------

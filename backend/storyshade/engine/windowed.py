@@ -27,7 +27,7 @@ from storyshade.engine.regions import RegionState, encode_looks, regional_attent
 from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
 from storyshade.errors import StoryShadeError
-from storyshade.models.loader import ModelCache
+from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.progress import Reporter
 from storyshade.settings import Settings, hires_size
 from storyshade.wire.states import Stage
@@ -179,9 +179,12 @@ def prefer_channels_last(pipe: Any) -> None:
 class WindowedAnimateDiffEngine:
     name = "animatediff"
 
-    def __init__(self, roots: list[Path], cache: ModelCache) -> None:
+    def __init__(
+        self, roots: list[Path], cache: ModelCache, models: ModelKey | None = None
+    ) -> None:
         self.roots = roots
         self.cache = cache
+        self.models = models  # the job's, resolved at submit
 
     def render(
         self,
@@ -192,7 +195,7 @@ class WindowedAnimateDiffEngine:
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
 
-        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter)
+        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
         check_windows(settings, pipe.unet)
         if settings.channels_last and pipe.unet.device.type == "cuda":
             prefer_channels_last(pipe)

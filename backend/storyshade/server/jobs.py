@@ -36,10 +36,11 @@ from typing import Any, Protocol
 from storyshade.bundle import Bundle, load_bundle
 from storyshade.cache import StageCache
 from storyshade.errors import Cancelled, NotFound, StoryShadeError
-from storyshade.models.loader import ModelCache
+from storyshade.job_input import JobInput, prepare
+from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.presets import search_dirs
 from storyshade.progress import Reporter
-from storyshade.render import render_bundle
+from storyshade.render import render
 from storyshade.server.eta import Pace, RunClock
 from storyshade.server.events import EventLog
 from storyshade.server.redact import Redactor
@@ -61,9 +62,7 @@ class Runner(Protocol):
 
     slots: int  # jobs it can run at once: one worker thread each
 
-    def render(
-        self, job_id: str, job_dir: Path, settings: Settings, reporter: Reporter
-    ) -> None: ...
+    def render(self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter) -> None: ...
 
 
 @dataclass
@@ -87,6 +86,7 @@ class Job:
     cancel_requested: bool = False
     reused: list[str] = field(default_factory=list)
     owner: str | None = None  # the named client that submitted it (serve --clients)
+    bundle_hash: str = ""  # the bundle's content hash, taken once at submit
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -117,6 +117,7 @@ class JobStore:
         self.stages = stages
         self.jobs: dict[str, Job] = {}
         self.settings: dict[str, Settings] = {}
+        self.inputs: dict[str, JobInput] = {}  # submitted in this process: models resolved
         self.logs: dict[str, EventLog] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.lock = threading.Condition(threading.RLock())
@@ -310,8 +311,11 @@ class JobStore:
         tag: str = "",
         preset: str | None = None,
         owner: str | None = None,
+        models: ModelKey | None = None,
     ) -> Job:
-        """Queue a job whose bundle is already unpacked and validated in its folder."""
+        """Queue a job whose bundle is already unpacked and validated in its folder, with the
+        models resolved when its settings were checked (else they are resolved here)."""
+        work = prepare(bundle, settings, self.roots, models=models)
         job_dir = self.job_dir(job_id)
         (job_dir / "settings.json").write_text(settings.model_dump_json(indent=1), encoding="utf-8")
         with self.lock:
@@ -326,7 +330,9 @@ class JobStore:
                 engine=settings.engine,
                 frame_numbers=bundle.shot.generated_frames,
                 owner=owner,
+                bundle_hash=work.bundle_hash,
             )
+            self.inputs[job.id] = work
             self._save(job)  # the commit point: from here on the job survives a restart
             self._register(job, settings)
             self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED})
@@ -362,6 +368,7 @@ class JobStore:
             self._emit(job, event)
             job.state, job.error, job.finished = state, error, time.time()
             self._save(job)
+            self.inputs.pop(job.id, None)
             self.lock.notify_all()
 
     def _run_forever(self) -> None:
@@ -415,18 +422,17 @@ class JobStore:
         reporter = Reporter(self._listener(job, clock), self.cancels[job.id])
         try:
             reporter.check()  # cancelled between dequeue and start
+            work = self.inputs.get(job.id) or prepare(  # a job from before a restart
+                load_bundle(self.job_dir(job.id) / "bundle"),
+                settings,
+                self.roots,
+                bundle_hash=job.bundle_hash or None,
+            )
             if self.runner:  # elsewhere (a Ray worker): frames and events come back here
-                self.runner.render(job.id, self.job_dir(job.id), settings, reporter)
+                self.runner.render(job.id, self.job_dir(job.id), work, reporter)
             else:
-                render_bundle(
-                    load_bundle(self.job_dir(job.id) / "bundle"),
-                    settings,
-                    self.job_dir(job.id) / "frames",
-                    self.roots,
-                    self.models,
-                    reporter,
-                    self.stages,
-                )
+                frames = self.job_dir(job.id) / "frames"
+                render(work, frames, self.roots, self.models, reporter, self.stages)
         except Cancelled:
             self._finish(job, JobState.CANCELLED)
         except StoryShadeError as exc:

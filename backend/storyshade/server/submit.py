@@ -14,7 +14,8 @@ from storyshade.engine.animatediff import check_held_engine, check_stock_shot
 from storyshade.engine.references import check_reference_looks, check_references_engine
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
-from storyshade.models.loader import ModelCache, model_key
+from storyshade.job_input import needs_models
+from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.presets import resolve
 from storyshade.references import check_references, resolve_paths
 from storyshade.server.jobs import Job, JobStore
@@ -122,7 +123,9 @@ def merge_settings(preset: str | None, overrides: dict[str, Any]) -> Settings:
 
 def resolve_settings(
     text: str, roots: list[Path], models: ModelCache, max_resolution: int
-) -> tuple[str | None, Settings]:
+) -> tuple[str | None, Settings, ModelKey | None]:
+    """The request's preset name, its settings and their resolved models (None for the
+    model-free preview): the job carries these, so nothing downstream resolves them again."""
     preset, overrides = parse_settings(text)
     check_request_references(overrides)
     settings = merge_settings(preset, overrides)
@@ -144,9 +147,8 @@ def resolve_settings(
             )
     check_model_names(settings)
     get_engine(settings.engine, roots, models)  # an unknown engine fails here, not later
-    if settings.engine != "preview":
-        model_key(roots, settings)  # missing models fail now, not after the upload
-    return preset, settings
+    key = model_key(roots, settings) if needs_models(settings) else None  # fail now, not later
+    return preset, settings, key
 
 
 def accept_job(
@@ -160,7 +162,9 @@ def accept_job(
     tag: str = "",
     owner: str | None = None,
 ) -> Job:
-    preset, settings = resolve_settings(settings_text, store.roots, store.models, max_resolution)
+    preset, settings, key = resolve_settings(
+        settings_text, store.roots, store.models, max_resolution
+    )
     job_id = store.new_id()
     job_dir = store.job_dir(job_id)
     try:
@@ -175,7 +179,14 @@ def accept_job(
         check_looks_engine(settings.engine, bool(bundle.shot.regions))
         check_held_engine(settings.engine, bool(bundle.held()))
         return store.submit(
-            job_id, bundle, settings, priority=priority, tag=tag, preset=preset, owner=owner
+            job_id,
+            bundle,
+            settings,
+            priority=priority,
+            tag=tag,
+            preset=preset,
+            owner=owner,
+            models=key,
         )
     except StoryShadeError:
         shutil.rmtree(job_dir, ignore_errors=True)
