@@ -42,7 +42,9 @@ def test_thread_side_modules_never_import_bpy(module: str) -> None:
     imports = _imports(REPO / "addon" / f"{module}.py")
     assert not {i for i in imports if i.split(".")[0] in ("bpy", "mathutils")}
     local = {i.lstrip(".").split(".")[0] for i in imports if i.startswith(".")}
-    assert local <= {*PURE, *PURE_PACKAGES}, f"{module} imports add-on modules that may use bpy: {local}"
+    assert local <= {*PURE, *PURE_PACKAGES}, (
+        f"{module} imports add-on modules that may use bpy: {local}"
+    )
 
 
 def _run(tmp_path: Path, frames=(1, 2)) -> TakeRun:
