@@ -76,3 +76,13 @@ def set_sequencer_scene(workspace, scene) -> None:
     """The one-click fix when the user's chosen sequencer scene is another one."""
     if has_sequencer_scene():
         workspace.sequencer_scene = scene
+
+
+def blend_relative_path_options() -> set[str]:
+    """Options for a FILE_PATH property that may hold a // path: newer Blenders warn on
+    `//` unless the property says it supports it; older ones do not know the flag."""
+    try:
+        bpy.props.StringProperty(options={"PATH_SUPPORTS_BLEND_RELATIVE"})
+    except TypeError:
+        return set()
+    return {"PATH_SUPPORTS_BLEND_RELATIVE"}

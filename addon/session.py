@@ -18,9 +18,9 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, export_proc, protocol, reshade, take
+from . import compat, export, export_proc, protocol, reference_files, references, reshade, take
 from .errors import StoryShadeError
-from .looks import LookOverrides, shot_regions
+from .looks import LookOverrides, looks_in_shot, shot_regions
 from .protocol import Message
 from .reshade import Reshade
 from .server_local import HealthCheck
@@ -67,6 +67,10 @@ class ShadeSession:
     def __init__(self, scene, client, request: ShadeRequest) -> None:
         export.check_scene(scene)  # no camera etc.: say so before anything starts
         self.regions, _ids = shot_regions(scene, request.looks)  # a bad look, too
+        # Reference images: missing or refused files, too many, unknown looks, all now.
+        request.settings = references.attach(
+            request.settings, scene, looks_in_shot(scene, request.looks)[1]
+        )
         self.scene_name = scene.name
         self.client = client
         self.request = request
@@ -285,6 +289,7 @@ class ShadeSession:
         if self.request.reshade:
             reshade.hold_frames(self._bundle_dir, self.request.reshade)
             frames = self.request.reshade.frames  # the server makes only these
+        reference_files.copy_into(self._bundle_dir, self.request.settings)
         self.run = TakeRun(self.shot, name, folder, temporary, frames)
         self.run.settings = dict(self.request.settings)
         if temporary:
