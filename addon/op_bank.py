@@ -116,8 +116,10 @@ class STORYSHADE_OT_bank_load(bpy.types.Operator):
         return True
 
     def execute(self, context):
+        bank = bank_folder(context)
         try:
-            char = read_character(bank_folder(context) / self.name)
+            list_characters(bank)  # a missing bank folder is named as such
+            char = read_character(bank / self.name)
         except StoryShadeError as exc:
             _say(context, str(exc), error=True)
             self.report({"ERROR"}, str(exc))
