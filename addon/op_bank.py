@@ -20,7 +20,7 @@ from .props import set_references
 
 def bank_folder(context) -> Path:
     """The scene's bank folder, else the preferences', else ~/StoryShade/characters."""
-    chosen = context.scene.storyshade.bank_dir.strip() or prefs.value("bank_dir", context)
+    chosen = context.scene.storyshade.bank_dir.strip() or prefs.value("bank_dir")
     return Path(bpy.path.abspath(chosen)) if chosen.strip() else default_folder()
 
 

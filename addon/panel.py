@@ -117,12 +117,16 @@ def draw_references(layout, context, refs, label: str, owner: str = "", collecti
     op = add.operator("storyshade.reference_add", text="Add", icon="ADD")
     op.owner, op.collection = owner, collection
     for i, ref in enumerate(refs):
+        # Two rows: beside a weight and an X, a path at the default sidebar width shows
+        # only its first folders (seen in the 4.3 and 5.2 windows).
         problem = _reference_problem(ref.image)
+        if i:
+            col.separator()
         row = col.row(align=True)
         row.alert = bool(problem)
-        split = row.split(factor=0.66, align=True)
-        split.prop(ref, "image", text="")
-        split.prop(ref, "weight", text="")
+        row.prop(ref, "image", text="")
+        row = col.row(align=True)
+        row.prop(ref, "weight", slider=True)
         op = row.operator("storyshade.reference_remove", text="", icon="X")
         op.owner, op.collection, op.index = owner, collection, i
         if problem:

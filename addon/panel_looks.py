@@ -171,9 +171,10 @@ def _bank(layout, context) -> None:
     if body is None:
         return
     opts = context.scene.storyshade
-    row = body.row(align=True)
-    row.menu("STORYSHADE_MT_bank", text="Load Character", icon="IMPORT")
-    row.operator("storyshade.bank_save", text="Save Look", icon="EXPORT")
+    # One button a row: side by side, "Load Character" is cut at the default width.
+    col = body.column(align=True)
+    col.menu("STORYSHADE_MT_bank", text="Load Character for Selected", icon="IMPORT")
+    col.operator("storyshade.bank_save", text="Save Active Look to Bank", icon="EXPORT")
     col = body.column(align=True)
     col.label(text="Folder (empty: preferences'):")
     col.prop(opts, "bank_dir", text="", placeholder=str(bank_folder(context)))
