@@ -20,6 +20,7 @@ from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
 from .reference_files import check_image, parse_arg
+from .references import style_of
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 
@@ -228,6 +229,7 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
         scene = bpy.data.scenes[shot.scene_name]
         request = _request(args, scene, url, **shot_request(shot))
         request.settings = shot_settings(request.settings, shot, policy)
+        request.style_references = style_of(edit_scene)  # the edit's, in every shot's scene
         return ShadeSession(scene, client, request)
 
     run = SequenceRun(chosen, session_for)

@@ -49,21 +49,25 @@ def _entries(refs, where: str, look: str | None = None) -> list[dict]:
     return out
 
 
-def blend_references(scene, looks: list) -> list[dict]:
-    """The scene's style references, then the references of the shot's `looks`
-    (looks.Look, those shading some object of the shot)."""
-    opts = scene.storyshade
-    refs = _entries(((r.image, r.weight) for r in opts.references), "style")
+def style_of(scene) -> list[tuple[str, float]]:
+    """The scene's style references (Sidebar > StoryShade > Look) as (image, weight)."""
+    return [(r.image, r.weight) for r in scene.storyshade.references]
+
+
+def blend_references(looks: list, style: list[tuple[str, float]]) -> list[dict]:
+    """The style references, then the references of the shot's `looks` (looks.Look, those
+    shading some object of the shot)."""
+    refs = _entries(style, "style")
     for look in looks:
         refs += _entries(look.references, f"look '{look.name}'", look.name)
     return refs
 
 
-def attach(settings: dict, scene, looks: list) -> dict:
+def attach(settings: dict, looks: list, style: list[tuple[str, float]]) -> dict:
     """The settings with checked references: those the settings name (CLI, re-shade), else
     the .blend's; errors name the file and the fix before anything is exported."""
     names = [look.name for look in looks]
     if "references" in settings:
         return {**settings, "references": check_references(settings["references"], names)}
-    refs = blend_references(scene, looks)
+    refs = blend_references(looks, style)
     return {**settings, "references": check_references(refs, names)} if refs else settings

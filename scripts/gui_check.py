@@ -6,9 +6,12 @@ Everything happens on bpy.app.timers, as a user would click: give the shot's obj
 (Object and Collection properties, the sidebar's Looks), open the StoryShade sidebar,
 Check, Shade with `preview`, watch progress, look at the Sequencer, Shade a slow job and
 cancel it, the panel at UI scale 1.5, then an edit of two camera-marker shots in the Shots
-sub-panel and Shade Sequence (--shots-only: only that). Screenshots of the sidebar (and Sequencer)
-go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the Sequencer's
-state, and the longest main-loop stall while a run was in progress.
+sub-panel and Shade Sequence (--shots-only: only that). --bank-only: a style reference,
+a look's character reference, that look saved to a character bank and loaded onto another
+object, then Shade with the tiny preset (the tiny IP-Adapter). Screenshots of the sidebar
+(and Sequencer) go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the
+Sequencer's state, the longest main-loop stall while a run was in progress and the
+StoryShade panels' draw times.
 """
 
 from __future__ import annotations
@@ -435,6 +438,8 @@ def bank_step(view):
         bpy.ops.storyshade.reference_add()
     opts().references[0].image, opts().references[0].weight = str(palette), 0.6
     scroll(view, "UI", down=True, pages=1)
+    yield 0.5
+    view.tag_redraw()  # sub-panels slide to their new places over a few redraws
     yield 1.0
     note("style reference", main=panel_texts(main))
     screenshot("references")

@@ -189,3 +189,18 @@ def test_cli_bad_references_exit_2_naming_the_problem(scene, tmp_path, capsys, a
     assert cli.main(["shade", "--server", "http://127.0.0.1:9", "--no-save", *argv]) == 2
     err = capsys.readouterr().err
     assert says in err and "Fix:" in err, err
+
+
+def test_reattaching_needs_no_reference_files(scene, tmp_path: Path) -> None:
+    """The job is on the server already: its images may be gone from this machine."""
+    from addon.shade import TakeRun
+
+    gone = {"image": str(tmp_path / "gone.png"), "weight": 0.8}
+    folder = tmp_path / "takes" / "shot" / "take_001"
+    folder.mkdir(parents=True)
+    run = TakeRun("shot", "take_001", folder, False, [1], job_id="job1")
+    run.settings = {"preset": "tiny", "references": [gone]}
+    fake = FakeClient(frames=[1])
+    request = ShadeRequest(settings=run.settings, server_url=fake.url)
+    session = ShadeSession.reattach(scene, fake, request, run).run_blocking()
+    assert session.outcome == DONE, session.text
