@@ -18,7 +18,17 @@ from addon.errors import ConnectionLost, StoryShadeError
 from addon.shade import TakeRun
 from addon.worker import NetworkJob, apply, follow_job
 
-PURE = ("protocol", "worker", "client", "errors", "shade", "server_local", "presets")
+PURE = (
+    "protocol",
+    "worker",
+    "client",
+    "errors",
+    "shade",
+    "server_local",
+    "presets",
+    "reference_files",  # the worker names the images inside the bundle
+    "bank",
+)
 
 
 def _imports(path: Path) -> set[str]:
