@@ -12,6 +12,7 @@ before minutes of export and upload.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -144,8 +145,11 @@ def check_references(refs: object, looks: list[str], base: Path | None = None) -
 
 def bundle_name(index: int, image: str) -> str:
     """Where reference `index` sits in the bundle: its own name, numbered (two references
-    may share a file name)."""
-    return f"{FOLDER}/{index + 1}-{Path(image).name}"
+    may share a file name), with only the characters the server takes in a bundle path
+    (letters, digits, space, `._()+-`; `girl's #2.png` becomes `1-girl_s _2.png`)."""
+    path = Path(image)
+    stem = re.sub(r"[^\w .()+\-]", "_", path.stem)[:60]
+    return f"{FOLDER}/{index + 1}-{stem}{path.suffix.lower()}"
 
 
 def wire_settings(settings: dict) -> dict:

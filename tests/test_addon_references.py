@@ -22,6 +22,7 @@ from test_addon_helpers import (
 
 from addon import cli, compat, runtime
 from addon.errors import InputError
+from addon.reference_files import wire_settings
 from addon.session import DONE, ShadeRequest, ShadeSession
 
 
@@ -204,3 +205,13 @@ def test_reattaching_needs_no_reference_files(scene, tmp_path: Path) -> None:
     request = ShadeRequest(settings=run.settings, server_url=fake.url)
     session = ShadeSession.reattach(scene, fake, request, run).run_blocking()
     assert session.outcome == DONE, session.text
+
+
+def test_wire_names_are_paths_the_server_takes() -> None:
+    """The server takes bundle paths of letters, digits, space and `._()+-` only."""
+    refs = [{"image": "/a/girl's [v2] #1.PNG", "weight": 1.0}, {"image": "/b/Zoë.jpg"}]
+    wire = wire_settings({"seed": 1, "references": refs})
+    assert [r["image"] for r in wire["references"]] == [
+        "references/1-girl_s _v2_ _1.png",
+        "references/2-Zoë.jpg",
+    ]
