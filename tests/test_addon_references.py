@@ -215,3 +215,21 @@ def test_wire_names_are_paths_the_server_takes() -> None:
         "references/1-girl_s _v2_ _1.png",
         "references/2-Zoë.jpg",
     ]
+
+
+def test_shade_sequence_sends_the_edits_style_references_to_every_shot(tmp_path) -> None:
+    """Scene strips are shots of other scenes: the style references are the edit's."""
+    from test_shots import strip_edit
+
+    from addon.op_sequence import build_sequence
+
+    edit = strip_edit()
+    enable_prefs(server_url="http://127.0.0.1:9", output_pattern=str(tmp_path / "{take}"))
+    palette = _png(tmp_path / "palette.png")
+    _refs(edit.storyshade.references, (palette, 0.7))
+    run = build_sequence(bpy.context)
+    for shot in run.shots:
+        session = run.make_session(shot)
+        assert session.scene_name != edit.name
+        assert session.request.settings["references"] == [{"image": str(palette), "weight": 0.7}]
+        session.cancel()
