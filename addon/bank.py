@@ -1,4 +1,4 @@
-"""The character bank: looks with their reference images, kept in a folder so the same
+"""The character bank: looks (look_data.Look) with their reference images, kept in a folder so the same
 character is reused across shots and .blend files (no bpy here: plain files).
 
 One subfolder per character, holding `character.toml` and copies of its images:
@@ -28,29 +28,16 @@ import math
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .look_data import Look
 from .reference_files import MAX_REFERENCES, check_image
 
 TOML = "character.toml"
 FORMAT = "storyshade.character"
 VERSION = 1
 KEYS = {"format", "version", "name", "prompt", "negative", "weight", "color", "references"}
-
-
-@dataclass
-class Character:
-    """A look as the bank keeps it; `references` are (absolute image path, weight)."""
-
-    name: str
-    prompt: str
-    negative: str = ""
-    weight: float = 1.0
-    color: tuple[float, float, float] | None = None
-    references: list[tuple[str, float]] = field(default_factory=list)
-    folder: Path | None = None
 
 
 def default_folder() -> Path:
@@ -87,7 +74,7 @@ def _float(value: float) -> str:
     return repr(round(value, 6))
 
 
-def dump_toml(char: Character, images: list[tuple[str, float]]) -> str:
+def dump_toml(char: Look, images: list[tuple[str, float]]) -> str:
     """The character file's text; `images` are (file name in the folder, weight)."""
     lines = [
         "# A StoryShade character (docs/references.md#the-character-bank)",
@@ -105,7 +92,7 @@ def dump_toml(char: Character, images: list[tuple[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_character(bank: Path, char: Character) -> Path:
+def save_character(bank: Path, char: Look) -> Path:
     """Write the character and copies of its images to BANK/<name>/, replacing an earlier
     save of it; the folder is built beside and swapped in, so a failure leaves the old one."""
     if not char.prompt.strip():
@@ -165,7 +152,7 @@ def _number(path: Path, key: str, value: object, low: float, high: float) -> flo
     return float(value)
 
 
-def read_character(folder: Path) -> Character:
+def read_character(folder: Path) -> Look:
     """The character in `folder`, every field and image checked."""
     folder = Path(folder)
     path = folder / TOML
@@ -208,14 +195,13 @@ def read_character(folder: Path) -> Character:
             raise _bad(path, f"references {i + 1}: image {image!r} must be a file name in {folder}")
         checked = check_image(folder / image, f"character '{folder.name}' reference")
         refs.append((str(checked), _number(path, "weight", ref.get("weight", 0.8), 0, 2)))
-    return Character(
+    return Look(
         name=data.get("name") or folder.name,
         prompt=prompt,
         negative=data.get("negative", ""),
         weight=_number(path, "weight", data.get("weight", 1.0), 0.05, 4),
         color=color,  # type: ignore[arg-type]
-        references=refs,
-        folder=folder,
+        references=tuple(refs),
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import bpy
 
 from .errors import StoryShadeError
+from .look_data import Look
 from .references import StoryShadeReference
 
 MAX_LOOKS = 16  # the server's limit: one text encoding and one mask per look per layer
@@ -65,16 +66,6 @@ class StoryShadeLook(bpy.types.PropertyGroup):
         subtype="DIR_PATH",
         default="",
     )
-
-
-@dataclass(frozen=True)
-class Look:
-    name: str
-    prompt: str
-    negative: str = ""
-    weight: float = 1.0
-    color: tuple[float, float, float] | None = None
-    references: tuple[tuple[str, float], ...] = ()  # (image path as stored, weight)
 
 
 @dataclass

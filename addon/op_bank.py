@@ -7,14 +7,16 @@ callback would crash (4.2) or hang (4.5) the bpy module at exit (FIELD_NOTES).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import bpy
 
 from . import prefs
-from .bank import Character, default_folder, list_characters, read_character, save_character
+from .bank import default_folder, list_characters, read_character, save_character
 from .errors import StoryShadeError
-from .looks import look_and_holder
+from .look_data import Look
+from .looks import look_and_holder, own_look
 from .props import set_references
 
 
@@ -29,19 +31,14 @@ def _say(context, text: str, error: bool = False) -> None:
     opts.bank_note, opts.bank_error = text, error
 
 
-def character_of(holder) -> Character:
-    look = holder.storyshade_look
-    return Character(
-        name=holder.name,
-        prompt=look.prompt,
-        negative=look.negative,
-        weight=look.weight,
-        color=tuple(look.color) if look.use_color else None,  # type: ignore[arg-type]
-        references=[(bpy.path.abspath(r.image), r.weight) for r in look.references],
-    )
+def character_of(holder) -> Look:
+    """The holder's look, its images as absolute paths (the bank copies them)."""
+    look = own_look(holder)
+    refs = tuple((bpy.path.abspath(image), weight) for image, weight in look.references)
+    return replace(look, references=refs)
 
 
-def apply_character(holder, char: Character) -> None:
+def apply_character(holder, char: Look, folder: Path) -> None:
     """Give an object or collection the character's look (its own, replacing the old)."""
     look = holder.storyshade_look
     look.enabled = True
@@ -50,7 +47,7 @@ def apply_character(holder, char: Character) -> None:
     if char.color is not None:
         look.color = char.color
     set_references(look.references, [{"image": i, "weight": w} for i, w in char.references])
-    look.bank = str(char.folder or "")
+    look.bank = str(folder)
 
 
 def targets(context) -> list:
@@ -119,14 +116,15 @@ class STORYSHADE_OT_bank_load(bpy.types.Operator):
         bank = bank_folder(context)
         try:
             list_characters(bank)  # a missing bank folder is named as such
-            char = read_character(bank / self.name)
+            folder = bank / self.name
+            char = read_character(folder)
         except StoryShadeError as exc:
             _say(context, str(exc), error=True)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         changed = targets(context)
         for holder in changed:
-            apply_character(holder, char)
+            apply_character(holder, char, folder)
         names = ", ".join(f"'{h.name}'" for h in changed)
         refs = len(char.references)
         _say(

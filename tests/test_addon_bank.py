@@ -11,8 +11,9 @@ import bpy
 import pytest
 from test_addon_helpers import ensure_registered, new_scene, png_bytes
 
-from addon.bank import TOML, Character, dump_toml, list_characters, read_character
+from addon.bank import TOML, dump_toml, list_characters, read_character
 from addon.errors import InputError
+from addon.look_data import Look
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +81,7 @@ def test_a_pick_updates_the_look_that_shades_the_selection(scene, tmp_path) -> N
     (one character, one look), not a new look per part."""
     (tmp_path / "bank" / "Robot").mkdir(parents=True)
     (tmp_path / "bank" / "Robot" / TOML).write_text(
-        dump_toml(Character("Robot", "a tin robot"), []), encoding="utf-8"
+        dump_toml(Look("Robot", "a tin robot"), []), encoding="utf-8"
     )
     coll = bpy.data.collections.new("Mannequin")
     scene.collection.children.link(coll)
@@ -94,7 +95,7 @@ def test_a_pick_updates_the_look_that_shades_the_selection(scene, tmp_path) -> N
 
 
 def test_the_toml_writer_round_trips_awkward_text() -> None:
-    char = Character('Zoë "Z" \\ the\tsecond\nline', "a\x01b", color=(0.0, 0.5, 1.0))
+    char = Look('Zoë "Z" \\ the\tsecond\nline', "a\x01b", color=(0.0, 0.5, 1.0))
     data = tomllib.loads(dump_toml(char, [("a b.png", 0.25)]))
     assert data["name"] == char.name and data["prompt"] == "a\x01b"
     assert data["color"] == [0.0, 0.5, 1.0]

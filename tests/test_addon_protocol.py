@@ -28,6 +28,7 @@ PURE = (
     "presets",
     "reference_files",  # the worker names the images inside the bundle
     "bank",
+    "look_data",
 )
 
 

@@ -11,29 +11,18 @@ from pathlib import Path
 
 import bpy
 import pytest
-from test_addon_helpers import (
-    FakeClient,
-    disable_prefs,
-    enable_prefs,
-    ensure_registered,
-    new_scene,
-    png_bytes,
-)
+from test_addon_helpers import FakeClient, enable_prefs, png_bytes
+from test_addon_session import registered  # noqa: F401 (autouse: add-on, scene, preferences)
 
-from addon import cli, compat, runtime
+from addon import cli, compat
 from addon.errors import InputError
 from addon.reference_files import wire_settings
 from addon.session import DONE, ShadeRequest, ShadeSession
 
 
-@pytest.fixture(autouse=True)
-def scene(tmp_path: Path):
-    ensure_registered()
-    scene = new_scene(frames=1)
-    enable_prefs(output_pattern=str(tmp_path / "takes" / "{shot}" / "{take}"))
-    yield scene
-    runtime.current = None
-    disable_prefs()
+@pytest.fixture
+def scene(registered):  # noqa: F811
+    return registered
 
 
 def _png(path: Path, rgb=(200, 80, 40)) -> Path:
