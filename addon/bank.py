@@ -161,7 +161,7 @@ def read_character(folder: Path) -> Look:
     except FileNotFoundError:
         raise InputError(
             f"{folder} holds no {TOML}: it is not a saved character",
-            "save a look to the bank with Save Look, or remove the folder",
+            "save a look to the bank with Save Active Look to Bank, or remove the folder",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _bad(path, f"cannot be read ({exc})") from None
@@ -211,7 +211,7 @@ def list_characters(bank: Path) -> list[str]:
     if not bank.is_dir():
         raise InputError(
             f"the character bank folder {bank} does not exist",
-            "save a look to the bank first (Save Look creates it), or set the bank folder "
+            "save a look to the bank first (Save Active Look to Bank creates it), or set the bank folder "
             "(Sidebar > StoryShade > Character Bank, or the add-on preferences)",
         )
     return sorted(

@@ -67,7 +67,7 @@ class STORYSHADE_OT_bank_save(bpy.types.Operator):
     bank, for other shots and .blend files (an earlier save of it is replaced)"""
 
     bl_idname = "storyshade.bank_save"
-    bl_label = "Save Look"
+    bl_label = "Save Active Look to Bank"
     bl_options = {"REGISTER"}
 
     @classmethod
@@ -100,7 +100,7 @@ class STORYSHADE_OT_bank_load(bpy.types.Operator):
     """Give the selected objects this character's look and reference images"""
 
     bl_idname = "storyshade.bank_load"
-    bl_label = "Load Character"
+    bl_label = "Load Character for Selected"
     bl_options = {"REGISTER", "UNDO"}
 
     name: bpy.props.StringProperty(name="Character", description="The character's folder name")
@@ -149,6 +149,6 @@ class STORYSHADE_MT_bank(bpy.types.Menu):
             layout.label(text=exc.fix, icon="BLANK1")
             return
         if not names:
-            layout.label(text="No characters yet: Save Look adds the active look", icon="INFO")
+            layout.label(text="No characters yet: Save Active Look to Bank adds one", icon="INFO")
         for name in names:
             layout.operator("storyshade.bank_load", text=name, icon="USER").name = name

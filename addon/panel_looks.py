@@ -174,7 +174,7 @@ def _bank(layout, context) -> None:
     # One button a row: side by side, "Load Character" is cut at the default width.
     col = body.column(align=True)
     col.menu("STORYSHADE_MT_bank", text="Load Character for Selected", icon="IMPORT")
-    col.operator("storyshade.bank_save", text="Save Active Look to Bank", icon="EXPORT")
+    col.operator("storyshade.bank_save", icon="EXPORT")
     col = body.column(align=True)
     col.label(text="Folder (empty: preferences'):")
     col.prop(opts, "bank_dir", text="", placeholder=str(bank_folder(context)))
