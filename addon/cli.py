@@ -1,7 +1,8 @@
 """Headless entry: `blender -b shot.blend -c storyshade shade|reattach|export ...`.
 
 `main(argv) -> int` is the registered CLI command; the return value is Blender's exit
-code: 0 on success, 1 with a one-line reason on failure.
+code: 0 on success, 2 for a bad input the user can fix (a missing or refused reference image,
+a malformed character), 1 with a one-line reason for any other failure.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from . import export, prefs, reshade, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
+from .reference_files import check_image, parse_arg
+from .references import style_of
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 
@@ -73,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-prompt", help="the negative prompt (replaces the preset's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--settings", help="JSON object of setting overrides")
+    p.add_argument(
+        "--reference",
+        action="append",
+        metavar="IMG[:WEIGHT][@LOOK]",
+        help="reference image (repeatable, up to 4; weight 0-2, default 0.8), for the whole "
+        "frame or only inside look LOOK; replaces the .blend's references",
+    )
     p.add_argument("--no-save", action="store_true", help="do not save the .blend afterwards")
     p.add_argument(
         "--looks",
@@ -136,6 +146,8 @@ def _settings(args: argparse.Namespace) -> dict:
         settings["negative_prompt"] = args.negative_prompt
     if args.seed is not None:
         settings["seed"] = args.seed
+    if args.reference:  # checked with the shot's looks when its session starts
+        settings["references"] = [parse_arg(text) for text in args.reference]
     return settings
 
 
@@ -182,6 +194,8 @@ def run_shade(args: argparse.Namespace) -> int:
     if args.all_shots or args.shots:
         if args.frames or args.take:
             raise StoryShadeError("--frames/--take and --all-shots/--shots do not go together")
+        for ref in _settings(args).get("references", []):
+            check_image(ref["image"])  # a wrong file stops the sequence before its first shot
         return run_shots(args, scene, Client(url, token), url)
     start, end = parse_frames(args.frames)
     if args.take:
@@ -215,6 +229,7 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
         scene = bpy.data.scenes[shot.scene_name]
         request = _request(args, scene, url, **shot_request(shot))
         request.settings = shot_settings(request.settings, shot, policy)
+        request.style_references = style_of(edit_scene)  # the edit's, in every shot's scene
         return ShadeSession(scene, client, request)
 
     run = SequenceRun(chosen, session_for)
@@ -320,6 +335,6 @@ def main(argv: list[str]) -> int:
         return commands[args.command](args)
     except StoryShadeError as exc:
         print(f"storyshade: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

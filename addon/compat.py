@@ -76,3 +76,11 @@ def set_sequencer_scene(workspace, scene) -> None:
     """The one-click fix when the user's chosen sequencer scene is another one."""
     if has_sequencer_scene():
         workspace.sequencer_scene = scene
+
+
+def blend_relative_path_options() -> set[str]:
+    """Options for a FILE_PATH property that may hold a // path: newer Blenders warn on
+    `//` unless the property says it supports it; older ones do not know the flag."""
+    if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties:
+        return {"PATH_SUPPORTS_BLEND_RELATIVE"}
+    return set()  # 4.3 refuses the flag when the class registers

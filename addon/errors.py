@@ -15,3 +15,10 @@ class ConnectionLost(StoryShadeError):
 
 class JobFailed(StoryShadeError):
     """The server ended the job as failed: nothing more will come of it."""
+
+
+class InputError(StoryShadeError):
+    """A bad input the user can fix (a missing or refused file, a malformed setting): the
+    CLI exits 2 for these, as `storyshade render` does, so scripts tell them from failures."""
+
+    exit_code = 2

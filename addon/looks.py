@@ -20,6 +20,8 @@ from pathlib import Path
 import bpy
 
 from .errors import StoryShadeError
+from .look_data import Look
+from .references import StoryShadeReference
 
 MAX_LOOKS = 16  # the server's limit: one text encoding and one mask per look per layer
 REGION_KINDS = ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")
@@ -53,15 +55,17 @@ class StoryShadeLook(bpy.types.PropertyGroup):
     color: bpy.props.FloatVectorProperty(
         name="Colour", subtype="COLOR", size=3, min=0.0, max=1.0, default=(0.8, 0.8, 0.8)
     )
-
-
-@dataclass(frozen=True)
-class Look:
-    name: str
-    prompt: str
-    negative: str = ""
-    weight: float = 1.0
-    color: tuple[float, float, float] | None = None
+    references: bpy.props.CollectionProperty(
+        type=StoryShadeReference,
+        description="Images of this character (front view, turnaround): they steer only its "
+        "pixels, in every frame",
+    )
+    bank: bpy.props.StringProperty(
+        name="Bank Character",
+        description="The character bank folder this look was saved to or loaded from",
+        subtype="DIR_PATH",
+        default="",
+    )
 
 
 @dataclass
@@ -76,7 +80,8 @@ def _from_props(name: str, props) -> Look | None:
     if props is None or not props.enabled:
         return None
     color = tuple(props.color) if props.use_color else None
-    return Look(name, props.prompt, props.negative, props.weight, color)  # type: ignore[arg-type]
+    refs = tuple((r.image, r.weight) for r in props.references)
+    return Look(name, props.prompt, props.negative, props.weight, color, refs)  # type: ignore[arg-type]
 
 
 def own_look(idblock, table: dict[str, Look] | None = None) -> Look | None:
@@ -98,15 +103,21 @@ def _collection_parents(scene) -> dict[str, list]:
 def look_of(obj, scene, overrides: LookOverrides | None = None) -> Look | None:
     """The look an object is shaded with: its own, else its parent's (as the parent is
     shaded, collections included), else its collections'."""
+    return look_and_holder(obj, scene, overrides)[0]
+
+
+def look_and_holder(obj, scene, overrides: LookOverrides | None = None) -> tuple:
+    """(the look an object is shaded with, the object or collection holding it), or
+    (None, None)."""
     objects = overrides.objects if overrides else None
     collections = overrides.collections if overrides else None
     look = own_look(obj, objects)
     if look:
-        return look
+        return look, obj
     if obj.parent is not None:
-        look = look_of(obj.parent, scene, overrides)
-        if look:
-            return look
+        found = look_and_holder(obj.parent, scene, overrides)
+        if found[0]:
+            return found
     parents = _collection_parents(scene)
     level = sorted(obj.users_collection, key=lambda c: c.name)
     seen: set[str] = set()
@@ -114,7 +125,7 @@ def look_of(obj, scene, overrides: LookOverrides | None = None) -> Look | None:
         for coll in level:
             look = own_look(coll, collections) if coll != scene.collection else None
             if look:
-                return look
+                return look, coll
         seen.update(c.name for c in level)
         level = sorted(
             {
@@ -122,14 +133,12 @@ def look_of(obj, scene, overrides: LookOverrides | None = None) -> Look | None:
             }.values(),
             key=lambda c: c.name,
         )
-    return None
+    return None, None
 
 
-def shot_regions(
-    scene, overrides: LookOverrides | None = None
-) -> tuple[list[dict], dict[str, int]]:
-    """(regions table for shot.json, object name → region id) for the scene's renderable
-    objects. Objects sharing a look share an id; ids follow the looks' names."""
+def looks_in_shot(scene, overrides: LookOverrides | None = None) -> tuple[dict[str, Look], list]:
+    """(object name → its look, the shot's looks sorted by name) for the scene's
+    renderable objects."""
     by_object: dict[str, Look] = {}
     for obj in scene.objects:
         if obj.type in REGION_KINDS:
@@ -137,6 +146,15 @@ def shot_regions(
             if look:
                 by_object[obj.name] = look
     looks = sorted({look.name: look for look in by_object.values()}.values(), key=lambda k: k.name)
+    return by_object, looks
+
+
+def shot_regions(
+    scene, overrides: LookOverrides | None = None
+) -> tuple[list[dict], dict[str, int]]:
+    """(regions table for shot.json, object name → region id) for the scene's renderable
+    objects. Objects sharing a look share an id; ids follow the looks' names."""
+    by_object, looks = looks_in_shot(scene, overrides)
     if len(looks) > MAX_LOOKS:
         raise StoryShadeError(
             f"the shot has {len(looks)} looks; StoryShade takes at most {MAX_LOOKS}",
@@ -224,6 +242,7 @@ def load_looks_file(path: str | Path, scene) -> LookOverrides:
 
 
 def register() -> None:
+    bpy.utils.register_class(StoryShadeReference)  # the looks' and the scene's references
     bpy.utils.register_class(StoryShadeLook)
     bpy.types.Object.storyshade_look = bpy.props.PointerProperty(type=StoryShadeLook)
     bpy.types.Collection.storyshade_look = bpy.props.PointerProperty(type=StoryShadeLook)
@@ -233,3 +252,4 @@ def unregister() -> None:
     del bpy.types.Collection.storyshade_look
     del bpy.types.Object.storyshade_look
     bpy.utils.unregister_class(StoryShadeLook)
+    bpy.utils.unregister_class(StoryShadeReference)

@@ -12,6 +12,7 @@ import bpy
 from . import operators, prefs, props, runtime, shots, take
 from .client import Client
 from .errors import StoryShadeError
+from .references import style_of
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 
@@ -47,6 +48,7 @@ def build_sequence(context) -> SequenceRun:
             output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
             server_url=url,
             inputs=props.inputs(opts),
+            style_references=style_of(context.scene),  # the edit's, for every shot's scene
             **shot_request(shot),
         )
         return ShadeSession(scene, client, request)

@@ -6,11 +6,14 @@ and the preview icon. Everything that changes state is an operator.
 
 from __future__ import annotations
 
+import os
+
 import bpy
 
 from . import compat, preview, props, runtime, text_fit
 from .op_take import active_take
 from .presets import LAYERS, load
+from .reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
 
 UNIT = text_fit.UNIT
 PREVIEW_SHARE = 0.4  # of the region's height: the rest of the panel stays in view
@@ -88,6 +91,46 @@ def _look(layout, context, opts) -> None:
     sub.enabled = opts.use_control_weights
     sub.prop(opts, "depth_weight")
     sub.prop(opts, "normal_weight")
+    draw_references(body, context, opts.references, "Style References")
+
+
+def _reference_problem(image: str) -> str:
+    """What is wrong with a reference's file, seen from the panel (Shade checks its bytes)."""
+    if not image.strip():
+        return "No image: pick one, or remove the row"
+    path = bpy.path.abspath(image)
+    if os.path.splitext(path)[1].lower() not in FORMATS:
+        return f"Not {SUPPORTED}: {os.path.basename(path)}"
+    if not os.path.isfile(path):
+        return f"Not found: {path}"
+    return ""
+
+
+def draw_references(layout, context, refs, label: str, owner: str = "", collection=False) -> None:
+    """A reference list: one row per image (path, weight, remove), problems named under it;
+    `owner` names the look's object or collection (empty: the scene's style references)."""
+    col = layout.column(align=True)
+    head = col.row(align=True)
+    head.label(text=f"{label}:" if refs else f"{label}: none")
+    add = head.row(align=True)
+    add.enabled = len(refs) < MAX_REFERENCES
+    op = add.operator("storyshade.reference_add", text="Add", icon="ADD")
+    op.owner, op.collection = owner, collection
+    for i, ref in enumerate(refs):
+        # Two rows: beside a weight and an X, a path at the default sidebar width shows
+        # only its first folders (seen in the 4.3 and 5.2 windows).
+        problem = _reference_problem(ref.image)
+        if i:
+            col.separator()
+        row = col.row(align=True)
+        row.alert = bool(problem)
+        row.prop(ref, "image", text="")
+        row = col.row(align=True)
+        row.prop(ref, "weight", slider=True)
+        op = row.operator("storyshade.reference_remove", text="", icon="X")
+        op.owner, op.collection, op.index = owner, collection, i
+        if problem:
+            wrapped(col, context, problem, "ERROR")
 
 
 def _shot(layout, context, opts) -> None:

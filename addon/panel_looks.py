@@ -3,10 +3,13 @@ shot's looks in the sidebar (add, rename, select objects, edit prompts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from .looks import REGION_KINDS, look_of, own_look
-from .panel import wrapped
+from .op_bank import bank_folder
+from .panel import draw_references, wrapped
 
 PLACEHOLDER = "What is it? e.g. a wooden crate"
 NO_PROMPT = "No prompt: Shade stops until you describe it"
@@ -23,7 +26,7 @@ def _prompt(layout, context, look) -> None:
         wrapped(col, context, NO_PROMPT, "ERROR")
 
 
-def _draw_look(layout, context, idblock) -> None:
+def _draw_look(layout, context, idblock, collection: bool = False) -> None:
     look = idblock.storyshade_look
     layout.active = look.enabled
     _prompt(layout, context, look)
@@ -35,6 +38,22 @@ def _draw_look(layout, context, idblock) -> None:
     sub = row.row()
     sub.active = look.use_color
     sub.prop(look, "color", text="")
+    refs = layout.column()
+    refs.use_property_split = False
+    draw_references(refs, context, look.references, "References", idblock.name, collection)
+    if look.bank:
+        wrapped(refs, context, f"Bank: {look.bank}", "USER")
+
+
+def _summary(look) -> str:
+    """One line under a look in the sidebar: its references and bank character."""
+    parts = []
+    if look.references:
+        n = len(look.references)
+        parts.append(f"{n} reference{'s' * (n != 1)}")
+    if look.bank:
+        parts.append(f"bank: {Path(look.bank).name}")
+    return ", ".join(parts)
 
 
 class STORYSHADE_PT_object_look(bpy.types.Panel):
@@ -90,7 +109,7 @@ class STORYSHADE_PT_collection_look(bpy.types.Panel):
     def draw(self, context):
         self.layout.use_property_split = True
         wrapped(self.layout, context, "For every member without a look of its own", "INFO")
-        _draw_look(self.layout, context, context.collection)
+        _draw_look(self.layout, context, context.collection, collection=True)
 
 
 def shot_looks(scene) -> list[tuple[object, bool, int]]:
@@ -126,7 +145,6 @@ class STORYSHADE_PT_looks(bpy.types.Panel):
         looks = shot_looks(context.scene)
         if not looks:
             layout.label(text="No looks: one prompt for the shot")
-            return
         for holder, is_coll, count in looks:
             box = layout.box()
             head = box.row(align=True)
@@ -138,5 +156,27 @@ class STORYSHADE_PT_looks(bpy.types.Panel):
             remove = head.operator("storyshade.look_remove", text="", icon="X")
             remove.name, remove.collection = holder.name, is_coll
             _prompt(box, context, holder.storyshade_look)
+            summary = _summary(holder.storyshade_look)
+            if summary:
+                box.label(text=summary, icon="IMAGE_REFERENCE")
             if count == 0:
                 box.label(text="No objects of the shot", icon="ERROR")
+        _bank(layout, context)
+
+
+def _bank(layout, context) -> None:
+    """Character Bank: save the active look, give the selection a saved character."""
+    header, body = layout.panel("storyshade_bank", default_closed=False)
+    header.label(text="Character Bank", icon="USER")
+    if body is None:
+        return
+    opts = context.scene.storyshade
+    # One button a row: side by side, "Load Character" is cut at the default width.
+    col = body.column(align=True)
+    col.menu("STORYSHADE_MT_bank", text="Load Character for Selected", icon="IMPORT")
+    col.operator("storyshade.bank_save", icon="EXPORT")
+    col = body.column(align=True)
+    col.label(text="Folder (empty: preferences'):")
+    col.prop(opts, "bank_dir", text="", placeholder=str(bank_folder(context)))
+    if opts.bank_note:
+        wrapped(body, context, opts.bank_note, "ERROR" if opts.bank_error else "INFO")

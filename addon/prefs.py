@@ -38,6 +38,12 @@ class StoryShadePreferences(bpy.types.AddonPreferences):
         "in; // is the .blend's folder",
         default=take.DEFAULT_PATTERN,
     )
+    bank_dir: bpy.props.StringProperty(
+        name="Character Bank",
+        description="Folder of saved characters (looks with reference images), shared by every "
+        ".blend; empty: ~/StoryShade/characters. A scene can override it in the sidebar",
+        subtype="DIR_PATH",
+    )
 
     def draw(self, context):
         col = self.layout.column()
@@ -55,6 +61,7 @@ class StoryShadePreferences(bpy.types.AddonPreferences):
         col.prop(self, "models_dir")
         col.separator()
         col.prop(self, "output_pattern")
+        col.prop(self, "bank_dir")
 
 
 def get(context=None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import presets, take
+from .references import StoryShadeReference
 
 SERVER_DEFAULT = "SERVER_DEFAULT"  # shown when the layer's default preset file is missing
 
@@ -92,6 +93,18 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
         description="Override how strongly depth and normals steer the picture",
         default=False,
     )
+    references: bpy.props.CollectionProperty(
+        type=StoryShadeReference,
+        description="Style reference images: palette and rendering style for every pixel",
+    )
+    bank_dir: bpy.props.StringProperty(
+        name="Bank Folder",
+        description="Character bank for this .blend (empty: the add-on preferences' folder)",
+        subtype="DIR_PATH",
+        default="",
+    )
+    bank_note: bpy.props.StringProperty(name="Bank", default="")
+    bank_error: bpy.props.BoolProperty(default=False)
     depth_weight: bpy.props.FloatProperty(name="Depth", default=0.8, min=0.0, max=2.0)
     normal_weight: bpy.props.FloatProperty(name="Normal", default=0.6, min=0.0, max=2.0)
     take_mode: bpy.props.EnumProperty(
@@ -183,13 +196,18 @@ def inputs(opts) -> dict:
         "depth_weight",
         "normal_weight",
     )
-    return {k: getattr(opts, k) for k in keys}
+    out = {k: getattr(opts, k) for k in keys}
+    out["references"] = [{"image": r.image, "weight": r.weight} for r in opts.references]
+    return out
 
 
 def apply_inputs(opts, inputs: dict) -> list[str]:
     """Set the panel from a take's stored inputs; returns what could not be restored."""
     skipped = []
     for key, value in inputs.items():
+        if key == "references" and isinstance(value, list):
+            set_references(opts.references, value)
+            continue
         if not hasattr(opts, key) or key in ("status", "fix", "note"):
             continue
         try:
@@ -197,3 +215,12 @@ def apply_inputs(opts, inputs: dict) -> list[str]:
         except (TypeError, ValueError):
             skipped.append(f"{key}={value}")  # e.g. a preset file that was removed
     return skipped
+
+
+def set_references(collection, refs: list[dict]) -> None:
+    """Replace a reference list (the scene's or a look's) with `refs` ({image, weight})."""
+    collection.clear()
+    for ref in refs:
+        item = collection.add()
+        item.image = str(ref.get("image", ""))
+        item.weight = float(ref.get("weight", 0.8))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, export_proc, protocol, reshade, take
+from . import compat, export, export_proc, protocol, reference_files, references, reshade, take
 from .errors import StoryShadeError
-from .looks import LookOverrides, shot_regions
+from .looks import LookOverrides, looks_in_shot, shot_regions
 from .protocol import Message
 from .reshade import Reshade
 from .server_local import HealthCheck
@@ -59,6 +59,10 @@ class ShadeRequest:
     shot: str = ""  # the shot's name when shading one shot of an edit (default: from the file)
     camera: str = ""  # a camera that overrides the scene's for the whole range (scene strips)
     reshade: Reshade | None = None  # re-shade frames A-B of an earlier take (reshade.plan)
+    # Style references, (image, weight): the panel's scene's, when the shot is another
+    # scene (an edit's scene strips); None: the shot's scene's own.
+    style_references: list[tuple[str, float]] | None = None
+    follow_only: bool = False  # reattaching: the job is on the server, nothing is sent
 
 
 class ShadeSession:
@@ -67,6 +71,14 @@ class ShadeSession:
     def __init__(self, scene, client, request: ShadeRequest) -> None:
         export.check_scene(scene)  # no camera etc.: say so before anything starts
         self.regions, _ids = shot_regions(scene, request.looks)  # a bad look, too
+        if not request.follow_only:  # reference images: bad files, too many... all now
+            request.settings = references.attach(
+                request.settings,
+                looks_in_shot(scene, request.looks)[1],
+                references.style_of(scene)
+                if request.style_references is None
+                else request.style_references,
+            )
         self.scene_name = scene.name
         self.client = client
         self.request = request
@@ -221,6 +233,7 @@ class ShadeSession:
         """Follow a job an earlier Blender session submitted (found by shade.unplaced_runs)
         and place its take; frames already in the take folder are not fetched again."""
         request.frame_start, request.frame_end = run.frames[0], run.frames[-1]
+        request.follow_only = True
         session = cls(scene, client, request)
         session.shot = run.shot or session.shot
         session.run = run
@@ -285,6 +298,7 @@ class ShadeSession:
         if self.request.reshade:
             reshade.hold_frames(self._bundle_dir, self.request.reshade)
             frames = self.request.reshade.frames  # the server makes only these
+        reference_files.copy_into(self._bundle_dir, self.request.settings)
         self.run = TakeRun(self.shot, name, folder, temporary, frames)
         self.run.settings = dict(self.request.settings)
         if temporary:

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import protocol
 from .errors import ConnectionLost, JobFailed, StoryShadeError
 from .protocol import Message
+from .reference_files import wire_settings
 from .shade import Progress, TakeRun, write_job_record
 from .wire.layout import frame_name
 from .wire.states import TERMINAL, Event, JobState, Stage
@@ -149,7 +150,8 @@ class NetworkJob:
         try:
             if self._cancel.is_set():
                 return
-            job = self.client.submit(self.bundle_dir, self.run.settings)
+            # The images are in the bundle: the server gets their names inside it.
+            job = self.client.submit(self.bundle_dir, wire_settings(self.run.settings))
             self.run.job_id = str(job["id"])
             try:
                 write_job_record(self.run)

@@ -6,9 +6,12 @@ Everything happens on bpy.app.timers, as a user would click: give the shot's obj
 (Object and Collection properties, the sidebar's Looks), open the StoryShade sidebar,
 Check, Shade with `preview`, watch progress, look at the Sequencer, Shade a slow job and
 cancel it, the panel at UI scale 1.5, then an edit of two camera-marker shots in the Shots
-sub-panel and Shade Sequence (--shots-only: only that). Screenshots of the sidebar (and Sequencer)
-go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the Sequencer's
-state, and the longest main-loop stall while a run was in progress.
+sub-panel and Shade Sequence (--shots-only: only that). --bank-only: a style reference,
+a look's character reference, that look saved to a character bank and loaded onto another
+object, then Shade with the tiny preset (the tiny IP-Adapter). Screenshots of the sidebar
+(and Sequencer) go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the
+Sequencer's state, the longest main-loop stall while a run was in progress and the
+StoryShade panels' draw times.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--slow-preset", default="gui-slow")
     p.add_argument("--looks-only", action="store_true", help="stop after the looks step")
     p.add_argument("--shots-only", action="store_true", help="only the shots step")
+    p.add_argument(
+        "--bank-only",
+        action="store_true",
+        help="only the references and character bank step (then Shade with tiny)",
+    )
     return p.parse_args(argv)
 
 
@@ -61,6 +69,7 @@ class Probe:
         self.last = 0.0
         self.gaps: list[tuple[float, str]] = []
         self.handler: list[tuple[float, str]] = []
+        self.draws: dict[str, list[float]] = {}
         self.on = False
 
     def tick(self):
@@ -85,6 +94,20 @@ class Probe:
 
         cls.modal = modal
 
+    def wrap_draw(self, cls) -> None:
+        """Time a panel's draw: what StoryShade costs each redraw (idle or not)."""
+        original = cls.draw
+        probe = self
+
+        def draw(panel, context):
+            start = time.perf_counter()
+            try:
+                return original(panel, context)
+            finally:
+                probe.draws.setdefault(cls.__name__, []).append(time.perf_counter() - start)
+
+        cls.draw = draw
+
     def summary(self) -> dict:
         def worst(items):
             if not items:
@@ -105,7 +128,14 @@ class Probe:
                 "count_by_phase": counts,
             }
 
-        return {"main_loop_gap": worst(self.gaps), "storyshade_handler": worst(self.handler)}
+        draws = {name: worst([(v, "any") for v in values]) for name, values in self.draws.items()}
+        for figures in draws.values():
+            figures.pop("max_by_phase_s", None), figures.pop("count_by_phase", None)
+        return {
+            "main_loop_gap": worst(self.gaps),
+            "storyshade_handler": worst(self.handler),
+            "panel_draw": draws,
+        }
 
 
 PROBE = Probe()
@@ -370,6 +400,113 @@ def looks_step(view):
         bpy.ops.wm.save_mainfile()
 
 
+# -- references and the character bank -------------------------------------------------------
+def write_png(path: Path, rgb: tuple[float, float, float]) -> Path:
+    """A small flat-colour PNG with a darker stripe, written by Blender itself."""
+    img = bpy.data.images.new(path.stem, 64, 64)
+    px = np.empty((64, 64, 4), np.float32)
+    px[...] = (*rgb, 1.0)
+    px[24:40] *= (0.4, 0.4, 0.4, 1.0)
+    img.pixels.foreach_set(px.ravel())
+    img.filepath_raw, img.file_format = str(path), "PNG"
+    img.save()
+    bpy.data.images.remove(img)
+    return path
+
+
+def bank_step(view):
+    """A style reference in the sidebar, a character reference on the Crate's look, the
+    Crate saved to a bank and loaded onto the Block, then Shade with the tiny preset (the
+    tiny IP-Adapter): the references travel with the shot."""
+    scene, layer = bpy.context.scene, bpy.context.view_layer
+    looks_panel = addon_module("panel_looks")
+    main = addon_module("panel").STORYSHADE_PT_main
+    refs = PROJECT / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    palette = write_png(refs / "palette.png", (0.9, 0.5, 0.1))
+    crate_front = write_png(refs / "crate-front.png", (0.5, 0.3, 0.1))
+    opts().bank_dir = str(PROJECT / "bank")
+    block, crate = scene.objects["Block"], scene.objects["Crate"]
+
+    def select(obj) -> None:
+        for o in scene.objects:
+            o.select_set(o == obj)
+        layer.objects.active = obj
+
+    # The style reference, as the sidebar's Add button and file field would set it.
+    with ctx(view):
+        bpy.ops.storyshade.reference_add()
+    opts().references[0].image, opts().references[0].weight = str(palette), 0.6
+    scroll(view, "UI", down=True, pages=1)
+    yield 0.5
+    view.tag_redraw()  # sub-panels slide to their new places over a few redraws
+    yield 1.0
+    note("style reference", main=panel_texts(main))
+    screenshot("references")
+    scroll(view, "UI", down=False)
+
+    # The Crate's look with a character reference (Object Properties).
+    select(crate)
+    yield 0.5  # the Properties editor has an Object tab once it has seen the active object
+    with ctx(view):
+        bpy.ops.storyshade.look_add(to_collection=False)
+        bpy.ops.storyshade.reference_add(owner="Crate")
+    look = crate.storyshade_look
+    look.prompt = "a weathered wooden crate, iron corners"
+    look.references[0].image, look.references[0].weight = str(crate_front), 0.9
+    props = area_of("PROPERTIES")
+    space = props.spaces.active
+    space.context = "OBJECT"
+    yield 0.5
+    scroll(props, "WINDOW", down=True)
+    yield 0.8
+    note("look references", panel=panel_texts(looks_panel.STORYSHADE_PT_object_look, object=crate))
+    screenshot("look-references", props, with_area=True)
+
+    # Save the Crate to the bank, pick it for the Block.
+    with ctx(view):
+        bpy.ops.storyshade.bank_save()
+    select(block)
+    menu: list[str] = []
+    fake = type("M", (), {"layout": Recorder(menu)})()
+    addon_module("op_bank").STORYSHADE_MT_bank.draw(fake, bpy.context)
+    with ctx(view):
+        bpy.ops.storyshade.bank_load(name="Crate")
+    scroll(view, "UI", down=True)
+    yield 0.5
+    scroll(view, "UI", down=True)
+    yield 1.0
+    note(
+        "bank loaded",
+        menu=menu,
+        bank=sorted(p.name for p in (PROJECT / "bank").iterdir()),
+        block_look=[
+            block.storyshade_look.prompt,
+            [r.image for r in block.storyshade_look.references],
+        ],
+        panel=panel_texts(looks_panel.STORYSHADE_PT_looks),
+    )
+    screenshot("bank")
+    scroll(view, "UI", down=False)
+    space.context = "SCENE"
+    with ctx(view):
+        bpy.ops.wm.save_mainfile()
+
+    # Shade with the tiny preset: the three references go with the shot.
+    opts().quality = "tiny"
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from press_run(view, bpy.ops.storyshade.shade)
+    note("bank shaded", main=panel_texts(main))
+    screenshot("bank-shaded")
+    if not opts().status.startswith("Take "):
+        raise RuntimeError(f"Shade with references: {opts().status} {opts().fix}")
+    strips = addon_module("compat").all_strips(scene.sequence_editor)
+    sent = json.loads(next(s for s in strips if s.get("storyshade_take"))["storyshade_settings"])
+    LOG["references_sent"] = sent.get("references")
+    if len(sent.get("references") or []) != 3:
+        raise RuntimeError(f"expected 3 references on the take, got {sent.get('references')}")
+
+
 # -- shots: camera markers, the Shots sub-panel and Shade Sequence ---------------------------
 SHOTS = (("sh010", 1, (-2.5, -7.0, 1.6)), ("sh020", 5, (2.5, -6.0, 1.2)))
 
@@ -501,12 +638,7 @@ def reshade_step(view, scene, strip_name: str):
     panel = addon_module("panel").STORYSHADE_PT_sequencer
     note("reshade take panel", panel=panel_texts(panel))
     screenshot("reshade", view)
-    PROBE.on = True
-    with ctx(view):
-        bpy.ops.storyshade.reshade_take("INVOKE_DEFAULT")
-    yield from until(lambda: not busy(), 300)
-    PROBE.on = False
-    yield 1.0
+    yield from press_run(view, bpy.ops.storyshade.reshade_take)
     strips = addon_module("compat").all_strips(editor)
     new = max((s for s in strips if s.get("storyshade_shot") == "sh010"), key=lambda s: s.channel)
     with ctx(view):
@@ -547,11 +679,27 @@ def busy() -> bool:
     return addon_module("runtime").busy()
 
 
+def press_run(view, operator, timeout: float = 300):
+    """Press a run's button (Shade, Re-shade Frames) and wait for its end, stalls timed."""
+    PROBE.on = True
+    with ctx(view):
+        operator("INVOKE_DEFAULT")
+    yield from until(lambda: not busy(), timeout)
+    PROBE.on = False
+    yield 1.0
+
+
 def steps():
     prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
     prefs.server_url = ARGS.server
     PROBE.wrap_modal(addon_module("operators").STORYSHADE_OT_shade)
     PROBE.wrap_modal(addon_module("op_sequence").STORYSHADE_OT_shade_sequence)
+    for module, name in (
+        ("panel", "STORYSHADE_PT_main"),
+        ("panel_looks", "STORYSHADE_PT_looks"),
+        ("panel_looks", "STORYSHADE_PT_object_look"),
+    ):
+        PROBE.wrap_draw(getattr(addon_module(module), name))
     bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
     build_shot()
     view = area_of("VIEW_3D")
@@ -560,6 +708,9 @@ def steps():
 
     if ARGS.shots_only:
         yield from shots_step(view)
+        return
+    if ARGS.bank_only:
+        yield from bank_step(view)
         return
 
     # 0. Looks: the Crate's own, the Buildings collection's (the Block inherits it).

@@ -33,7 +33,11 @@ class Layout:
     def _child(self, *_a, **_k) -> Layout:
         return Layout(self.log)
 
-    column = row = box = _child
+    column = row = box = split = _child
+
+    def menu(self, idname: str, **kw) -> None:
+        assert hasattr(bpy.types, idname), f"menu {idname} is not registered"
+        self.log.append(("menu", idname))
 
     def panel(self, idname: str, default_closed: bool = False):
         assert "panel" in bpy.types.UILayout.bl_rna.functions  # collapsible sections, 4.1+
@@ -105,6 +109,7 @@ def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
         "storyshade.server_start",
         "storyshade.shade",
         "storyshade.reattach",
+        "storyshade.reference_add",  # Style References (docs/references.md)
     ]
     labels = [text for kind, text, *_ in log if kind == "label"]
     assert "Not checked yet" in labels
@@ -164,7 +169,8 @@ def test_look_panel_warns_about_a_look_without_prompt(scene) -> None:
     assert ("prop", "prompt") in log and ("prop", "weight") in log
     assert " ".join(_labels(log)).startswith("No prompt: Shade stops")
     cube.storyshade_look.prompt = "a wooden crate"
-    assert not _labels(_draw(panel_looks.STORYSHADE_PT_object_look, ctx))
+    labels = _labels(_draw(panel_looks.STORYSHADE_PT_object_look, ctx))
+    assert labels == ["References: none"], "no warning once it has a prompt"
 
 
 def test_look_panel_says_what_an_object_without_a_look_inherits(scene) -> None:

@@ -18,7 +18,18 @@ from addon.errors import ConnectionLost, StoryShadeError
 from addon.shade import TakeRun
 from addon.worker import NetworkJob, apply, follow_job
 
-PURE = ("protocol", "worker", "client", "errors", "shade", "server_local", "presets")
+PURE = (
+    "protocol",
+    "worker",
+    "client",
+    "errors",
+    "shade",
+    "server_local",
+    "presets",
+    "reference_files",  # the worker names the images inside the bundle
+    "bank",
+    "look_data",
+)
 # addon/wire/ is standard library only (tests/test_wire.py checks that): safe everywhere.
 PURE_PACKAGES = ("wire",)
 
