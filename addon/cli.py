@@ -19,10 +19,11 @@ from . import export, prefs, reshade, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import StoryShadeError
 from .looks import load_looks_file
-from .reference_files import check_image, parse_arg
+from .reference_files import check_image
 from .references import style_of
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
+from .wire.references import parse_reference_arg
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,7 +148,7 @@ def _settings(args: argparse.Namespace) -> dict:
     if args.seed is not None:
         settings["seed"] = args.seed
     if args.reference:  # checked with the shot's looks when its session starts
-        settings["references"] = [parse_arg(text) for text in args.reference]
+        settings["references"] = [parse_reference_arg(text) for text in args.reference]
     return settings
 
 

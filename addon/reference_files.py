@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from .errors import InputError
+from .wire.references import MAX_REFERENCES
 
-MAX_REFERENCES = 4  # the server's limit (settings.references)
 MAX_BYTES = 32 * 1024 * 1024  # the server's limit per image
 FOLDER = "references"  # inside the bundle, beside shot.json
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WebP", ".bmp": "BMP"}
@@ -77,28 +77,6 @@ def check_image(path: str | Path, what: str = "reference image") -> Path:
             f"re-save it as {SUPPORTED} with the matching extension",
         )
     return path
-
-
-def parse_arg(text: str, base: Path | None = None) -> dict:
-    """`IMG[:WEIGHT][@LOOK]` from the command line, as `storyshade render --reference`."""
-    out: dict = {}
-    head, sep, look = text.rpartition("@")
-    if sep and head and look and "/" not in look and "\\" not in look:
-        out["look"] = look
-        text = head
-    path, weight = text, None
-    head, sep, tail = text.rpartition(":")
-    if sep and head:
-        try:
-            weight = float(tail)
-            path = head
-        except ValueError:
-            path = text  # a ':' that is part of the path
-    image = Path(path).expanduser()
-    out["image"] = str(image if image.is_absolute() else (base or Path.cwd()) / image)
-    if weight is not None:
-        out["weight"] = weight
-    return out
 
 
 def check_references(refs: object, looks: list[str], base: Path | None = None) -> list[dict]:

@@ -26,8 +26,9 @@ from storyshade.models.tiny import (
     write_ip_adapter,
 )
 from storyshade.presets import resolve
-from storyshade.references import load_image, parse_reference_arg
+from storyshade.references import load_image
 from storyshade.settings import Settings
+from storyshade.wire.references import parse_reference_arg
 from test_looks_engine import LOOK, left_half
 from test_windowed import controls_for, render, tiny_settings
 

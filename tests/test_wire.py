@@ -16,6 +16,7 @@ import pytest
 from addon.presets import layered_settings
 from addon.wire import archive, layering, manifest
 from addon.wire.layout import FORMAT, VERSION, frame_name, pass_file, take_file
+from addon.wire.references import parse_reference_arg
 from addon.wire.states import TERMINAL, JobState, Stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +52,8 @@ SPELLED_ONCE = {
     "preset layer order": re.compile(r"LAYERS = \("),
     "preset merge": re.compile(r"def _?merge(_loras)?\("),
     "terminal job states": re.compile(r"\(\"done\", \"failed\", \"cancelled\"\)"),
+    "--reference IMG[:W][@LOOK] parsing": re.compile(r"rpartition\(\"@\"\)"),
+    "reference limit": re.compile(r"MAX_REFERENCES = "),
 }
 
 
@@ -111,6 +114,15 @@ def test_loras_merge_by_name_in_the_addon_as_on_the_server(tmp_path: Path) -> No
     merged = layered_settings(["my-style", "my-quality"], tmp_path)
     assert merged["loras"] == [{"name": "ink", "weight": 0.9}, {"name": "flat", "weight": 0.3}]
     assert layering.merge({"loras": [{"name": "a"}]}, {"loras": []}) == {"loras": []}
+
+
+def test_reference_argument_relative_to_a_base(tmp_path: Path) -> None:
+    assert parse_reference_arg("girl.png:0.5@Girl", tmp_path) == {
+        "image": str(tmp_path / "girl.png"),
+        "weight": 0.5,
+        "look": "Girl",
+    }
+    assert parse_reference_arg("/a/b:c.png", tmp_path) == {"image": "/a/b:c.png"}
 
 
 def test_states_travel_as_plain_strings() -> None:

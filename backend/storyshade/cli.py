@@ -33,7 +33,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.prompt is not None:
         overrides["prompt"] = args.prompt
     if args.reference:
-        from storyshade.references import parse_reference_arg
+        from storyshade.wire.references import parse_reference_arg
 
         overrides["references"] = [parse_reference_arg(r) for r in args.reference]
     settings = resolve(args.preset, overrides)

@@ -113,24 +113,3 @@ def file_hash(path: str | Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def parse_reference_arg(text: str) -> dict[str, Any]:
-    """`IMG[:WEIGHT][@LOOK]` from the command line; the image path becomes absolute."""
-    out: dict[str, Any] = {}
-    head, sep, look = text.rpartition("@")
-    if sep and head and look and "/" not in look and "\\" not in look:
-        out["look"] = look
-        text = head
-    path, weight = text, None
-    head, sep, tail = text.rpartition(":")
-    if sep and head:
-        try:
-            weight = float(tail)
-            path = head
-        except ValueError:
-            path = text  # a ':' that is part of the path (e.g. C:\\...)
-    out["image"] = str(Path(path).expanduser().resolve())
-    if weight is not None:
-        out["weight"] = weight
-    return dict(sorted(out.items(), key=lambda kv: ["image", "weight", "look"].index(kv[0])))

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from storyshade.errors import StoryShadeError
+from storyshade.wire.references import MAX_REFERENCES
 
 
 class Control(BaseModel):
@@ -124,9 +125,6 @@ class Reference(BaseModel):
         description="a look's name (its object or collection): the reference acts only inside "
         "that look's pixels, in every frame; None = the whole frame",
     )
-
-
-MAX_REFERENCES = 4
 
 
 class Settings(BaseModel):

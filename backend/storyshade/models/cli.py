@@ -68,7 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     overrides = {}
     if args.reference:
-        from storyshade.references import parse_reference_arg
+        from storyshade.wire.references import parse_reference_arg
 
         overrides["references"] = [parse_reference_arg(r) for r in args.reference]
     settings = resolve(args.preset, overrides)
