@@ -1,12 +1,5 @@
-"""Jobs on disk, a priority queue, and the worker threads that run them (one per GPU).
-
-Layout under the data folder, one folder per job, `jobs/<id>/`:
-
-- `job.json`: the record (state, priority, frames done...), replaced atomically; written
-  last at submission, so a folder without it is an upload that never finished;
-- `settings.json`: the resolved settings; `bundle/`: the upload, unpacked and validated;
-- `frames/NNNN.png`: results, each written atomically as it finishes;
-- `events.jsonl`: progress history, replayed to SSE clients that reconnect.
+"""The job store: a priority queue of jobs and the worker threads that run them (one per
+GPU), over the records on disk (server/records.py) and each job's events (server/events.py).
 
 After a crash or restart, queued jobs queue again in their old order. A job that was
 running is resumed (run again from the start: a whole-shot diffusion model cannot render
@@ -22,14 +15,11 @@ cancel stay here either way.
 
 from __future__ import annotations
 
-import heapq
-import json
 import logging
-import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,9 +33,10 @@ from storyshade.progress import Reporter
 from storyshade.render import render
 from storyshade.server.eta import Pace, RunClock
 from storyshade.server.events import EventLog
+from storyshade.server.job_queue import JobQueue
+from storyshade.server.records import Job, Records
 from storyshade.server.redact import Redactor
 from storyshade.settings import Settings
-from storyshade.wire.layout import frame_name
 from storyshade.wire.states import TERMINAL, Event, JobState, Stage
 
 log = logging.getLogger("storyshade.server")
@@ -65,35 +56,6 @@ class Runner(Protocol):
     def render(self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter) -> None: ...
 
 
-@dataclass
-class Job:
-    id: str
-    shot: str
-    state: str = JobState.QUEUED
-    priority: int = 0
-    seq: int = 0
-    tag: str = ""
-    preset: str | None = None
-    engine: str = ""
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    frame_numbers: list[int] = field(default_factory=list)
-    frames_done: list[int] = field(default_factory=list)
-    error: dict[str, Any] | None = None
-    progress: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
-    cancel_requested: bool = False
-    reused: list[str] = field(default_factory=list)
-    owner: str | None = None  # the named client that submitted it (serve --clients)
-    bundle_hash: str = ""  # the bundle's content hash, taken once at submit
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Job:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
 class JobStore:
     """Every job: records on disk, events, the priority queue and its worker threads."""
 
@@ -106,12 +68,11 @@ class JobStore:
         start: bool = True,
         runner: Runner | None = None,
     ) -> None:
-        self.dir = data_dir / "jobs"
+        self.records = Records(data_dir / "jobs")
         # errors name models and presets by name, never the server's folders
         self.redact = Redactor(
             {"<data>": data_dir, "<models>": list(roots), "<presets>": search_dirs()}
         )
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.roots = roots
         self.models = models or ModelCache()
         self.stages = stages
@@ -121,8 +82,7 @@ class JobStore:
         self.logs: dict[str, EventLog] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.lock = threading.Condition(threading.RLock())
-        self.heap: list[tuple[int, int, str]] = []
-        self.seq = 0
+        self.queue = JobQueue()
         self.pace = Pace()
         self.runner = runner
         self.clocks: dict[str, RunClock] = {}  # running job id → its stopwatch
@@ -138,42 +98,19 @@ class JobStore:
 
     # -- records ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
-        return self.dir / job_id
+        return self.records.job_dir(job_id)
 
     def _save(self, job: Job) -> None:
-        path = self.job_dir(job.id) / "job.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(job), indent=1), encoding="utf-8")
-        tmp.replace(path)
+        self.records.save(job)
 
     def _load_existing(self) -> None:
-        found = []
-        for folder in self.dir.iterdir():
-            if not folder.is_dir():
-                continue
-            record = folder / "job.json"
-            if not record.is_file():  # an upload cut short by a crash: it was never a job
-                shutil.rmtree(folder, ignore_errors=True)
-                continue
-            try:
-                job = Job.from_json(json.loads(record.read_text(encoding="utf-8")))
-                settings = Settings.model_validate_json(
-                    (folder / "settings.json").read_text(encoding="utf-8")
-                )
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("skipping unreadable job %s: %s", folder.name, exc)
-                continue
-            for tmp in (folder / "frames").glob("*.tmp"):
-                tmp.unlink(missing_ok=True)
-            found.append((job, settings))
-        found.sort(key=lambda js: (js[0].seq, js[0].created))
-        for job, settings in found:
-            self.seq = max(self.seq, job.seq)
+        for job, settings in self.records.load():
+            self.queue.seen(job.seq)
             self._register(job, settings)
             if job.state == JobState.RUNNING:
                 self._recover(job)
             elif job.state == JobState.QUEUED:
-                heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+                self.queue.push(job.id, job.priority, job.seq)
 
     def _register(self, job: Job, settings: Settings) -> None:
         self.jobs[job.id] = job
@@ -211,10 +148,10 @@ class JobStore:
                 resumed=True,
             )
             self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED, "resumed": True})
-            heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+            self.queue.push(job.id, job.priority, job.seq)
 
     def frame_path(self, job_id: str, frame: int) -> Path:
-        return self.job_dir(job_id) / "frames" / frame_name(frame)
+        return self.records.frame_path(job_id, frame)
 
     def get(self, job_id: str, client: str | None = None) -> Job:
         """The job; for a named client only its own (another's is as good as missing)."""
@@ -259,8 +196,7 @@ class JobStore:
     def positions(self) -> dict[str, int]:
         """Queue position (1 = next to run) of every queued job."""
         with self.lock:
-            order = sorted(e for e in self.heap if self.jobs[e[2]].state == JobState.QUEUED)
-            return {job_id: i + 1 for i, (_, _, job_id) in enumerate(order)}
+            return self.queue.positions(lambda i: self.jobs[i].state == JobState.QUEUED)
 
     def _announce_positions(self) -> None:
         """Tell each queued job whose place changed where it stands and when it may start."""
@@ -316,15 +252,13 @@ class JobStore:
         """Queue a job whose bundle is already unpacked and validated in its folder, with the
         models resolved when its settings were checked (else they are resolved here)."""
         work = prepare(bundle, settings, self.roots, models=models)
-        job_dir = self.job_dir(job_id)
-        (job_dir / "settings.json").write_text(settings.model_dump_json(indent=1), encoding="utf-8")
+        self.records.write_settings(job_id, settings)
         with self.lock:
-            self.seq += 1
             job = Job(
                 id=job_id,
                 shot=bundle.shot.shot,
                 priority=priority,
-                seq=self.seq,
+                seq=self.queue.next_seq(),
                 tag=tag,
                 preset=preset,
                 engine=settings.engine,
@@ -336,7 +270,7 @@ class JobStore:
             self._save(job)  # the commit point: from here on the job survives a restart
             self._register(job, settings)
             self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED})
-            heapq.heappush(self.heap, (-job.priority, job.seq, job.id))
+            self.queue.push(job.id, job.priority, job.seq)
             self._announce_positions()
             self.lock.notify_all()
         return job
@@ -374,9 +308,9 @@ class JobStore:
     def _run_forever(self) -> None:
         while True:
             with self.lock:
-                while not self.heap:
+                while not self.queue:
                     self.lock.wait()
-                _, _, job_id = heapq.heappop(self.heap)
+                job_id = self.queue.pop()
                 job = self.jobs.get(job_id)
                 if job is None or job.state != JobState.QUEUED:
                     continue
@@ -398,17 +332,18 @@ class JobStore:
     def _listener(self, job: Job, clock: RunClock):
         def listen(event: dict[str, Any]) -> None:
             kind = event.get("type")
-            if kind == "frame":
+            if kind == Event.FRAME:
                 frame = event["frame"]
                 event = {**event, "url": f"/v1/jobs/{job.id}/frames/{frame}"}
                 with self.lock:
                     if frame not in job.frames_done:
                         job.frames_done = sorted([*job.frames_done, frame])
                         self._save(job)
-            elif kind == "progress":
+            elif kind == Event.PROGRESS:
                 event = {**event, **clock.update(event, self.pace)}
-                job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
-            elif kind == "note" and event.get("reused"):
+                with self.lock:  # read by status requests on other threads
+                    job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
+            elif kind == Event.NOTE and event.get("reused"):
                 with self.lock:
                     job.reused = sorted({*job.reused, str(event["reused"])})
                     self._save(job)
