@@ -274,7 +274,7 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
 
 
 def run_reattach(args: argparse.Namespace) -> int:
-    from .operators import reattach_session
+    from .session_setup import reattach_session
 
     url = args.server or prefs.server()[0] or DEFAULT_URL
     token = args.token or prefs.server()[1]

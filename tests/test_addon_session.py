@@ -23,7 +23,7 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, export, operators, preview, runtime, take
+from addon import compat, export, operators, preview, runtime, session_setup, take
 from addon.session import (
     CANCELLED,
     DONE,
@@ -256,7 +256,7 @@ class _Op:
 
 def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, monkeypatch) -> None:
     fake = FakeClient()
-    monkeypatch.setattr(operators, "Client", lambda url, token: fake)
+    monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
     monkeypatch.setattr(operators, "background", lambda: False)
     registered.storyshade.quality = "tiny"
     wm = _FakeWM()
@@ -290,7 +290,7 @@ def test_operator_runs_synchronously_in_background_mode(registered, tmp_path, mo
     """Timers never fire under `blender -b`: the button's operator must still finish."""
     assert bpy.app.background
     fake = FakeClient()
-    monkeypatch.setattr(operators, "Client", lambda url, token: fake)
+    monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
     assert bpy.ops.storyshade.shade("INVOKE_DEFAULT") == {"FINISHED"}
     assert bpy.ops.storyshade.shade() == {"FINISHED"}
     names = sorted(s.name for s in take.shot_strips(registered, export.shot_name(registered)))
@@ -299,7 +299,7 @@ def test_operator_runs_synchronously_in_background_mode(registered, tmp_path, mo
 
 
 def test_operator_failure_raises_with_fix_in_background(registered, monkeypatch) -> None:
-    monkeypatch.setattr(operators, "Client", lambda url, token: FakeClient(unreachable=True))
+    monkeypatch.setattr(session_setup, "Client", lambda url, token: FakeClient(unreachable=True))
     with pytest.raises(RuntimeError, match="cannot reach"):
         bpy.ops.storyshade.shade()
     assert registered.storyshade.is_error and registered.storyshade.fix

@@ -23,6 +23,7 @@ LAYERS = [
         "progress",
         "progress_bar",
         "presets",
+        "presets_cli",
         "contact_sheet",
         "references",  # reference images: paths and safe decoding (no torch)
     },

@@ -86,7 +86,7 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Sub-commands that live beside the code they drive."""
     from storyshade.controls.cli import add_commands as controls_commands
     from storyshade.models.cli import add_commands as models_commands
-    from storyshade.presets import add_commands as presets_commands
+    from storyshade.presets_cli import add_commands as presets_commands
     from storyshade.review import add_commands as review_commands
     from storyshade.server.cli import add_commands as server_commands
 
