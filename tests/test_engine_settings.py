@@ -86,6 +86,8 @@ WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "forward_chunk": ({}, 64, "same", "same"),
     "attention_slicing": ({}, True, "same", "same"),
     "channels_last": ({}, False, "same", "same"),  # CUDA only; these runs are on the CPU
+    "compile": ({}, "auto", "same", "same"),  # eager on the CPU ('on': test_levers.py)
+    "step_cache": ({}, 2, "frames", "same"),
     "preview_every": ({}, 1, "same", "same"),  # events, not frames
     "depth_range": ({}, "clip", "frames", "frames"),
     "depth_near": (FIXED, 4.0, "frames", "frames"),

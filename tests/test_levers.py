@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from storyshade.engine.compiled import ModelCalls, check_compile
+from storyshade.engine.compiled import ModelCalls
+from storyshade.engine.levers import check_compile
 from storyshade.engine.sampling import WindowedSampler
 from storyshade.engine.step_cache import deep_forward
 from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
@@ -200,3 +201,12 @@ def test_a_compile_failure_at_run_time_falls_back_to_eager(models, tmp_path):
     assert result["frames"] == 4
     notes = [n for n in result["notes"] if n.get("event") == "compile_fallback"]
     assert len(notes) == 1 and "settings.compile" in notes[0]["message"]
+
+
+def test_standard_uses_only_the_levers_that_keep_the_pictures():
+    from storyshade.engine.levers import wanted
+
+    standard = resolve("standard")
+    assert (standard.compile, standard.step_cache) == ("auto", 1)
+    compile_, note = wanted(standard, "cpu")
+    assert not compile_ and "eager on 'cpu'" in note

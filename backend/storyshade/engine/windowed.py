@@ -21,7 +21,8 @@ from storyshade.controls import ControlSet
 from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
-from storyshade.engine.compiled import ModelCalls, check_compile, wanted
+from storyshade.engine.compiled import ModelCalls
+from storyshade.engine.levers import check_compile, wanted
 from storyshade.engine.noise import hires_seed, initial_noise
 from storyshade.engine.references import encode_references, reference_attention
 from storyshade.engine.regions import RegionState, encode_looks, regional_attention
