@@ -92,27 +92,29 @@ def test_refresh_forward_is_the_unets_own_forward(pipe):
     assert feature.shape[0] == 6  # rows x frames, at the last up block's input
 
 
-def test_step_cache_interval_1_is_off_and_bit_identical(pipe):
-    base = tiny_settings(steps=4, **WINDOWS)
-    plain, _ = denoised(pipe, base)
-    one, sampler = denoised(pipe, base.model_copy(update={"step_cache": 1}))
+BASE = {"steps": 2, **WINDOWS}
+
+
+@pytest.fixture(scope="module")
+def plain(pipe) -> torch.Tensor:
+    """The levers-off latents (2 steps x 2 windows), shared by the step cache tests."""
+    return denoised(pipe, tiny_settings(**BASE))[0]
+
+
+def test_step_cache_interval_1_is_off_and_bit_identical(pipe, plain):
+    one, sampler = denoised(pipe, tiny_settings(**BASE, step_cache=1))
     assert sampler.step_cache is None and torch.equal(plain, one)
 
 
-def test_step_cache_2_runs_the_deep_blocks_on_half_the_steps(pipe):
-    base = tiny_settings(steps=4, **WINDOWS)
+def test_step_cache_2_runs_the_deep_blocks_on_half_the_steps(pipe, plain):
     calls = []
     hook = pipe.unet.down_blocks[-1].register_forward_hook(lambda *a: calls.append(1))
     try:
-        plain, _ = denoised(pipe, base)
-        full = len(calls)
-        calls.clear()
-        cached, sampler = denoised(pipe, base.model_copy(update={"step_cache": 2}))
+        cached, sampler = denoised(pipe, tiny_settings(**BASE, step_cache=2))
     finally:
         hook.remove()
-    assert full == 4 * 2  # 4 steps x 2 windows
-    assert len(calls) == 2 * 2  # steps 1 and 3 only
-    assert (sampler.step_cache.deep_calls, sampler.step_cache.shallow_calls) == (4, 4)
+    assert len(calls) == 2  # step 1 of 2, both windows; off: 2 steps x 2 windows = 4
+    assert (sampler.step_cache.deep_calls, sampler.step_cache.shallow_calls) == (2, 2)
     assert not torch.equal(plain, cached)
     assert (plain - cached).abs().max() < 0.5 * plain.abs().max()  # close, not identical
 
