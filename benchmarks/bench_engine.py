@@ -692,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     lever_rows = [r for r in results if r.get("lever") or r["engine"] == "stock"]
     has_levers = any(r.get("lever", "") not in ("", "off") for r in results)
     note = f"\n{args.note}\n" if args.note else ""
-    levers = f"{describe(lever_rows)}\n{levers_table(lever_rows)}\n{note}" if has_levers else ""
+    plain = [r for r in lever_rows if r["engine"] == "stock" or r.get("lever") == "off"]
+    levers = f"{describe(plain)}\n{levers_table(lever_rows)}\n{note}" if has_levers else ""
     report = "" if args.levers else f"{describe(main_rows)}\n{table(main_rows)}\n{note}"
     print(report + (f"\n{LEVERS_HEADING}\n\n{levers}" if levers else ""))
     if args.write and levers:
