@@ -14,7 +14,9 @@ the windowed engine and saving the PNGs: peak memory with the inputs included.
 
     python benchmarks/bench_engine.py --small                  # CPU: 256x256, 2 steps
     python benchmarks/bench_engine.py --small --write BENCHMARKS.md
-    python benchmarks/bench_engine.py --gpu                    # SD1.5 size, 512x512, 20 steps
+    python benchmarks/bench_engine.py --gpu                    # SD1.5 size, 512x512, 20 steps,
+                                                               # fps, peak VRAM, levers' ratios
+    python benchmarks/bench_engine.py --levers --size 128     # CPU: each speed lever's ratio
     python benchmarks/bench_engine.py --child '{...}'          # one measurement (internal)
 """
 
@@ -86,6 +88,8 @@ class Case:
         0  # "render" only: the bundle's passes are pass_size square (0: width x height)
     )
     names: dict = field(default_factory=lambda: dict(NAMES))  # model folder names by role
+    lever: str = ""  # levers table: the row's name ("" = not a lever row)
+    repeat: int = 1  # windowed: renders in one process (compile: the 2nd reuses the graphs)
 
 
 def write_models(root: Path, shape: Shape, seed: int = 0) -> Path:
@@ -207,10 +211,12 @@ def settings_for(case: Case):
 
     roles = ["depth", "normal"][: case.controlnets]
     names = case.names
+    extra = dict(case.extra)
+    end = extra.pop("controls_end", 1.0)  # the levers table's ControlNet-span row
     return Settings(
         checkpoint=names["checkpoint"],
         motion_adapter=names["motion_adapter"],
-        controls={r: {"model": names[r], "scale": 0.8} for r in roles},
+        controls={r: {"model": names[r], "scale": 0.8, "end": end} for r in roles},
         prompt="a storyboard frame, cinematic lighting",
         negative_prompt="blurry",
         width=case.width,
@@ -222,7 +228,7 @@ def settings_for(case: Case):
         device=case.device,
         dtype=case.dtype,
         preview_every=0,
-        **case.extra,
+        **extra,
     )
 
 
@@ -284,16 +290,23 @@ def measure(case: Case) -> dict:
 
         controls = ControlSet(frames=frames, frame_numbers=list(range(case.frames)))
         engine = WindowedAnimateDiffEngine(roots, cache)
-        count = sum(1 for _ in engine.render(controls, settings, Reporter()))
+        runs = []
+        for _ in range(case.repeat):
+            count = sum(1 for _ in engine.render(controls, settings, Reporter()))
+            if case.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - start)
+            start = time.perf_counter()
     else:
         count = _run_stock(pipe, case, settings, frames, roles)
-    if case.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+        if case.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        runs = [time.perf_counter() - start]
     return {
         **asdict(case),
         "count": count,
-        "seconds": seconds,
+        "seconds": runs[-1],  # with repeat: the last (warm) render
+        "first_seconds": runs[0],  # compile: includes compiling
         "peak_mib": peak_mib(case.device),
         "loaded_mib": loaded,
         "base_mib": base,
@@ -471,6 +484,66 @@ def render_table(results: list[dict]) -> str:
     return "\n".join(lines + (["", *errors] if errors else []))
 
 
+LEVERS_HEADING = "### Speed levers"
+# name: (Settings fields, renders in one process); every row otherwise equal to "off"
+LEVERS: dict[str, tuple[dict, int]] = {
+    "off": ({}, 1),
+    "compile": ({"compile": "on"}, 2),
+    "step_cache 2": ({"step_cache": 2}, 1),
+    "step_cache 3": ({"step_cache": 3}, 1),
+    "ControlNets end 0.5": ({"controls_end": 0.5}, 1),
+}
+
+
+def lever_cases(models: Path, frames: int, spec: dict, threads: int) -> list[Case]:
+    """The levers rows at `frames` frames, and the stock pipeline at the same settings."""
+    cases = [Case(engine="stock", frames=frames, models=str(models), threads=threads, **spec)]
+    for name, (extra, repeat) in LEVERS.items():
+        cases.append(
+            Case(
+                engine="windowed",
+                frames=frames,
+                models=str(models),
+                threads=threads,
+                extra=extra,
+                lever=name,
+                repeat=repeat,
+                **spec,
+            )
+        )
+    return cases
+
+
+def levers_table(results: list[dict]) -> str:
+    """Each lever's time against the windowed engine with every lever off (and stock)."""
+    ok = [r for r in results if "error" not in r]
+    lines = [
+        "| frames | lever | s/frame (fps) | vs levers off | vs stock | peak MiB "
+        "| first render s (compile incl.) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in sorted({r["frames"] for r in results}):
+        off = next((r for r in ok if r["frames"] == n and r.get("lever") == "off"), None)
+        stock = next((r for r in ok if r["frames"] == n and r["engine"] == "stock"), None)
+        rows = [
+            r for r in results if r["frames"] == n and (r.get("lever") or r["engine"] == "stock")
+        ]
+        for r in rows:
+            name = r.get("lever") or "stock diffusers (FreeNoise)"
+            if "error" in r:
+                lines.append(f"| {n} | {name} | failed: {r['error'][:120]} | | | | |")
+                continue
+            spf = r["seconds"] / n
+            vs_off = f"{r['seconds'] / off['seconds']:.2f}" if off else "-"
+            vs_stock = f"{r['seconds'] / stock['seconds']:.2f}" if stock else "-"
+            first = f"{r['first_seconds']:.1f}" if r.get("repeat", 1) > 1 else "-"
+            lines.append(
+                f"| {n} | {name} | {spf:.3f} ({1 / spf:.2f}) | {vs_off} | {vs_stock} "
+                f"| {r['peak_mib']:.0f} | {first} |"
+            )
+    return "\n".join(lines)
+
+
 CPU_HEADING = "### CPU, small SD1.5-shaped model"
 INPUTS_HEADING = "### CPU, inputs included: the real render path"
 INPUTS_TARGET = 1.05  # peak incl. inputs at the longest shot vs at 16 frames
@@ -479,7 +552,10 @@ GPU_PENDING = (
     "Not measured yet: no GPU was available to this work. Run "
     "`python benchmarks/bench_engine.py --gpu --write BENCHMARKS.md` on a CUDA machine "
     "(random SD1.5-sized weights, 512x512, 16 and 64 frames, 20 steps, CFG 7.5, two "
-    "ControlNets, float16) to fill this in with frames per second and peak VRAM.\n"
+    "ControlNets, float16) to fill this in with frames per second, peak VRAM and each speed "
+    "lever's time ratio (compile, step cache 2, ControlNets ending at half the "
+    "schedule; at 16 frames). Sized for about 5 minutes on one H100-class GPU (not yet "
+    "timed on one).\n"
 )
 INTRO = (
     "Produced by `benchmarks/bench_engine.py`; every number comes from its own child process. "
@@ -580,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--gpu", action="store_true", help="CUDA: SD1.5 size, 512x512, 20 steps")
     mode.add_argument("--child", help=argparse.SUPPRESS)
     mode.add_argument("--results", type=Path, help="report saved JSON lines, measure nothing")
+    parser.add_argument(
+        "--levers", action="store_true", help="CPU: each speed lever's time ratio (16 frames)"
+    )
     parser.add_argument("--frames", type=int, nargs="+")
     parser.add_argument(
         "--engines",
@@ -588,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         help="windowed, stock, render (the real path from a bundle: peak incl. inputs)",
     )
     parser.add_argument("--size", type=int, help="generation size (square), e.g. 128")
+    parser.add_argument("--steps", type=int, help="denoising steps (--levers: default 6)")
     parser.add_argument("--pass-size", type=int, default=0, help="render: bundle pass size")
     parser.add_argument("--models", type=Path, help="reuse a model folder written earlier")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per child")
@@ -608,9 +688,18 @@ def main(argv: list[str] | None = None) -> int:
         results = run_all(args)
     if args.save:
         args.save.write_text("".join(json.dumps(r) + "\n" for r in results), encoding="utf-8")
-    report = f"{describe(results)}\n{table(results)}\n" + (f"\n{args.note}\n" if args.note else "")
-    print(report)
-    if args.write:
+    main_rows = [r for r in results if r.get("lever", "") in ("", "off")]
+    lever_rows = [r for r in results if r.get("lever") or r["engine"] == "stock"]
+    has_levers = any(r.get("lever", "") not in ("", "off") for r in results)
+    note = f"\n{args.note}\n" if args.note else ""
+    plain = [r for r in lever_rows if r["engine"] == "stock" or r.get("lever") == "off"]
+    levers = f"{describe(plain)}\n{levers_table(lever_rows)}\n{note}" if has_levers else ""
+    report = "" if args.levers else f"{describe(main_rows)}\n{table(main_rows)}\n{note}"
+    print(report + (f"\n{LEVERS_HEADING}\n\n{levers}" if levers else ""))
+    if args.write and levers:
+        gpu = results[0]["device"].startswith("cuda")
+        write_section(args.write, f"{LEVERS_HEADING} ({'GPU' if gpu else 'CPU'})", levers)
+    if args.write and report:
         gpu = results[0]["device"].startswith("cuda")
         only_render = all(r["engine"] == "render" for r in results)
         heading = INPUTS_HEADING if only_render and not gpu else GPU_HEADING if gpu else CPU_HEADING
@@ -620,14 +709,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(args: argparse.Namespace) -> list[dict]:
     shape = SD15 if args.gpu else SMALL
-    frames = args.frames or ([16, 64] if args.gpu else [16, 32, 64, 128, 256])
+    frames = args.frames or (
+        [16, 64] if args.gpu else [16] if args.levers else [16, 32, 64, 128, 256]
+    )
     spec = (
         dict(width=512, height=512, steps=20, device="cuda", dtype="float16")
         if args.gpu
-        else dict(width=256, height=256, steps=2, device="cpu", dtype="float32")
+        else dict(
+            width=256, height=256, steps=6 if args.levers else 2, device="cpu", dtype="float32"
+        )
     )
     if args.size:
         spec.update(width=args.size, height=args.size)
+    if args.steps:
+        spec.update(steps=args.steps)
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         models = args.models or write_models(Path(tmp), shape)
         if args.models and not (models / "checkpoints" / NAMES["checkpoint"]).exists():
@@ -639,11 +734,20 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                 models=str(models),
                 threads=args.threads,
                 pass_size=args.pass_size if e == "render" else 0,
+                lever="off" if e == "windowed" and args.gpu else "",
                 **spec,
             )
             for n in frames
             for e in args.engines
         ]
+        if args.levers:  # the levers rows, stock and "off" included, at each frame count
+            cases = [c for n in frames for c in lever_cases(models, n, spec, args.threads)]
+        elif args.gpu:  # the levers at the shortest shot: "off" and stock are rows above
+            cases += [
+                c
+                for c in lever_cases(models, frames[0], spec, args.threads)
+                if c.lever not in ("", "off", "step_cache 3")  # within ~5 minutes
+            ]
         # --parallel 2 runs both engines of a frame count side by side: same machine load
         # for the pair, half the wall time. Peaks are per process, so they do not mix.
         results = []

@@ -87,6 +87,8 @@ WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "forward_chunk": ({}, 64, "same", "same"),
     "attention_slicing": ({}, True, "same", "same"),
     "channels_last": ({}, False, "same", "same"),  # CUDA only; these runs are on the CPU
+    "compile": ({}, "auto", "same", "same"),  # eager on the CPU ('on': test_levers.py)
+    "step_cache": ({"steps": 4}, 4, "frames", "same"),  # 2 of 2 steps: below 8-bit levels
     "preview_every": ({}, 1, "same", "same"),  # events, not frames
     "depth_range": ({}, "clip", "frames", "frames"),
     "depth_near": (FIXED, 4.0, "frames", "frames"),

@@ -132,6 +132,10 @@ SETTINGS: dict[str, tuple[str, int, str]] = {
     "steps out of range": ('{"preset": "tiny", "steps": 0}', 400, "settings.steps"),
     "width not multiple of 8": ('{"preset": "tiny", "width": 65}', 400, "settings.width"),
     "unknown engine": ('{"preset": "tiny", "engine": "magic"}', 400, "settings.engine"),
+    "step cache past steps": ('{"preset": "tiny", "step_cache": 3}', 400, "settings.step_cache"),
+    "compile on preview": (
+        '{"preset": "tiny", "engine": "preview", "compile": "on"}', 400, "settings.compile"
+    ),
     "unknown checkpoint": ('{"preset": "tiny", "checkpoint": "nope"}', 422, "checkpoint"),
     "checkpoint path escape": (
         '{"preset": "tiny", "checkpoint": "../../etc"}', 422, "settings.checkpoint"

@@ -42,6 +42,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         from storyshade.models.loader import model_key
 
         model_key(roots, settings)
+        from storyshade.engine.levers import check_compile
+
+        check_compile(settings)
     if settings.references:  # unreadable images fail before any work too
         from storyshade.references import check_references, resolve_paths
 

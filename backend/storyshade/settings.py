@@ -250,6 +250,21 @@ class Settings(BaseModel):
         default=True,
         description="on CUDA, channels-last weights (speed, not numbers); ignored elsewhere",
     )
+    compile: Literal["off", "auto", "on"] = Field(
+        default="off",
+        description="windowed engine: torch.compile the UNet and ControlNets (speed, not "
+        "numbers: float rounding only). 'on' refuses where it cannot work; 'auto' compiles on "
+        "CUDA with Triton and runs eager elsewhere, saying so in the job's events. The first "
+        "job per model set pays the compile time; later ones reuse it (docs/engine.md)",
+    )
+    step_cache: int = Field(
+        default=1,
+        ge=1,
+        le=150,
+        description="windowed engine: run the UNet's deep blocks every N steps and reuse "
+        "their features in between (DeepCache); 1 = off. Trades quality for speed; at most "
+        "`steps`",
+    )
     preview_every: int = Field(
         default=5,
         ge=0,
@@ -297,6 +312,30 @@ class Settings(BaseModel):
                 raise ValueError(f"unknown control '{name}'; use one of {sorted(known)}")
             if name in ("depth", "normal") and value[name].detector:
                 raise ValueError(f"control '{name}' is computed from its pass; drop 'detector'")
+        return value
+
+    @field_validator("compile")
+    @classmethod
+    def _compile_engine(cls, value: str, info: ValidationInfo) -> str:
+        engine = info.data.get("engine")
+        if value == "on" and engine != "animatediff":
+            raise ValueError(
+                f"engine '{engine}' cannot be compiled (only 'animatediff' can); "
+                "set compile to 'off' or 'auto'"
+            )
+        return value
+
+    @field_validator("step_cache")
+    @classmethod
+    def _step_cache_fits(cls, value: int, info: ValidationInfo) -> int:
+        steps, engine = info.data.get("steps"), info.data.get("engine")
+        if value > 1 and engine == "animatediff-stock":
+            raise ValueError("engine 'animatediff-stock' has no step cache; set step_cache to 1")
+        if steps is not None and value > steps:
+            raise ValueError(
+                f"interval {value} is larger than steps {steps}: the deep blocks would run "
+                f"once for the whole schedule; set step_cache to at most {steps} (1 = off)"
+            )
         return value
 
 

@@ -21,11 +21,13 @@ from diffusers.models import MultiControlNetModel
 from torch import nn
 
 from storyshade.engine.chunking import Plan, chunked
+from storyshade.engine.compiled import ModelCalls
 from storyshade.engine.latent_preview import preview_strip
 from storyshade.engine.motion import motion_scaled
 from storyshade.engine.noise import step_generators
 from storyshade.engine.oom import Fallback, free_cached_memory, ladder
 from storyshade.engine.regions import RegionState
+from storyshade.engine.step_cache import StepCache
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
 from storyshade.progress import Reporter
 from storyshade.wire.states import Event, Stage
@@ -44,6 +46,8 @@ class SamplerConfig:
     seed: the job's seed; the per-step sampler noise of frame k comes from (seed, k).
     preview_every: emit a latent preview every this many steps (0: never).
     motion_scale: scale of the motion modules' residual (engine/motion.py).
+    step_cache: run the UNet's deep blocks every this many steps and reuse their features
+        in between (engine/step_cache.py); 1 = off.
     """
 
     steps: int
@@ -55,6 +59,7 @@ class SamplerConfig:
     seed: int = 0
     preview_every: int = 0
     motion_scale: float = 1.0
+    step_cache: int = 1
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,9 @@ class WindowedSampler:
         self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
         self.control_size: tuple[int, int] | None = None  # (H, W) of a hires pass
         self.references: Any = None  # ReferenceState: reference images (engine/references.py)
+        self.step_cache: StepCache | None = None  # per denoise() when config.step_cache > 1
+        self.calls = ModelCalls(pipe, False, reporter)  # compiled ones: engine/compiled.py
+        self._window: range = range(0)
 
     @property
     def cfg(self) -> bool:
@@ -176,6 +184,8 @@ class WindowedSampler:
         The cancel token is checked before every model call, so a cancel lands within one
         model call's time."""
         b, channels, n = x.shape[:3]
+        cache, key = self.step_cache, (self._window.start, self._window.stop, branches)
+        shallow = cache.shallow_width(self.unet) if cache and cache.has(key) else 0
         embeds = text.repeat_interleave(n, dim=0)
         flat = x.transpose(1, 2).reshape(b * n, channels, *x.shape[3:])
         down: list[torch.Tensor] | None = None
@@ -184,27 +194,23 @@ class WindowedSampler:
             self.placement.use(self.controlnet, plan.offload)
         for j, image in images.items():  # MultiControlNetModel's loop and summation order
             self.reporter.check()
-            res = self._control(j, flat, t, embeds, image, specs[j], n, branches)
+            res = self._control(j, flat, t, embeds, image, specs[j], n, branches, shallow)
             if res is None:
                 continue
             if down is None:
                 down, mid = res
             else:
                 down = [prev + cur for prev, cur in zip(down, res[0], strict=True)]
-                mid += res[1]
+                mid = None if mid is None else mid + res[1]
         self.reporter.check()
         self.placement.use(self.unet, plan.offload)
         if self.regions:
             self.regions.rows = branches
         if self.references:
             self.references.rows = branches
-        return self.unet(
-            x,
-            t,
-            encoder_hidden_states=embeds,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-        ).sample
+        if cache:
+            return cache.forward(self.calls, self.unet, key, x, t, embeds, down, mid)
+        return self.calls("unet", self.unet, x, t, embeds, down, mid)
 
     def _control(
         self,
@@ -216,8 +222,10 @@ class WindowedSampler:
         spec: ControlSpec,
         n: int,
         branches: tuple[str, ...],
-    ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        shallow: int = 0,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
         """ControlNet j's residuals for the rows of `flat`; None if it adds nothing here.
+        With `shallow` > 0 (a step-cache step) only its first `shallow` residuals, no mid.
 
         In guess mode it sees only the conditional branch (the unconditional rows get zero
         residuals), as in diffusers' image ControlNet pipeline."""
@@ -230,19 +238,29 @@ class WindowedSampler:
         sel = slice(rows.start * n, rows.stop * n)
         if self.regions:
             self.regions.rows = tuple(branches[k] for k in rows)
-        down, mid = self.nets[j](
-            flat[sel],
-            t,
-            encoder_hidden_states=embeds[sel],
-            controlnet_cond=torch.cat([image] * len(rows)),
-            conditioning_scale=spec.scale,
-            guess_mode=spec.guess_mode,
-            return_dict=False,
-        )
+        cond = torch.cat([image] * len(rows))
+        if shallow:
+            net = self.nets[j]
+            args = (flat[sel], t, embeds[sel], cond, spec.scale, spec.guess_mode)
+            down, mid = self.calls("shallow_control", net, shallow, *args), None
+        else:
+            down, mid = self.calls(
+                "control",
+                self.nets[j],
+                flat[sel],
+                t,
+                encoder_hidden_states=embeds[sel],
+                controlnet_cond=cond,
+                conditioning_scale=spec.scale,
+                guess_mode=spec.guess_mode,
+                return_dict=False,
+            )
         if len(rows) == len(branches):
             return list(down), mid
 
-        def pad(r: torch.Tensor) -> torch.Tensor:
+        def pad(r: torch.Tensor | None) -> torch.Tensor | None:
+            if r is None:
+                return None
             zeros = torch.zeros_like(r)
             return torch.cat([zeros if k not in rows else r for k in range(len(branches))])
 
@@ -264,6 +282,7 @@ class WindowedSampler:
         specs = [ControlSpec.of(s) for s in specs]
         if self.regions:
             self.regions.set_window(window)
+        self._window = window
         x = latents[:, :, window.start : window.stop]
         x = torch.cat([x] * 2) if self.cfg else x
         x = self.scheduler.scale_model_input(x, t).to(self.dtype)
@@ -366,6 +385,7 @@ class WindowedSampler:
             for i in range(len(timesteps))
         ]
         self._progress = Progress(sum(len(w) for w in schedule), len(timesteps))
+        self.step_cache = StepCache(cfg.step_cache) if cfg.step_cache > 1 else None
         keep = sorted(held or {})
         if keep:
             clean = torch.stack([held[k] for k in keep], dim=1).unsqueeze(0)
@@ -376,6 +396,8 @@ class WindowedSampler:
                 for i, t in enumerate(timesteps):
                     if keep:
                         latents[:, :, keep] = self.scheduler.add_noise(clean, own_noise, t[None])
+                    if self.step_cache:
+                        self.step_cache.start(i)
                     active = [s.active(i, len(timesteps)) for s in specs]
                     fused = self._step(
                         i, t, latents, text, controls, specs, active, schedule[i], stage

@@ -21,6 +21,8 @@ from storyshade.controls import ControlSet
 from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
+from storyshade.engine.compiled import ModelCalls
+from storyshade.engine.levers import check_compile, wanted
 from storyshade.engine.noise import hires_seed, initial_noise
 from storyshade.engine.references import encode_references, reference_attention
 from storyshade.engine.regions import RegionState, encode_looks, regional_attention
@@ -44,6 +46,7 @@ def sampler_config(settings: Settings) -> SamplerConfig:
         seed=settings.seed,
         preview_every=settings.preview_every,
         motion_scale=settings.motion_scale,
+        step_cache=settings.step_cache,
     )
 
 
@@ -195,6 +198,7 @@ class WindowedAnimateDiffEngine:
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
 
+        check_compile(settings)
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
         check_windows(settings, pipe.unet)
         if settings.channels_last and pipe.unet.device.type == "cuda":
@@ -217,6 +221,10 @@ class WindowedAnimateDiffEngine:
             settings.width // factor,
         )
         sampler = WindowedSampler(pipe, sampler_config(settings), reporter, base_plan(settings))
+        compile_, why_not = wanted(settings, str(pipe.unet.device))
+        if why_not:
+            reporter.note(why_not, event="compile_skipped")
+        sampler.calls = ModelCalls(pipe, compile_, reporter)
         looks = controls.meta.get("looks", []) if controls.regions else []
         with torch.inference_mode():  # not held across `yield`: it is thread-wide state
             text = encode_text(pipe, settings)

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_held_engine, check_stock_shot
+from storyshade.engine.levers import check_compile
 from storyshade.engine.references import check_reference_looks, check_references_engine
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
@@ -147,6 +148,7 @@ def resolve_settings(
             )
     check_model_names(settings)
     get_engine(settings.engine, roots, models)  # an unknown engine fails here, not later
+    check_compile(settings)  # compile 'on' where it cannot work: a 4xx, not a failed job
     key = model_key(roots, settings) if needs_models(settings) else None  # fail now, not later
     return preset, settings, key
 
