@@ -60,7 +60,8 @@ def render_bundle(
     reporter = reporter or Reporter()
     settings = resolve_paths(settings, bundle.root)  # relative references: beside the shot
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = get_engine(settings.engine, roots, cache or ModelCache())
+    embeddings = stages.embeddings if stages else None
+    engine = get_engine(settings.engine, roots, cache or ModelCache(), embeddings)
     keys = stages.keys(bundle, settings, roots) if stages else None
     if stages and keys:
         done = stages.restore_frames(keys.frames, out_dir, bundle.shot.generated_frames, reporter)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from storyshade.engine.base import Engine
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache
 
 
-def get_engine(name: str, roots: list[Path], cache: ModelCache) -> Engine:
+def get_engine(name: str, roots: list[Path], cache: ModelCache, embeddings: Any = None) -> Engine:
+    """`embeddings`: the stage cache's store of reference embeddings (windowed engine)."""
     if name == "animatediff":
         from storyshade.engine.windowed import WindowedAnimateDiffEngine
 
-        return WindowedAnimateDiffEngine(roots, cache)
+        return WindowedAnimateDiffEngine(roots, cache, embeddings)
     if name == "animatediff-stock":  # the diffusers pipeline as shipped: the reference
         from storyshade.engine.animatediff import StockAnimateDiffEngine
 

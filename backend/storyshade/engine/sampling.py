@@ -145,6 +145,7 @@ class WindowedSampler:
         self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
         self.control_size: tuple[int, int] | None = None  # (H, W) of a hires pass
         self.references: Any = None  # ReferenceState: reference images (engine/references.py)
+        self.color_match: Any = None  # ColorMatcher: AdaIN between windows (engine/color_match.py)
 
     @property
     def cfg(self) -> bool:
@@ -408,6 +409,10 @@ class WindowedSampler:
                 return self.predict(latents, t, text, controls, specs, window, plan, active)
 
             pred = self.fallback.run(work, f"step {i + 1} window {w + 1}")
+            if self.color_match is not None:
+                pred = self.color_match.window(
+                    pred, latents[:, :, window.start : window.stop], t, w
+                )
             share = share.to(self.device).view(1, 1, -1, 1, 1)
             fused[:, :, window.start : window.stop] += pred * share
             del pred

@@ -21,6 +21,7 @@ from storyshade.controls import ControlSet
 from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
+from storyshade.engine.color_match import color_matcher
 from storyshade.engine.noise import hires_seed, initial_noise
 from storyshade.engine.references import encode_references, reference_attention
 from storyshade.engine.regions import RegionState, encode_looks, regional_attention
@@ -178,9 +179,10 @@ def prefer_channels_last(pipe: Any) -> None:
 class WindowedAnimateDiffEngine:
     name = "animatediff"
 
-    def __init__(self, roots: list[Path], cache: ModelCache) -> None:
+    def __init__(self, roots: list[Path], cache: ModelCache, embeddings: Any = None) -> None:
         self.roots = roots
         self.cache = cache
+        self.embeddings = embeddings  # the stage cache's EmbeddingCache (cache.py), if any
 
     def render(
         self,
@@ -224,7 +226,7 @@ class WindowedAnimateDiffEngine:
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )
             sampler.references = encode_references(
-                pipe, settings, self.roots, reporter, looks, sampler.regions
+                pipe, settings, self.roots, reporter, looks, sampler.regions, self.embeddings
             )
             with (
                 reference_attention(pipe.unet, sampler.references),  # outside: looks wrap it
@@ -233,6 +235,7 @@ class WindowedAnimateDiffEngine:
                 else nullcontext(),
             ):
                 clean = encode_held(pipe, held) if held else None
+                sampler.color_match = color_matcher(pipe, settings, sampler.scheduler)
                 latents = sampler.denoise(noise, text, frames, specs, clean)
                 if settings.hires:
                     latents = hires_pass(
