@@ -2,9 +2,10 @@
 
 Each reference image is encoded once per job (CLIP vision encoder, then the adapter's
 image projection) into a few tokens of the text's width, kept in the stage cache
-(cache.EmbeddingCache) for later jobs with the same image and model files. In every spatial cross-attention
-layer of the UNet the queries then attend, besides the text, to each reference's tokens
-through the adapter's `to_k_ip`/`to_v_ip` for that layer, and the results are added:
+(cache.EmbeddingCache) for later jobs with the same image and model files. In every
+spatial cross-attention layer of the UNet the queries then attend, besides the text, to
+each reference's tokens through the adapter's `to_k_ip`/`to_v_ip` for that layer, and the
+results are added:
 
     out = attention(q, text) + sum_r weight_r * attention(q, reference_r)
 
