@@ -174,14 +174,20 @@ def _reference_images(settings: Settings) -> str:
 
 class EmbeddingCache:
     """Reference images' embeddings (a few tokens each: kilobytes), in memory, least
-    recently used dropped past `size`. The key (engine/references.py's embedding_key)
-    hashes the image's content and the adapter's and encoder's files, never the prompt,
+    recently used dropped past `size`. The key (`key`) hashes the image's content and the adapter's and encoder's files, never the prompt,
     so a job that changes only the prompt (or seed, steps, looks) encodes nothing."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def key(image_hash: str, files: tuple[Path, ...], device: Any, dtype: Any) -> str:
+        """An image's tokens: its content, the adapter's and encoder's files (path, size,
+        mtime), device and dtype; never the prompt."""
+        sig = [_files_signature(p) for p in files]
+        return _sha("embeddings", image_hash, repr(sig), str(device), str(dtype))
 
     def get(self, key: str) -> Any | None:
         with self._lock:

@@ -100,15 +100,6 @@ class LoadedReferences:
         size = self.encoder.config.image_size
         return self._encode(preprocess(image, size)[None])
 
-    def key(self, image_hash: str) -> str:
-        """The stage cache's key for an image's tokens: its content, the adapter's and the
-        encoder's files (path, size, mtime), device and dtype; never the prompt."""
-        from storyshade.cache import _files_signature, _sha
-
-        files = [_files_signature(p) for p in self.paths]
-        p = next(self.adapter.image_proj.parameters())
-        return _sha("embeddings", image_hash, repr(files), str(p.device), str(p.dtype))
-
     def blank_tokens(self) -> torch.Tensor:
         """(1, T, cross): what unconditional rows see (diffusers: a zero embedding for base,
         the encoding of a black image's hidden states for plus)."""
@@ -342,14 +333,16 @@ def encode_references(
     check_fits(_unet_cross_attentions(pipe.unet), refs.adapter, settings.checkpoint)
     cond = []
     job: dict[str, torch.Tensor] = {}  # one encoding per image per job, even without a store
+    p = next(refs.adapter.image_proj.parameters())
     for i, ref in used:
         reporter.check()
         try:
-            key = refs.key(file_hash(ref.image))
+            digest = file_hash(ref.image)
         except OSError:
             load_image(ref.image, i)  # names the file and the problem
             raise
-        tokens = job.get(key)
+        tokens = job.get(digest)
+        key = store.key(digest, refs.paths, p.device, p.dtype) if store is not None else ""
         if tokens is None and store is not None:
             tokens = store.get(key)
             if tokens is not None:
@@ -362,12 +355,10 @@ def encode_references(
                 )
         if tokens is None:
             tokens = refs.tokens(load_image(ref.image, i))
-            reporter.note(
-                f"reference {i}: image encoded", stage="references", cache="miss", key=key[:16]
-            )
+            reporter.note(f"reference {i}: image encoded", stage="references", cache="miss")
             if store is not None:
                 store.put(key, tokens)
-        job[key] = tokens
+        job[digest] = tokens
         cond.append(tokens)
     weights = [r.weight for _, r in used]
     return ReferenceState(cond, refs.blank_tokens(), weights, refs.adapter.kv, places, regions)
