@@ -115,3 +115,19 @@ def test_a_bad_reference_frame_names_the_field(tiny_models, cache, tmp_path: Pat
         )
     assert err.value.field == "settings.color_match.image"
     assert "frame.png" in err.value.problem
+
+
+def test_cli_color_match(tiny_models, tmp_path, capsys):
+    from conftest import write_synthetic_bundle
+    from storyshade.cli import main as cli_main
+
+    bundle = write_synthetic_bundle(tmp_path / "bundle", frames=2)
+    frame = tmp_path / "frame.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(frame)
+    argv = ["render", str(bundle), "--preset", "tiny", "--models", str(tiny_models)]
+    out = tmp_path / "out"
+    assert cli_main([*argv, "--out", str(out), "--steps", "1", "--color-match", f"1:{frame}"]) == 0
+    assert len(list(out.glob("*.png"))) == 2
+    assert cli_main([*argv, "--out", str(out), "--color-match", "0.5:missing.png"]) == 2
+    assert "settings.color_match.image" in capsys.readouterr().err
+    assert cli_main([*argv, "--out", str(out), "--color-match", "strong"]) == 2

@@ -130,6 +130,23 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def parse_color_match_arg(text: str) -> dict[str, Any]:
+    """`STRENGTH[:IMG]` from the command line (`1`, `0.7:shot1/0012.png`); the image path
+    becomes absolute."""
+    head, sep, image = text.partition(":")
+    try:
+        out: dict[str, Any] = {"strength": float(head)}
+    except ValueError:
+        raise StoryShadeError(
+            f"--color-match '{text}' does not start with a strength",
+            "write STRENGTH[:IMG], e.g. --color-match 1 or --color-match 0.7:frame.png",
+            field="settings.color_match",
+        ) from None
+    if sep and image:
+        out["image"] = str(Path(image).expanduser().resolve())
+    return out
+
+
 def parse_reference_arg(text: str) -> dict[str, Any]:
     """`IMG[:WEIGHT][@LOOK]` from the command line; the image path becomes absolute."""
     out: dict[str, Any] = {}
