@@ -1,8 +1,9 @@
 """No setting that does nothing: every Settings field (and every per-control field) is walked.
 
 For each field the table says what changing it does in each engine: "frames" (the frames
-change) or "same" (the frames stay; the field is a speed/memory lever or is not read by that
-engine, and docs/engine.md says so). A field added to Settings without a row here fails the
+change), "same" (the frames stay; the field is a speed/memory lever or is not read by that
+engine, and docs/engine.md says so) or "refused" (that engine cannot do it and says so, an
+error naming the field). A field added to Settings without a row here fails the
 walk, so nothing new can be silently ignored. Every change also changes the stage cache's
 frames key, so an earlier result is never served for it.
 """
@@ -20,6 +21,7 @@ from conftest import REPO, write_synthetic_bundle
 from PIL import Image
 from storyshade.bundle import load_bundle
 from storyshade.cache import StageCache
+from storyshade.errors import StoryShadeError
 from storyshade.job_input import prepare
 from storyshade.models.loader import ModelCache
 from storyshade.models.tiny import (
@@ -78,6 +80,7 @@ WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "references": (IPX, [{"image": REFERENCE}], "frames", "same"),  # preview: a note
     "ip_adapter": ({}, TINY_NAMES["ip_adapter_plus"], "same", "same"),  # without references
     "image_encoder": ({}, "another-encoder", "same", "same"),  # without references
+    "color_match": ({}, {"strength": 1.0}, "frames", "refused"),
     "context_length": ({}, 3, "frames", "same"),
     "context_overlap": ({}, 3, "frames", "same"),  # 1 would tile the same 2 windows
     "decode_chunk_size": ({}, 3, "same", "same"),
@@ -220,13 +223,18 @@ def test_every_setting_changes_the_frames_or_is_documented_inert(
     after = {**before, field: value}
     if field == "engine":
         after["engine"] = "preview" if engine == "animatediff" else "animatediff"
+    expected = windowed_effect if engine == "animatediff" else preview_effect
+    if expected == "refused":
+        with pytest.raises(StoryShadeError) as err:
+            run(bundle, models, cache, after, tmp_path / "b")
+        assert err.value.field == f"settings.{field}"
+        return
     key = f"{engine} {sorted(extra.items())}"
     if key not in references:
         references[key] = run(bundle, models, cache, before, tmp_path / "a")
     a = references[key]
     b = run(bundle, models, cache, after, tmp_path / "b")
     same = a.shape == b.shape and np.abs(a - b).max() <= 1
-    expected = windowed_effect if engine == "animatediff" else preview_effect
     if same and (engine, field) in BELOW_RESOLUTION:
         pytest.xfail(BELOW_RESOLUTION[engine, field])
     assert same == (expected == "same"), f"{field} on {engine}: expected {expected}"

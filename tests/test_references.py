@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from storyshade.cli import main as cli_main
 from storyshade.controls import ControlSet
@@ -194,24 +193,30 @@ def test_a_reference_reaches_every_window(tiny_models, cache, base, images, monk
     assert (per_frame_image > 1).all()
 
 
-def test_embeddings_are_computed_once_per_image(tiny_models, cache, base, images, monkeypatch):
-    """Embeddings are kept by image content beside the loaded pipeline: a rerun that changes
-    only the prompt does not run the image encoder again."""
-    from storyshade.engine.references import encode_references
+def test_a_prompt_only_job_reuses_embeddings_and_controls(tiny_models, cache, images, tmp_path):
+    """Through the render path with a stage cache, as the server runs jobs: the first job
+    encodes its image once (two references to it), the second, with another prompt, encodes
+    nothing and builds no controls; the job's note events say so."""
+    from conftest import write_synthetic_bundle
+    from storyshade.bundle import load_bundle
+    from storyshade.cache import StageCache
     from storyshade.progress import Reporter
+    from storyshade.render import render_bundle
 
-    s = settings(references=ref(images["noise"]))
-    pipe = cache.get(model_key([tiny_models], s))
-    first = encode_references(pipe, s, [tiny_models], Reporter())
-    (loaded,) = pipe._storyshade_references.values()
+    bundle = load_bundle(write_synthetic_bundle(tmp_path / "bundle", frames=2))
+    stages = StageCache(tmp_path / "stages")
+    twice = [{"image": str(images["noise"])}, {"image": str(images["noise"]), "weight": 0.3}]
 
-    def no_encoding(*_a, **_k):
-        raise AssertionError("the image was encoded again")
+    def job(prompt: str) -> list[tuple[str, str]]:
+        events: list[dict] = []
+        s = settings(references=twice, prompt=prompt, steps=1)
+        render_bundle(
+            bundle, s, tmp_path / prompt, [tiny_models], cache, Reporter(events.append), stages
+        )
+        return [(e["stage"], e["cache"]) for e in events if e["type"] == "note" and "cache" in e]
 
-    monkeypatch.setattr(loaded.encoder, "forward", no_encoding)
-    again = encode_references(pipe, s.model_copy(update={"prompt": "x"}), [tiny_models], Reporter())
-    assert again is not None and first is not None
-    assert torch.equal(again.cond[0], first.cond[0])
+    assert job("a lighthouse") == [("references", "miss")]
+    assert job("a red barn") == [("controls", "hit"), ("references", "hit")]
 
 
 def test_plus_adapter_and_two_references(tiny_models, cache, base, images):
@@ -369,6 +374,10 @@ def test_server_takes_references_from_the_bundle_zip(server, tmp_path, images):
             (refs("references/notes.png"), 422, "not a supported image"),
             (refs("/etc/hostname"), 400, "not a path inside the bundle"),
             (refs("references/flat.jpg", engine="animatediff-stock"), 400, "reference"),
+            # the colour-match frame travels the same way (docs/references.md)
+            (refs("references/flat.jpg", color_match={"image": "x.png"}), 422, "not in the"),
+            (refs("references/flat.jpg", color_match={"image": "/etc/x"}), 400, "not a path"),
+            ({"preset": "tiny", "engine": "preview", "color_match": {}}, 400, "match colours"),
         ]
         for settings, status, words in cases:
             r = post_job(client, data, settings)

@@ -1,7 +1,7 @@
 """Stage cache: results of the render stages, keyed by content hashes of their inputs.
 
 The idea is ComfyUI's DAG cache: a stage whose inputs did not change is not recomputed.
-Two stages are cached:
+Three stages are cached:
 
 - control images (an LRU of ControlSets within a byte budget). The key hashes the bundle's
   files and only the settings that can change control images, so a rerun that changes only
@@ -9,6 +9,9 @@ Two stages are cached:
   frames in files under `controls/` (controls/store.py; the budget counts those bytes), so a
   long shot's controls never sit in RAM; a folder goes when its ControlSet is evicted and no
   job still uses it. They do not outlive the process: rebuilding them costs seconds.
+- reference images' embeddings (EmbeddingCache, in memory): the image encoder and the
+  adapter's projection run once per image, model files and device; a prompt-only rerun
+  reuses them, as it reuses the control images.
 - finished frames, on disk in `frames/<key>/`. The key hashes the bundle, every setting and
   the model files' identity, so an identical rerun returns without computing, across
   restarts. Entries are PNGs and a JSON marker: loading one never unpickles anything. The
@@ -31,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +79,7 @@ GENERATION_ONLY = frozenset(
         "references",
         "ip_adapter",
         "image_encoder",
+        "color_match",
     }
 )
 # Fields of one control that only weight it during generation.
@@ -136,16 +141,48 @@ def models_signature(key: ModelKey | None) -> str:
 
 
 def _reference_images(settings: Settings) -> str:
-    """The reference images' contents (a path may be overwritten with another picture)."""
-    from storyshade.references import file_hash
+    """The contents of the images the settings name (references, the colour-match frame):
+    a path may be overwritten with another picture."""
+    from storyshade.references import file_hash, image_fields
 
     out = []
-    for ref in settings.references:
+    for _, image in image_fields(settings):
         try:
-            out.append(file_hash(ref.image))
+            out.append(file_hash(image))
         except OSError:
             out.append("missing")
     return json.dumps(out)
+
+
+class EmbeddingCache:
+    """Reference images' embeddings (a few tokens each: kilobytes), in memory, least
+    recently used dropped past `size`. The key (`key`) hashes the image's content and the adapter's and encoder's files, never the prompt,
+    so a job that changes only the prompt (or seed, steps, looks) encodes nothing."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(image_hash: str, files: tuple[Path, ...], device: Any, dtype: Any) -> str:
+        """An image's tokens: its content, the adapter's and encoder's files (path, size,
+        mtime), device and dtype; never the prompt."""
+        sig = [_files_signature(p) for p in files]
+        return _sha("embeddings", image_hash, repr(sig), str(device), str(dtype))
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +205,7 @@ class StageCache:
         self._controls: OrderedDict[str, ControlSet] = OrderedDict()
         self._control_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.embeddings = EmbeddingCache()
         (root / "frames").mkdir(parents=True, exist_ok=True)
 
     @property

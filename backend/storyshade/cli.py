@@ -36,6 +36,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         from storyshade.wire.references import parse_reference_arg
 
         overrides["references"] = [parse_reference_arg(r) for r in args.reference]
+    if args.color_match is not None:
+        from storyshade.references import parse_color_match_arg
+
+        overrides["color_match"] = parse_color_match_arg(args.color_match)
     settings = resolve(args.preset, overrides)
     roots = model_roots(args.models)
     if settings.engine != "preview":  # say what is missing before any work starts
@@ -45,7 +49,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         from storyshade.engine.levers import check_compile
 
         check_compile(settings)
-    if settings.references:  # unreadable images fail before any work too
+    if settings.references or settings.color_match:  # unreadable images fail now too
         from storyshade.references import check_references, resolve_paths
 
         check_references(resolve_paths(settings, bundle.root))
@@ -77,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="reference image (repeatable, up to 4; weight 0-2, default 0.8), for the whole "
         "frame or only inside look LOOK; replaces the preset's references "
         "(docs/references.md)",
+    )
+    p.add_argument(
+        "--color-match",
+        metavar="STRENGTH[:IMG]",
+        help="match every window's colours to the shot's first window, or to image IMG (a "
+        "frame of another shot); strength 0-1 (docs/references.md)",
     )
     p.set_defaults(func=cmd_render)
 

@@ -28,30 +28,45 @@ class ReferenceError(StoryShadeError):
     status = 422
 
 
-def _error(path: Path, index: int, problem: str, fix: str) -> ReferenceError:
-    return ReferenceError(
-        f"reference image {path}: {problem}", fix, field=f"settings.references.{index}.image"
-    )
+def _error(path: Path, field: str, problem: str, fix: str) -> ReferenceError:
+    return ReferenceError(f"reference image {path}: {problem}", fix, field=field)
+
+
+def _absolute(image: str, base: Path) -> str:
+    path = Path(image).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def resolve_paths(settings: Settings, base: Path) -> Settings:
-    """Settings whose reference paths are absolute (relative ones taken from `base`)."""
-    if not settings.references:
-        return settings
-    refs = []
-    for ref in settings.references:
-        path = Path(ref.image).expanduser()
-        if not path.is_absolute():
-            path = base / path
-        refs.append(ref.model_copy(update={"image": str(path)}))
-    return settings.model_copy(update={"references": refs})
+    """Settings whose reference paths (and the colour-match frame's) are absolute,
+    relative ones taken from `base`."""
+    update: dict[str, Any] = {}
+    if settings.references:
+        update["references"] = [
+            ref.model_copy(update={"image": _absolute(ref.image, base)})
+            for ref in settings.references
+        ]
+    cm = settings.color_match
+    if cm is not None and cm.image is not None:
+        update["color_match"] = cm.model_copy(update={"image": _absolute(cm.image, base)})
+    return settings.model_copy(update=update) if update else settings
 
 
-def load_image(path: str | Path, index: int = 0) -> Any:
-    """The image as an RGB PIL image, decoded within the limits above."""
+def image_fields(settings: Settings) -> list[tuple[str, str]]:
+    """(field, path) of every image the settings name: references and the colour-match frame."""
+    out = [(f"settings.references.{i}.image", r.image) for i, r in enumerate(settings.references)]
+    if settings.color_match is not None and settings.color_match.image is not None:
+        out.append(("settings.color_match.image", settings.color_match.image))
+    return out
+
+
+def load_image(path: str | Path, index: int = 0, field: str | None = None) -> Any:
+    """The image as an RGB PIL image, decoded within the limits above; errors name `field`
+    (default: reference `index`'s image)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    where = field or f"settings.references.{index}.image"
     fix_format = (
         f"save it as {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, at most {MAX_SIDE} px a side"
     )
@@ -59,16 +74,16 @@ def load_image(path: str | Path, index: int = 0) -> Any:
         size = path.stat().st_size
     except FileNotFoundError:
         raise _error(
-            path, index, "not found", "check the path (on the machine that renders)"
+            path, where, "not found", "check the path (on the machine that renders)"
         ) from None
     except OSError as exc:
-        raise _error(path, index, f"cannot be read ({exc.strerror})", "check the file") from None
+        raise _error(path, where, f"cannot be read ({exc.strerror})", "check the file") from None
     if not path.is_file():
-        raise _error(path, index, "is not a file", "name an image file")
+        raise _error(path, where, "is not a file", "name an image file")
     if size > MAX_BYTES:
         raise _error(
             path,
-            index,
+            where,
             f"is {size // (1024 * 1024)} MiB, over the {MAX_BYTES // (1024 * 1024)} MiB limit",
             fix_format,
         )
@@ -80,7 +95,7 @@ def load_image(path: str | Path, index: int = 0) -> Any:
             with Image.open(path, formats=FORMATS) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
-                    raise _error(path, index, f"is {w}x{h} pixels, over the limit", fix_format)
+                    raise _error(path, where, f"is {w}x{h} pixels, over the limit", fix_format)
                 img.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale
                 rgb = img.convert("RGB")
                 rgb.load()
@@ -89,22 +104,22 @@ def load_image(path: str | Path, index: int = 0) -> Any:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _error(
-            path, index, "declares more pixels than the limit (a decompression bomb?)", fix_format
+            path, where, "declares more pixels than the limit (a decompression bomb?)", fix_format
         ) from None
     except UnidentifiedImageError:
         raise _error(
-            path, index, f"is not a supported image ({', '.join(FORMATS)})", fix_format
+            path, where, f"is not a supported image ({', '.join(FORMATS)})", fix_format
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise _error(
-            path, index, f"cannot be decoded ({str(exc)[:160]})", "re-save the image"
+            path, where, f"cannot be decoded ({str(exc)[:160]})", "re-save the image"
         ) from None
 
 
 def check_references(settings: Settings) -> None:
-    """Every reference image decodes (paths must already be absolute)."""
-    for i, ref in enumerate(settings.references):
-        load_image(ref.image, i)
+    """Every image the settings name decodes (paths must already be absolute)."""
+    for field, image in image_fields(settings):
+        load_image(image, field=field)
 
 
 def file_hash(path: str | Path) -> str:
@@ -113,3 +128,20 @@ def file_hash(path: str | Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def parse_color_match_arg(text: str) -> dict[str, Any]:
+    """`STRENGTH[:IMG]` from the command line (`1`, `0.7:shot1/0012.png`); the image path
+    becomes absolute."""
+    head, sep, image = text.partition(":")
+    try:
+        out: dict[str, Any] = {"strength": float(head)}
+    except ValueError:
+        raise StoryShadeError(
+            f"--color-match '{text}' does not start with a strength",
+            "write STRENGTH[:IMG], e.g. --color-match 1 or --color-match 0.7:frame.png",
+            field="settings.color_match",
+        ) from None
+    if sep and image:
+        out["image"] = str(Path(image).expanduser().resolve())
+    return out

@@ -93,7 +93,8 @@ def _render(
     keys: StageKeys | None,
 ) -> list[Path]:
     bundle, settings = work.bundle, work.settings
-    engine = get_engine(settings.engine, roots, cache or ModelCache(), work.models)
+    embeddings = stages.embeddings if stages else None
+    engine = get_engine(settings.engine, roots, cache or ModelCache(), work.models, embeddings)
     if stages and keys:
         controls = stages.controls(
             keys.controls,

@@ -127,6 +127,29 @@ class Reference(BaseModel):
     )
 
 
+class ColorMatch(BaseModel):
+    """AdaIN colour matching: each context window's latent colour statistics pulled towards
+    a reference's, so windows of a long shot, and separate shots, keep one palette
+    (engine/color_match.py, docs/references.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strength: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="how far each window's per-channel mean/std move to the reference's "
+        "(0 = not at all, bit for bit; 1 = matched)",
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="reference frame (PNG, JPEG, WebP), e.g. a frame of another shot, relative "
+        "to the bundle; None = the shot's own first window",
+    )
+
+
 class Settings(BaseModel):
     """Every knob of a job. docs/engine.md says which fields each engine reads; fields an
     engine does not read are inert for it (and listed there)."""
@@ -210,6 +233,11 @@ class Settings(BaseModel):
     image_encoder: str = Field(
         default="image_encoder",
         description="CLIP vision image encoder folder the IP-Adapter was trained with",
+    )
+    color_match: ColorMatch | None = Field(
+        default=None,
+        description="windowed engine: match every window's latent colour statistics to the "
+        "first window or to an image (AdaIN; null = off)",
     )
     context_length: int = Field(
         default=16,

@@ -43,18 +43,25 @@ def for_worker(work: JobInput) -> tuple[dict[str, bytes], Settings]:
     relative to the bundle (the worker's folder is not this one). The files are sent once
     per job through Ray's object store (a retry reuses them), as bytes: no zip to build
     here or to open there."""
-    bundle = work.bundle
+    bundle, settings = work.bundle, work.settings
     names = [MANIFEST, *(n for e in bundle.shot.frames for n in (e.file, e.take) if n)]
     root = bundle.root.resolve()
-    refs = []
-    for ref in work.settings.references:
-        image = Path(ref.image).resolve()
-        if image.is_relative_to(root):
-            names.append(image.relative_to(root).as_posix())
-            ref = ref.model_copy(update={"image": names[-1]})
-        refs.append(ref)
+
+    def inside(path: str) -> str:
+        image = Path(path).resolve()
+        if not image.is_relative_to(root):
+            return path  # elsewhere on the server: the worker must share that path
+        names.append(image.relative_to(root).as_posix())
+        return names[-1]
+
+    update: dict[str, Any] = {
+        "references": [r.model_copy(update={"image": inside(r.image)}) for r in settings.references]
+    }
+    cm = settings.color_match
+    if cm is not None and cm.image is not None:
+        update["color_match"] = cm.model_copy(update={"image": inside(cm.image)})
     files = {name: (bundle.root / name).read_bytes() for name in dict.fromkeys(names)}
-    return files, work.settings.model_copy(update={"references": refs})
+    return files, settings.model_copy(update=update)
 
 
 class RayRunner:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from storyshade.engine.base import Engine
 from storyshade.errors import StoryShadeError
@@ -10,13 +11,18 @@ from storyshade.models.loader import ModelCache, ModelKey
 
 
 def get_engine(
-    name: str, roots: list[Path], cache: ModelCache, models: ModelKey | None = None
+    name: str,
+    roots: list[Path],
+    cache: ModelCache,
+    models: ModelKey | None = None,
+    embeddings: Any = None,
 ) -> Engine:
-    """`models`: the job's models, resolved at submit (None: the engine resolves them)."""
+    """`models`: the job's models, resolved at submit (None: the engine resolves them);
+    `embeddings`: the stage cache's store of reference embeddings (windowed engine)."""
     if name == "animatediff":
         from storyshade.engine.windowed import WindowedAnimateDiffEngine
 
-        return WindowedAnimateDiffEngine(roots, cache, models)
+        return WindowedAnimateDiffEngine(roots, cache, models, embeddings)
     if name == "animatediff-stock":  # the diffusers pipeline as shipped: the reference
         from storyshade.engine.animatediff import StockAnimateDiffEngine
 

@@ -100,6 +100,7 @@ class StockAnimateDiffEngine:
         import torch
         from PIL import Image
 
+        from storyshade.engine.color_match import check_color_match_engine
         from storyshade.engine.references import check_references_engine
         from storyshade.engine.regions import check_looks_engine
         from storyshade.engine.windowed import check_windows
@@ -108,6 +109,7 @@ class StockAnimateDiffEngine:
         check_held_engine(self.name, bool(held))
         check_looks_engine(self.name, bool(controls.regions))
         check_references_engine(self.name, bool(settings.references))
+        check_color_match_engine(self.name, settings.color_match)
         check_stock_shot(settings, n, self.roots)
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
         check_windows(settings, pipe.unet)

@@ -20,6 +20,7 @@ import numpy as np
 from storyshade.controls import ControlSet
 from storyshade.controls.lines import geometry_edges
 from storyshade.controls.normal import background_u8, decode
+from storyshade.engine.color_match import check_color_match_engine
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 from storyshade.wire.states import Stage
@@ -99,6 +100,7 @@ class PreviewEngine:
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
+        check_color_match_engine(self.name, settings.color_match)
         if settings.references:
             reporter.note(
                 "the preview engine draws no model, so reference images change nothing here",

@@ -1,9 +1,11 @@
 """Reference images inside the model: IP-Adapter tokens as extra keys and values.
 
 Each reference image is encoded once per job (CLIP vision encoder, then the adapter's
-image projection) into a few tokens of the text's width. In every spatial cross-attention
-layer of the UNet the queries then attend, besides the text, to each reference's tokens
-through the adapter's `to_k_ip`/`to_v_ip` for that layer, and the results are added:
+image projection) into a few tokens of the text's width, kept in the stage cache
+(cache.EmbeddingCache) for later jobs with the same image and model files. In every
+spatial cross-attention layer of the UNet the queries then attend, besides the text, to
+each reference's tokens through the adapter's `to_k_ip`/`to_v_ip` for that layer, and the
+results are added:
 
     out = attention(q, text) + sum_r weight_r * attention(q, reference_r)
 
@@ -24,10 +26,9 @@ Weight 0 (or no reference) installs nothing: the frames are bit for bit those wi
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ from storyshade.settings import Settings
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-MAX_EMBEDS = 32  # reference embeddings kept per loaded adapter (across jobs)
 
 
 def check_references_engine(engine: str, has_references: bool) -> None:
@@ -74,12 +74,11 @@ def preprocess(image: Any, size: int) -> torch.Tensor:
 
 @dataclass
 class LoadedReferences:
-    """An IP-Adapter and its image encoder on the pipeline's device, plus the embeddings of
-    images already seen (by file content), so a rerun does not encode them again."""
+    """An IP-Adapter and its image encoder on the pipeline's device (their files: `paths`)."""
 
     adapter: Any  # models.ip_adapter.IPAdapterWeights
     encoder: Any
-    embeds: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    paths: tuple[Path, Path]
     blank: torch.Tensor | None = None
 
     @property
@@ -96,17 +95,10 @@ class LoadedReferences:
         proj = self.adapter.image_proj
         return proj(out.to(next(proj.parameters()).dtype))
 
-    def tokens(self, image: Any, key: str) -> torch.Tensor:
-        """(1, T, cross) tokens of one image (cached by content)."""
-        if key in self.embeds:
-            self.embeds.move_to_end(key)
-            return self.embeds[key]
+    def tokens(self, image: Any) -> torch.Tensor:
+        """(1, T, cross) tokens of one image."""
         size = self.encoder.config.image_size
-        out = self._encode(preprocess(image, size)[None])
-        self.embeds[key] = out
-        while len(self.embeds) > MAX_EMBEDS:
-            self.embeds.popitem(last=False)
-        return out
+        return self._encode(preprocess(image, size)[None])
 
     def blank_tokens(self) -> torch.Tensor:
         """(1, T, cross): what unconditional rows see (diffusers: a zero embedding for base,
@@ -133,7 +125,9 @@ def loaded_references(pipe: Any, adapter: Path, encoder: Path) -> LoadedReferenc
         resident.clear()  # one adapter at a time beside a pipeline
         device, dtype = pipe.unet.device, pipe.unet.dtype
         resident[stamp] = LoadedReferences(
-            load_ip_adapter(adapter, device, dtype), load_image_encoder(encoder, device, dtype)
+            load_ip_adapter(adapter, device, dtype),
+            load_image_encoder(encoder, device, dtype),
+            (adapter, encoder),
         )
     return resident[stamp]
 
@@ -316,10 +310,13 @@ def encode_references(
     reporter: Reporter,
     looks: Sequence[dict] = (),
     regions: Any = None,
+    store: Any = None,
 ) -> ReferenceState | None:
-    """Each reference's tokens (once per image per job; by content across jobs), or None
-    when there is nothing to add (no references, or every weight 0). A reference on a
-    look (`look`: its name) acts inside that look's per-frame masks from `regions`."""
+    """Each reference's tokens, or None when there is nothing to add (no references, or
+    every weight 0). An image is encoded once per job, and not at all when `store` (the
+    stage cache's EmbeddingCache) has it from an earlier job; each hit is a note event
+    (cache "hit", reused "embeddings"), each encoding one with cache "miss". A reference
+    on a look (`look`: its name) acts inside that look's per-frame masks from `regions`."""
     from storyshade.models.loader import reference_files
 
     used = [(i, r) for i, r in enumerate(settings.references) if r.weight != 0]
@@ -335,9 +332,34 @@ def encode_references(
     refs = loaded_references(pipe, adapter_path, encoder_path)
     check_fits(_unet_cross_attentions(pipe.unet), refs.adapter, settings.checkpoint)
     cond = []
+    job: dict[str, torch.Tensor] = {}  # one encoding per image per job, even without a store
+    p = next(refs.adapter.image_proj.parameters())
     for i, ref in used:
         reporter.check()
-        cond.append(refs.tokens(load_image(ref.image, i), file_hash(ref.image)))
+        try:
+            digest = file_hash(ref.image)
+        except OSError:
+            load_image(ref.image, i)  # names the file and the problem
+            raise
+        tokens = job.get(digest)
+        key = store.key(digest, refs.paths, p.device, p.dtype) if store is not None else ""
+        if tokens is None and store is not None:
+            tokens = store.get(key)
+            if tokens is not None:
+                reporter.note(
+                    f"reference {i}: image embeddings reused from the stage cache",
+                    stage="references",
+                    cache="hit",
+                    reused="embeddings",
+                    key=key[:16],
+                )
+        if tokens is None:
+            tokens = refs.tokens(load_image(ref.image, i))
+            reporter.note(f"reference {i}: image encoded", stage="references", cache="miss")
+            if store is not None:
+                store.put(key, tokens)
+        job[digest] = tokens
+        cond.append(tokens)
     weights = [r.weight for _, r in used]
     return ReferenceState(cond, refs.blank_tokens(), weights, refs.adapter.kv, places, regions)
 

@@ -154,6 +154,7 @@ class WindowedSampler:
         self.step_cache: StepCache | None = None  # per denoise() when config.step_cache > 1
         self.calls = ModelCalls(pipe, False, reporter)  # compiled ones: engine/compiled.py
         self._window: range = range(0)
+        self.color_match: Any = None  # ColorMatcher: AdaIN between windows (engine/color_match.py)
 
     @property
     def cfg(self) -> bool:
@@ -431,6 +432,10 @@ class WindowedSampler:
                 return self.predict(latents, t, text, controls, specs, window, plan, active)
 
             pred = self.fallback.run(work, f"step {i + 1} window {w + 1}")
+            if self.color_match is not None:
+                pred = self.color_match.window(
+                    pred, latents[:, :, window.start : window.stop], t, w
+                )
             share = share.to(self.device).view(1, 1, -1, 1, 1)
             fused[:, :, window.start : window.stop] += pred * share
             del pred

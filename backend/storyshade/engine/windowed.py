@@ -21,6 +21,7 @@ from storyshade.controls import ControlSet
 from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.chunking import Plan
+from storyshade.engine.color_match import color_matcher
 from storyshade.engine.compiled import ModelCalls
 from storyshade.engine.levers import check_compile, wanted
 from storyshade.engine.noise import hires_seed, initial_noise
@@ -183,11 +184,16 @@ class WindowedAnimateDiffEngine:
     name = "animatediff"
 
     def __init__(
-        self, roots: list[Path], cache: ModelCache, models: ModelKey | None = None
+        self,
+        roots: list[Path],
+        cache: ModelCache,
+        models: ModelKey | None = None,
+        embeddings: Any = None,
     ) -> None:
         self.roots = roots
         self.cache = cache
         self.models = models  # the job's, resolved at submit
+        self.embeddings = embeddings  # the stage cache's EmbeddingCache (cache.py), if any
 
     def render(
         self,
@@ -236,7 +242,7 @@ class WindowedAnimateDiffEngine:
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )
             sampler.references = encode_references(
-                pipe, settings, self.roots, reporter, looks, sampler.regions
+                pipe, settings, self.roots, reporter, looks, sampler.regions, self.embeddings
             )
             with (
                 reference_attention(pipe.unet, sampler.references),  # outside: looks wrap it
@@ -245,6 +251,7 @@ class WindowedAnimateDiffEngine:
                 else nullcontext(),
             ):
                 clean = encode_held(pipe, held) if held else None
+                sampler.color_match = color_matcher(pipe, settings, sampler.scheduler)
                 latents = sampler.denoise(noise, text, frames, specs, clean)
                 if settings.hires:
                     latents = hires_pass(

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_held_engine, check_stock_shot
+from storyshade.engine.color_match import check_color_match_engine
 from storyshade.engine.levers import check_compile
 from storyshade.engine.references import check_reference_looks, check_references_engine
 from storyshade.engine.regions import check_looks_engine
@@ -18,7 +19,7 @@ from storyshade.errors import ModelError, StoryShadeError
 from storyshade.job_input import needs_models
 from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.presets import resolve
-from storyshade.references import check_references, resolve_paths
+from storyshade.references import check_references, image_fields, resolve_paths
 from storyshade.server.jobs import Job, JobStore
 from storyshade.server.upload import Limits, unpack_bundle
 from storyshade.settings import Settings, hires_size
@@ -34,16 +35,18 @@ def check_request_references(overrides: dict[str, Any]) -> None:
     """Reference images a request names are files of its bundle (a preset's may be
     anywhere on the server: presets are the server's own files)."""
     refs = overrides.get("references")
-    if not isinstance(refs, list):
-        return
-    for i, ref in enumerate(refs):
+    named = []
+    if isinstance(refs, list):
+        named = [(f"settings.references.{i}.image", ref) for i, ref in enumerate(refs)]
+    named.append(("settings.color_match.image", overrides.get("color_match")))
+    for field, ref in named:
         image = ref.get("image") if isinstance(ref, dict) else None
         if isinstance(image, str) and not (BUNDLE_FILE.fullmatch(image) and ".." not in image):
             raise StoryShadeError(
                 f"reference image '{image[:80]}' is not a path inside the bundle",
                 "put the image in the bundle zip beside shot.json and name it relative to it "
                 '(e.g. "references/girl.png")',
-                field=f"settings.references.{i}.image",
+                field=field,
             )
 
 
@@ -172,7 +175,8 @@ def accept_job(
     try:
         job_dir.mkdir(parents=True)
         check_references_engine(settings.engine, bool(settings.references))
-        inside = [r.image for r in settings.references if not Path(r.image).is_absolute()]
+        check_color_match_engine(settings.engine, settings.color_match)
+        inside = [image for _, image in image_fields(settings) if not Path(image).is_absolute()]
         bundle = unpack_bundle(fileobj, job_dir, limits, inside)
         settings = resolve_paths(settings, bundle.root)
         check_references(settings)  # unreadable or refused images: a 422 naming the file
