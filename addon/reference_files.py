@@ -12,15 +12,14 @@ before minutes of export and upload.
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 from .errors import InputError
+from .wire.layout import REFERENCE_DIR, plain_name
 from .wire.references import MAX_REFERENCES
 
 MAX_BYTES = 32 * 1024 * 1024  # the server's limit per image
-FOLDER = "references"  # inside the bundle, beside shot.json
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WebP", ".bmp": "BMP"}
 SUPPORTED = "PNG, JPEG, WebP or BMP"
 
@@ -126,8 +125,8 @@ def bundle_name(index: int, image: str) -> str:
     may share a file name), with only the characters the server takes in a bundle path
     (letters, digits, space, `._()+-`; `girl's #2.png` becomes `1-girl_s _2.png`)."""
     path = Path(image)
-    stem = re.sub(r"[^\w .()+\-]", "_", path.stem)[:60]
-    return f"{FOLDER}/{index + 1}-{stem}{path.suffix.lower()}"
+    stem = plain_name(path.stem)[:60]
+    return f"{REFERENCE_DIR}/{index + 1}-{stem}{path.suffix.lower()}"
 
 
 def wire_settings(settings: dict) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 FORMAT = "storyshade.shot"
 # A bundle is written at the lowest version that holds what it carries:
 # 1: passes and cameras; 2: + per-object looks; 3: + held frames (re-shading part of a take).
@@ -12,6 +14,15 @@ MANIFEST = "shot.json"
 PASS_DIR = "frames"  # one multilayer EXR per frame
 TAKE_DIR = "take"  # held frames' pictures (version 3)
 REFERENCE_DIR = "references"  # reference images a job names, relative to shot.json
+# An image a request names inside its bundle: plain folder and file names of these
+# characters, at most four deep (the server refuses others; the add-on renames to fit).
+NAME_CHARS = r"\w .()+\-"
+BUNDLE_IMAGE = re.compile(rf"[\w][{NAME_CHARS}]{{0,99}}(/[\w][{NAME_CHARS}]{{0,99}}){{0,3}}")
+
+
+def plain_name(text: str) -> str:
+    """`text` with every character a bundle path may not hold replaced by `_`."""
+    return re.sub(rf"[^{NAME_CHARS}]", "_", text)
 
 
 def frame_name(frame: int) -> str:

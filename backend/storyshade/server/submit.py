@@ -24,11 +24,10 @@ from storyshade.server.jobs import Job, JobStore
 from storyshade.server.upload import Limits, unpack_bundle
 from storyshade.settings import Settings, hires_size
 from storyshade.wire import manifest
+from storyshade.wire.layout import BUNDLE_IMAGE
 
 # Model names are folder or file names inside the models root, never paths.
 MODEL_NAME = re.compile(r"[\w][\w .()+\-\[\]]{0,199}")
-# A request's reference images travel in the bundle zip: relative paths inside it only.
-BUNDLE_FILE = re.compile(r"[\w][\w .()+\-]{0,99}(/[\w][\w .()+\-]{0,99}){0,3}")
 
 
 def check_request_references(overrides: dict[str, Any]) -> None:
@@ -41,7 +40,7 @@ def check_request_references(overrides: dict[str, Any]) -> None:
     named.append(("settings.color_match.image", overrides.get("color_match")))
     for field, ref in named:
         image = ref.get("image") if isinstance(ref, dict) else None
-        if isinstance(image, str) and not (BUNDLE_FILE.fullmatch(image) and ".." not in image):
+        if isinstance(image, str) and not (BUNDLE_IMAGE.fullmatch(image) and ".." not in image):
             raise StoryShadeError(
                 f"reference image '{image[:80]}' is not a path inside the bundle",
                 "put the image in the bundle zip beside shot.json and name it relative to it "
