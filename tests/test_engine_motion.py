@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 from storyshade.engine.animatediff import StockAnimateDiffEngine
-from storyshade.engine.motion import motion_modules, motion_scaled
+from storyshade.engine.motion import motion_modules, scale_motion
+from storyshade.engine.pipeline_edits import edited
 from storyshade.engine.sampling import WindowedSampler
 from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
 from storyshade.errors import StoryShadeError
@@ -104,10 +105,10 @@ def test_motion_scale_one_is_untouched_and_half_is_in_between(tiny_models, cache
     noise = shot_noise(settings, FRAMES, (4, SIZE // 2, SIZE // 2))
     plain = windowed_latents(pipe, settings, controls, noise)  # motion_scale 1.0, the default
 
-    with motion_scaled(pipe.unet, 1.0) as touched:
-        assert touched == 0
-    with motion_scaled(pipe.unet, 0.5) as touched:
-        assert touched == len(motion_modules(pipe.unet)) > 0
+    with edited() as edits:
+        assert scale_motion(edits, pipe.unet, 1.0) == 0
+    with edited() as edits:
+        assert scale_motion(edits, pipe.unet, 0.5) == len(motion_modules(pipe.unet)) > 0
     assert all("forward" not in m.__dict__ for m in motion_modules(pipe.unet)), "restored"
     again = windowed_latents(pipe, settings, controls, noise)
     assert torch.equal(plain, again), "scaling once leaves the cached pipeline as it was"
@@ -125,9 +126,11 @@ def test_scaled_motion_module_blends_its_residual(tiny_models, cache):
     x = torch.randn(2 * 4, channels, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         full = module(x, num_frames=4)
-        with motion_scaled(pipe.unet, 0.25):
+        with edited() as edits:
+            scale_motion(edits, pipe.unet, 0.25)
             quarter = module(x, num_frames=4)
-        with motion_scaled(pipe.unet, 0.0):
+        with edited() as edits:
+            scale_motion(edits, pipe.unet, 0.0)
             none = module(x, num_frames=4)
     torch.testing.assert_close(quarter, x + 0.25 * (full - x))
     assert torch.equal(none, x)

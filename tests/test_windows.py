@@ -6,9 +6,10 @@ from itertools import pairwise
 
 import pytest
 import torch
-from storyshade.engine.chunking import Plan, Split, chunked
+from storyshade.engine.chunking import Plan, Split, slice_models
 from storyshade.engine.noise import frame_noise, free_noise_sources, initial_noise
 from storyshade.engine.oom import Fallback, ladder
+from storyshade.engine.pipeline_edits import edited
 from storyshade.engine.windows import context_windows, fusion_weights
 
 SHAPES = [(1, 16, 4), (5, 16, 4), (16, 16, 4), (17, 16, 4), (32, 16, 4), (64, 16, 4), (100, 16, 4)]
@@ -111,7 +112,7 @@ def test_split_gives_the_unsplit_result():
             assert torch.allclose(Split(layer, size, dim)(x), layer(x), atol=1e-6)
 
 
-def test_chunked_restores_the_original_modules(tiny_models):
+def test_sliced_models_get_their_original_modules_back(tiny_models):
     from diffusers import UNetMotionModel
     from storyshade.models.loader import ModelCache, model_key
     from storyshade.models.tiny import TINY_NAMES
@@ -125,11 +126,13 @@ def test_chunked_restores_the_original_modules(tiny_models):
     unet: UNetMotionModel = ModelCache().get(model_key([tiny_models], settings)).unet
     before = {name: type(m) for name, m in unet.named_modules()}
     plan = Plan(temporal_chunk=7, ff_chunk=5, attention_slice=1)
-    with chunked([unet], plan):
+    with edited() as edits:
+        assert slice_models(edits, [unet], plan) > 0
         wrapped = [m for m in unet.modules() if isinstance(m, Split)]
         assert {(m.dim, m.size) for m in wrapped} == {(0, 7), (1, 5), (0, 1)}
     assert {name: type(m) for name, m in unet.named_modules()} == before
-    with pytest.raises(RuntimeError), chunked([unet], plan):
+    with pytest.raises(RuntimeError), edited() as edits:
+        slice_models(edits, [unet], plan)
         raise RuntimeError("a failing window")
     assert {name: type(m) for name, m in unet.named_modules()} == before
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
-from storyshade.engine.motion import motion_scaled
+from storyshade.engine.motion import scale_motion
+from storyshade.engine.pipeline_edits import edited
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.progress import Reporter
@@ -138,36 +139,34 @@ class StockAnimateDiffEngine:
 
         single = len(roles) == 1
         free_noise = settings.free_noise and n > settings.context_length
-        if free_noise:
-            pipe.enable_free_noise(
-                context_length=settings.context_length,
-                context_stride=settings.context_length - settings.context_overlap,
-                weighting_scheme=settings.context_fuse,
-            )
         generator = torch.Generator("cpu").manual_seed(settings.seed)
-        try:
-            with motion_scaled(pipe.unet, settings.motion_scale):
-                result = pipe(
-                    prompt=settings.full_prompt,
-                    negative_prompt=settings.negative_prompt or None,
-                    num_frames=n,
-                    width=settings.width,
-                    height=settings.height,
-                    num_inference_steps=settings.steps,
-                    guidance_scale=settings.guidance_scale,
-                    conditioning_frames=conditioning[0] if single else conditioning,
-                    controlnet_conditioning_scale=scales[0] if single else scales,
-                    control_guidance_start=starts[0] if single else starts,
-                    control_guidance_end=ends[0] if single else ends,
-                    guess_mode=specs[0].guess_mode,
-                    generator=generator,
-                    decode_chunk_size=settings.decode_chunk_size,
-                    output_type="np",
-                    callback_on_step_end=on_step,
+        with edited() as edits:  # the cached pipeline serves other jobs: all undone after
+            if free_noise:
+                pipe.enable_free_noise(
+                    context_length=settings.context_length,
+                    context_stride=settings.context_length - settings.context_overlap,
+                    weighting_scheme=settings.context_fuse,
                 )
-        finally:
-            if free_noise:  # the cached pipeline serves other jobs
-                disable_free_noise(pipe)
+                edits.callback(lambda: disable_free_noise(pipe))
+            scale_motion(edits, pipe.unet, settings.motion_scale)
+            result = pipe(
+                prompt=settings.full_prompt,
+                negative_prompt=settings.negative_prompt or None,
+                num_frames=n,
+                width=settings.width,
+                height=settings.height,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                conditioning_frames=conditioning[0] if single else conditioning,
+                controlnet_conditioning_scale=scales[0] if single else scales,
+                control_guidance_start=starts[0] if single else starts,
+                control_guidance_end=ends[0] if single else ends,
+                guess_mode=specs[0].guess_mode,
+                generator=generator,
+                decode_chunk_size=settings.decode_chunk_size,
+                output_type="np",
+                callback_on_step_end=on_step,
+            )
         frames = result.frames[0]
         for i in range(n):
             yield i, np.round(np.clip(frames[i], 0, 1) * 255).astype(np.uint8)

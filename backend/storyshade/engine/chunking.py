@@ -4,20 +4,21 @@ Within one window the largest activations are the feed-forward layers (tokens x 
 channels for GEGLU) and attention. Every one of these is independent across some axis:
 temporal blocks (after their GroupNorm) across spatial positions, spatial feed-forward
 across tokens, spatial attention across frames. Running them in slices of that axis caps
-peak memory without changing the result. `chunked(models, plan)` swaps slicing wrappers in
-for the duration of a window and always puts the original modules back, because the same
-loaded pipeline also serves the stock engine.
+peak memory without changing the result. `slice_models(edits, models, plan)` swaps slicing
+wrappers in for one window, as PipelineEdits changes, so the original modules come back
+when the window's block ends: the same loaded pipeline serves later jobs and the stock
+engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from storyshade.engine.pipeline_edits import PipelineEdits
 
 
 @dataclass(frozen=True)
@@ -108,18 +109,12 @@ def _targets(model: nn.Module, plan: Plan) -> list[tuple[nn.Module, str, int, in
     return found
 
 
-@contextmanager
-def chunked(models: list[nn.Module], plan: Plan) -> Iterator[None]:
-    """Apply the plan's slicing to `models` for the duration of the block."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    try:
-        if plan.slices:
-            for model in models:
-                for parent, attr, size, dim in _targets(model, plan):
-                    original = parent._modules[attr]
-                    swapped.append((parent, attr, original))
-                    parent._modules[attr] = Split(original, size, dim)
-        yield
-    finally:
-        for parent, attr, original in reversed(swapped):
-            parent._modules[attr] = original
+def slice_models(edits: PipelineEdits, models: list[nn.Module], plan: Plan) -> int:
+    """Apply the plan's slicing to `models` until `edits` are undone; how many wrappers."""
+    count = 0
+    if plan.slices:
+        for model in models:
+            for parent, attr, size, dim in _targets(model, plan):
+                edits.child(parent, attr, Split(parent._modules[attr], size, dim))
+                count += 1
+    return count

@@ -5,17 +5,17 @@ scale multiplies that residual: 0 leaves every frame to the spatial UNet alone (
 module is skipped, so the result is exactly the per-frame image model), 1 is AnimateDiff as
 trained, in between damps the motion, above 1 exaggerates it.
 
-The module's own `forward` is swapped on the instance for the duration of a render rather
-than wrapping the module: its structure (`transformer_blocks`, which FreeNoise and the
-chunking plans reach into) stays untouched, and the cached pipeline is restored afterwards
-for the next job.
+The module's own `forward` is shadowed on the instance (a PipelineEdits change, undone when
+the job's block ends) rather than wrapping the module: its structure (`transformer_blocks`,
+which FreeNoise and the chunking plans reach into) stays untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from storyshade.engine.pipeline_edits import PipelineEdits
 
 if TYPE_CHECKING:  # torch is imported by whoever hands us a model
     import torch
@@ -39,21 +39,15 @@ def _scaled(original: Callable[..., torch.Tensor], scale: float) -> Callable[...
     return forward
 
 
-@contextmanager
-def motion_scaled(unet: nn.Module, scale: float) -> Iterator[int]:
-    """Scale every motion module's residual by `scale` inside the block.
+def scale_motion(edits: PipelineEdits, unet: nn.Module, scale: float) -> int:
+    """Scale every motion module's residual by `scale` until `edits` are undone.
 
-    Yields how many modules were scaled. At 1.0 nothing is touched, so the output is
+    Returns how many modules were scaled. At 1.0 nothing is touched, so the output is
     bit-identical to the unscaled model.
     """
     if scale == 1.0:
-        yield 0
-        return
+        return 0
     modules = motion_modules(unet)
-    try:
-        for module in modules:
-            module.forward = _scaled(module.forward, scale)
-        yield len(modules)
-    finally:
-        for module in modules:
-            module.__dict__.pop("forward", None)
+    for module in modules:
+        edits.forward(module, _scaled(module.forward, scale))
+    return len(modules)

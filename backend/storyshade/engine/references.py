@@ -26,8 +26,7 @@ Weight 0 (or no reference) installs nothing: the frames are bit for bit those wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storyshade.engine.pipeline_edits import PipelineEdits
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.progress import Reporter
 from storyshade.references import file_hash, load_image
@@ -287,20 +287,15 @@ def check_fits(modules: Sequence[Any], adapter: Any, checkpoint: str) -> None:
         )
 
 
-@contextmanager
-def reference_attention(unet: nn.Module, state: ReferenceState | None) -> Iterator[int]:
-    """Install the reference processors on the UNet's spatial cross-attention for the
-    block (the originals come back, also after an error). With no state, nothing."""
-    swapped: list[tuple[Any, Any]] = []
-    try:
-        if state is not None:
-            for i, module in enumerate(_unet_cross_attentions(unet)):
-                swapped.append((module, module.processor))
-                module.set_processor(ReferenceAttnProcessor(module.processor, state, i))
-        yield len(swapped)
-    finally:
-        for module, original in reversed(swapped):
-            module.set_processor(original)
+def install_references(edits: PipelineEdits, unet: nn.Module, state: ReferenceState | None) -> int:
+    """Put the reference processors on the UNet's spatial cross-attention until `edits` are
+    undone; how many. With no state, nothing."""
+    if state is None:
+        return 0
+    modules = _unet_cross_attentions(unet)
+    for i, module in enumerate(modules):
+        edits.processor(module, ReferenceAttnProcessor(module.processor, state, i))
+    return len(modules)
 
 
 def encode_references(

@@ -23,7 +23,6 @@ reference tokens' attention) is added to the blend, so references and looks comp
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storyshade.engine.pipeline_edits import PipelineEdits
 from storyshade.errors import StoryShadeError
 from storyshade.settings import Settings
 
@@ -247,21 +247,19 @@ def _check_plain(module: Any) -> None:
         )
 
 
-@contextmanager
-def regional_attention(models: Sequence[nn.Module], state: RegionState) -> Iterator[int]:
-    """Install the regional processors on `models` for the block (the pipeline is shared
-    between jobs: the originals come back, also after an error). Yields how many."""
-    swapped: list[tuple[Any, Any]] = []
-    try:
-        for model in models:
-            for module in _cross_attentions(model):
-                _check_plain(module)
-                swapped.append((module, module.processor))
-                module.set_processor(RegionalAttnProcessor(module.processor, state))
-        yield len(swapped)
-    finally:
-        for module, original in reversed(swapped):
-            module.set_processor(original)
+def install_regions(
+    edits: PipelineEdits, models: Sequence[nn.Module], state: RegionState | None
+) -> int:
+    """Put the regional processors on `models` until `edits` are undone; how many. With no
+    state (no looks), nothing. Every module is checked before any is changed."""
+    if state is None:
+        return 0
+    modules = [m for model in models for m in _cross_attentions(model)]
+    for module in modules:
+        _check_plain(module)
+    for module in modules:
+        edits.processor(module, RegionalAttnProcessor(module.processor, state))
+    return len(modules)
 
 
 def encode_looks(

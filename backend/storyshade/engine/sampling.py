@@ -20,13 +20,15 @@ import torch
 from diffusers.models import MultiControlNetModel
 from torch import nn
 
-from storyshade.engine.chunking import Plan, chunked
+from storyshade.engine.chunking import Plan, slice_models
 from storyshade.engine.compiled import ModelCalls
 from storyshade.engine.latent_preview import preview_strip
-from storyshade.engine.motion import motion_scaled
+from storyshade.engine.motion import scale_motion
 from storyshade.engine.noise import step_generators
 from storyshade.engine.oom import Fallback, free_cached_memory, ladder
-from storyshade.engine.regions import RegionState
+from storyshade.engine.pipeline_edits import PipelineEdits, edited
+from storyshade.engine.references import install_references
+from storyshade.engine.regions import RegionState, install_regions
 from storyshade.engine.step_cache import StepCache
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
 from storyshade.progress import Reporter
@@ -48,6 +50,8 @@ class SamplerConfig:
     motion_scale: scale of the motion modules' residual (engine/motion.py).
     step_cache: run the UNet's deep blocks every this many steps and reuse their features
         in between (engine/step_cache.py); 1 = off.
+    channels_last: NHWC weights for the UNet and ControlNets while denoising and the VAE
+        while decoding, on CUDA only (faster fp16 convolutions there).
     """
 
     steps: int
@@ -60,6 +64,7 @@ class SamplerConfig:
     preview_every: int = 0
     motion_scale: float = 1.0
     step_cache: int = 1
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,7 +304,8 @@ class WindowedSampler:
             if not (plan.cfg_split and self.cfg)
             else [(x[:1], text[:1], ("uncond",)), (x[1:], text[1:], ("cond",))]
         )
-        with chunked([self.unet, self.controlnet], plan):
+        with edited() as edits:  # this window's slicing only
+            slice_models(edits, [self.unet, self.controlnet], plan)
             outs = [self._forward(xp, t, tp, images, specs, plan, br) for xp, tp, br in parts]
         pred = (torch.cat(outs) if len(outs) > 1 else outs[0]).float()
         if self.cfg:
@@ -392,22 +398,29 @@ class WindowedSampler:
             clean = torch.stack([held[k] for k in keep], dim=1).unsqueeze(0)
             clean = clean.to(self.device, torch.float32)
             own_noise = noise[:, :, keep].to(self.device, torch.float32)
-        try:
-            with motion_scaled(self.unet, cfg.motion_scale):
-                for i, t in enumerate(timesteps):
-                    if keep:
-                        latents[:, :, keep] = self.scheduler.add_noise(clean, own_noise, t[None])
-                    if self.step_cache:
-                        self.step_cache.start(i)
-                    active = [s.active(i, len(timesteps)) for s in specs]
-                    fused = self._step(
-                        i, t, latents, text, controls, specs, active, schedule[i], stage
-                    )
-                    latents, estimate = self._scheduler_step(fused, t, latents, step_kwargs)
-                    self._maybe_preview(i + 1, len(timesteps), estimate)
-        finally:
-            self.placement.restore()
+        with edited() as edits:
+            self._edit(edits)
+            for i, t in enumerate(timesteps):
+                if keep:
+                    latents[:, :, keep] = self.scheduler.add_noise(clean, own_noise, t[None])
+                if self.step_cache:
+                    self.step_cache.start(i)
+                active = [s.active(i, len(timesteps)) for s in specs]
+                fused = self._step(i, t, latents, text, controls, specs, active, schedule[i], stage)
+                latents, estimate = self._scheduler_step(fused, t, latents, step_kwargs)
+                self._maybe_preview(i + 1, len(timesteps), estimate)
         return latents
+
+    def _edit(self, edits: PipelineEdits) -> None:
+        """Every change this job makes to the shared pipeline for a denoising pass, all
+        undone when `denoise` ends, however it ends (engine/pipeline_edits.py)."""
+        if self.config.channels_last and self.device.type == "cuda":
+            for model in (self.unet, self.controlnet):
+                edits.memory_format(model, torch.channels_last)
+        install_references(edits, self.unet, self.references)  # first: looks wrap it
+        install_regions(edits, [self.unet, self.controlnet], self.regions)
+        scale_motion(edits, self.unet, self.config.motion_scale)
+        edits.callback(self.placement.restore)  # offloaded models back on the device
 
     def _step(
         self,
@@ -479,6 +492,14 @@ class WindowedSampler:
             latents.shape[2], *scaled.shape[1:2], *scaled.shape[3:]
         )
         order = [k for k in range(latents.shape[2]) if k not in skip]
+        with edited() as edits:  # a generator: undone when it ends or is closed
+            if self.config.channels_last and self.device.type == "cuda":
+                edits.memory_format(self.vae, torch.channels_last)
+            yield from self._decode_all(flat, order, chunk)
+
+    def _decode_all(
+        self, flat: torch.Tensor, order: list[int], chunk: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
         num_frames = len(order)
         start = 0
         while start < num_frames:

@@ -10,7 +10,6 @@ Memory is then set by the context length, not by the shot length.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from storyshade.engine.color_match import color_matcher
 from storyshade.engine.compiled import ModelCalls
 from storyshade.engine.levers import check_compile, wanted
 from storyshade.engine.noise import hires_seed, initial_noise
-from storyshade.engine.references import encode_references, reference_attention
-from storyshade.engine.regions import RegionState, encode_looks, regional_attention
+from storyshade.engine.references import encode_references
+from storyshade.engine.regions import RegionState, encode_looks
 from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
 from storyshade.engine.windows import check_context
 from storyshade.errors import StoryShadeError
@@ -48,6 +47,7 @@ def sampler_config(settings: Settings) -> SamplerConfig:
         preview_every=settings.preview_every,
         motion_scale=settings.motion_scale,
         step_cache=settings.step_cache,
+        channels_last=settings.channels_last,
     )
 
 
@@ -172,14 +172,6 @@ def hires_pass(
     )
 
 
-def prefer_channels_last(pipe: Any) -> None:
-    """On CUDA, convolutions in fp16/bf16 run faster in NHWC (tensor-core layouts)."""
-    import torch
-
-    for model in (pipe.unet, pipe.controlnet, pipe.vae):
-        model.to(memory_format=torch.channels_last)
-
-
 class WindowedAnimateDiffEngine:
     name = "animatediff"
 
@@ -207,8 +199,6 @@ class WindowedAnimateDiffEngine:
         check_compile(settings)
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
         check_windows(settings, pipe.unet)
-        if settings.channels_last and pipe.unet.device.type == "cuda":
-            prefer_channels_last(pipe)
         roles = [role for role, _ in key.controlnets]
         frames = [controls.frames[role] for role in roles]
         for role, seq in zip(roles, frames, strict=True):
@@ -244,17 +234,10 @@ class WindowedAnimateDiffEngine:
             sampler.references = encode_references(
                 pipe, settings, self.roots, reporter, looks, sampler.regions, self.embeddings
             )
-            with (
-                reference_attention(pipe.unet, sampler.references),  # outside: looks wrap it
-                regional_attention([pipe.unet, pipe.controlnet], sampler.regions)
-                if looks
-                else nullcontext(),
-            ):
-                clean = encode_held(pipe, held) if held else None
-                sampler.color_match = color_matcher(pipe, settings, sampler.scheduler)
-                latents = sampler.denoise(noise, text, frames, specs, clean)
-                if settings.hires:
-                    latents = hires_pass(
-                        sampler, pipe, settings, latents, text, frames, specs, held
-                    )
+            clean = encode_held(pipe, held) if held else None
+            sampler.color_match = color_matcher(pipe, settings, sampler.scheduler)
+            # denoise() makes (and undoes) every change to the shared pipeline
+            latents = sampler.denoise(noise, text, frames, specs, clean)
+            if settings.hires:
+                latents = hires_pass(sampler, pipe, settings, latents, text, frames, specs, held)
         yield from sampler.decode(latents, settings.decode_chunk_size, skip=held or ())
