@@ -76,7 +76,6 @@ def test_bad_hires_settings_are_refused_naming_the_field(tiny_models) -> None:
         resolve_settings(
             '{"preset": "tiny", "width": 512, "height": 512, "hires": {"scale": 2.0}}',
             [tiny_models],
-            ModelCache(),
             768,
         )
     assert err.value.field == "settings.hires.scale" and "1024x1024" in str(err.value)

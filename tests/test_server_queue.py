@@ -229,3 +229,36 @@ def test_killed_client_never_cancels_and_addon_reattaches(srv, tmp_path) -> None
     assert rest[-1]["type"] == "state" and rest[-1]["state"] == "done"
     for frame in client.job(job_id)["frame_numbers"]:
         assert client.frame(job_id, frame).startswith(PNG)
+
+
+SUBMIT_ONLY = """
+import json, sys
+from pathlib import Path
+from fastapi.testclient import TestClient
+from storyshade.server.app import create_app
+from storyshade.server.config import ServerConfig
+
+data_dir, models, bundle = map(Path, sys.argv[1:4])
+app = create_app(ServerConfig(data_dir, [models]), start_worker=False)
+client = TestClient(app, base_url="http://127.0.0.1")
+files = {"bundle": ("b.zip", bundle.read_bytes(), "application/zip")}
+resp = client.post("/v1/jobs", files=files, data={"settings": json.dumps({"preset": "tiny"})})
+heavy = sorted(m for m in ("diffusers", "transformers", "peft") if m in sys.modules)
+print(json.dumps({"status": resp.status_code, "heavy": heavy}))
+"""
+
+
+def test_a_submit_answers_without_importing_an_engine(tmp_path, tiny_models) -> None:
+    """Importing diffusers takes seconds; a first submit that did it (to check the engine's
+    name) kept a client waiting ~5 s. The job's worker pays that cost when it starts."""
+    bundle = tmp_path / "b.zip"
+    bundle.write_bytes(bundle_zip(tmp_path / "shot"))
+    out = subprocess.run(
+        [sys.executable, "-c", SUBMIT_ONLY, str(tmp_path / "data"), str(tiny_models), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"status": 201, "heavy": []}

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from storyshade.engine import get_engine
 from storyshade.engine.animatediff import check_held_engine, check_stock_shot
 from storyshade.engine.color_match import check_color_match_engine
 from storyshade.engine.levers import check_compile
@@ -17,7 +16,7 @@ from storyshade.engine.references import check_reference_looks, check_references
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.job_input import needs_models
-from storyshade.models.loader import ModelCache, ModelKey, model_key
+from storyshade.models.loader import ModelKey, model_key
 from storyshade.presets import resolve
 from storyshade.references import check_references, image_fields, resolve_paths
 from storyshade.server.jobs import Job, JobStore
@@ -125,10 +124,14 @@ def merge_settings(preset: str | None, overrides: dict[str, Any]) -> Settings:
 
 
 def resolve_settings(
-    text: str, roots: list[Path], models: ModelCache, max_resolution: int
+    text: str, roots: list[Path], max_resolution: int
 ) -> tuple[str | None, Settings, ModelKey | None]:
     """The request's preset name, its settings and their resolved models (None for the
-    model-free preview): the job carries these, so nothing downstream resolves them again."""
+    model-free preview): the job carries these, so nothing downstream resolves them again.
+
+    Nothing here imports an engine (diffusers takes seconds to import): the engine name is
+    checked by Settings, so the first submit answers at once and the import happens when
+    the job starts."""
     preset, overrides = parse_settings(text)
     check_request_references(overrides)
     settings = merge_settings(preset, overrides)
@@ -149,7 +152,6 @@ def resolve_settings(
                 field="settings.hires.scale",
             )
     check_model_names(settings)
-    get_engine(settings.engine, roots, models)  # an unknown engine fails here, not later
     check_compile(settings)  # compile 'on' where it cannot work: a 4xx, not a failed job
     key = model_key(roots, settings) if needs_models(settings) else None  # fail now, not later
     return preset, settings, key
@@ -166,9 +168,7 @@ def accept_job(
     tag: str = "",
     owner: str | None = None,
 ) -> Job:
-    preset, settings, key = resolve_settings(
-        settings_text, store.roots, store.models, max_resolution
-    )
+    preset, settings, key = resolve_settings(settings_text, store.roots, max_resolution)
     job_id = store.new_id()
     job_dir = store.job_dir(job_id)
     try:
