@@ -1,6 +1,8 @@
 """Cancellation is its own token, not a side effect of progress reporting (#12): a report
 never stops anything, and a cancelled token stops the work at its next unit (here control
-building, frame by frame, before any engine runs; and the save loop, frame by frame)."""
+building, frame by frame, before any engine runs; the save loop, frame by frame; the stock
+engine, step by step; the windowed engine's are in test_windowed.py and
+test_engine_cancel.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from conftest import write_synthetic_bundle
 from storyshade.bundle import load_bundle
 from storyshade.cancel import CancelToken
 from storyshade.controls import build_controls
+from storyshade.engine.animatediff import StockAnimateDiffEngine
 from storyshade.errors import Cancelled
+from storyshade.models.loader import ModelCache
 from storyshade.presets import resolve
 from storyshade.progress import Reporter
 from storyshade.render import render_bundle
 from storyshade.settings import Settings
 from storyshade.wire.states import Stage
 from test_controls import box_depth
+from test_windowed import controls_for, tiny_settings
 
 FRAMES = 4
 
@@ -142,3 +147,26 @@ def test_a_render_cancelled_while_saving_keeps_the_frames_it_saved(
             load_bundle(box_bundle), settings, out, [], reporter=Reporter(listener), cancel=cancel
         )
     assert len(list(out.glob("*.png"))) == 2, "two frames saved and kept; no third made"
+
+
+def test_the_stock_engine_stops_after_the_step_in_flight(tiny_models: Path) -> None:
+    """The stock pipeline is one diffusers call: its step callback checks the token, and a
+    token cancelled before the job stops it at the model load."""
+    engine = StockAnimateDiffEngine([tiny_models], ModelCache(size=1))
+    cancel = CancelToken()
+    events: list[dict] = []
+
+    def listener(event: dict) -> None:
+        events.append(event)
+        if event.get("stage") == Stage.DENOISING:
+            cancel.cancel()
+
+    settings = tiny_settings(steps=3)
+    with pytest.raises(Cancelled):
+        list(engine.render(controls_for(8), settings, Reporter(listener), cancel=cancel))
+    assert stages(events, Stage.DENOISING) == [1]
+
+    events.clear()
+    with pytest.raises(Cancelled):
+        list(engine.render(controls_for(8), settings, Reporter(events.append), cancel=cancel))
+    assert stages(events, Stage.LOADING) == [0], "stopped before loading the models"
