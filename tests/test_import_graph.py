@@ -22,6 +22,7 @@ LAYERS = [
         "bundle",
         "progress",
         "progress_bar",
+        "cancel",  # the cancel token handed to the work that must stop
         "presets",
         "presets_cli",
         "contact_sheet",

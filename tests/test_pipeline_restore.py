@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from storyshade.cancel import CancelToken
 from storyshade.engine.windowed import WindowedAnimateDiffEngine
 from storyshade.errors import Cancelled
 from storyshade.models.loader import ModelCache, model_key
@@ -71,16 +72,15 @@ def test_a_job_stopped_mid_window_leaves_the_cached_pipeline_as_it_was(tiny_mode
     cache = ModelCache(size=1)
     pipe = cache.get(model_key([tiny_models], settings))
     before = pipeline_state(pipe)
-    reporter = Reporter()
+    cancel = CancelToken()
 
     def stop_in_window_two(event: dict) -> None:
         if event.get("stage") == "denoising" and event.get("window") == 2:
-            reporter.cancel_event.set()  # raised at the next check, inside step 1
+            cancel.cancel()  # raised at the next check, inside step 1
 
-    reporter.listener = stop_in_window_two
     engine = WindowedAnimateDiffEngine([tiny_models], cache)
     with pytest.raises(Cancelled):
-        list(engine.render(looked(), settings, reporter))
+        list(engine.render(looked(), settings, Reporter(stop_in_window_two), cancel=cancel))
     assert pipeline_state(pipe) == before
 
     # The next job on this pipeline renders exactly as on a freshly loaded one.

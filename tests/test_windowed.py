@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.engine import get_engine
 from storyshade.engine.animatediff import StockAnimateDiffEngine
@@ -65,7 +65,7 @@ def controls_for(frames: int, roles: tuple[str, ...] = ("depth", "normal")) -> C
 def render(models: Path, cache: ModelCache, controls: ControlSet, settings: Settings, **kw):
     reporter = kw.pop("reporter", None) or Reporter()
     engine = WindowedAnimateDiffEngine([models], cache)
-    out = list(engine.render(controls, settings, reporter))
+    out = list(engine.render(controls, settings, reporter, cancel=kw.pop("cancel", None)))
     assert [i for i, _ in out] == list(range(len(controls.frame_numbers)))
     return np.stack([f for _, f in out])
 
@@ -155,18 +155,23 @@ def test_long_shot_streams_window_events_and_previews(tiny_models, cache):
 def test_cancel_is_honoured_between_windows(tiny_models, cache):
     settings = tiny_settings(context_length=8, context_overlap=2)
     pipe = cache.get(model_key([tiny_models], settings))
-    cancel = threading.Event()
+    cancel = CancelToken()
     calls: list[int] = []
 
     def listener(event: dict) -> None:
         if event.get("stage") == "denoising":
-            cancel.set()  # as the server does when the user presses Cancel
+            cancel.cancel()  # as the server does when the user presses Cancel
 
     handle = pipe.unet.register_forward_hook(lambda *_: calls.append(1))
     try:
         with pytest.raises(Cancelled):
             render(
-                tiny_models, cache, controls_for(20), settings, reporter=Reporter(listener, cancel)
+                tiny_models,
+                cache,
+                controls_for(20),
+                settings,
+                reporter=Reporter(listener),
+                cancel=cancel,
             )
     finally:
         handle.remove()

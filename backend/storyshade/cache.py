@@ -40,6 +40,7 @@ import numpy as np
 
 from storyshade import wire as shared
 from storyshade.bundle import hash_file
+from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.controls.store import DiskFrames
 from storyshade.job_input import JobInput
@@ -267,9 +268,16 @@ class StageCache:
 
     # -- finished frames -------------------------------------------------------------------
     def restore_frames(
-        self, key: str | None, out_dir: Path, frame_numbers: list[int], reporter: Reporter
+        self,
+        key: str | None,
+        out_dir: Path,
+        frame_numbers: list[int],
+        reporter: Reporter,
+        cancel: CancelToken | None = None,
     ) -> list[Path] | None:
-        """Place a cached shot's frames in `out_dir` (hard links where possible), or None."""
+        """Place a cached shot's frames in `out_dir` (hard links where possible), or None;
+        a cancelled `cancel` stops after the frame being placed."""
+        cancel = cancel or CancelToken()
         if key is None:
             return None
         entry = self.root / "frames" / key
@@ -297,6 +305,7 @@ class StageCache:
             written.append(target)
             reporter.emit({"type": Event.FRAME, "frame": frame, "index": index, "cached": True})
             reporter.stage(Stage.SAVING, index + 1, len(names), cached=True)
+            cancel.check()
         _touch(entry)
         return written
 
@@ -374,14 +383,17 @@ def through_stages(
     out_dir: Path,
     reporter: Reporter,
     produce: Callable[[StageKeys | None], list[Path]],
+    *,
+    cancel: CancelToken | None = None,
 ) -> list[Path]:
     """The one stage-cache path, for local and Ray renders alike: an identical rerun's
-    frames come from the cache; otherwise `produce(keys)` renders (using keys.controls for
-    the control images where it builds them here) and a complete result is kept."""
+    frames come from the cache (stopping at the next frame once `cancel` is cancelled);
+    otherwise `produce(keys)` renders (using keys.controls for the control images where it
+    builds them here) and a complete result is kept."""
     keys = stages.keys(work, roots) if stages else None
     frames = work.bundle.shot.generated_frames
     if stages and keys:
-        done = stages.restore_frames(keys.frames, out_dir, frames, reporter)
+        done = stages.restore_frames(keys.frames, out_dir, frames, reporter, cancel)
         if done is not None:
             return done
     written = produce(keys)

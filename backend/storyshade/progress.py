@@ -1,25 +1,25 @@
-"""Progress and cancellation, passed down from whoever runs a job (CLI, server, tests).
+"""Progress, passed down from whoever runs a job (CLI, server, tests).
 
-Stages report (stage, done, total, extra info); `check()` raises Cancelled between units
-of work so a cancelled job stops at the next window, step or frame and keeps its output.
+Stages report (stage, done, total, extra info); notes say what happened. Reporting never
+stops anything: cancellation is its own token (storyshade.cancel), checked where the work
+is cut into units.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from storyshade.errors import Cancelled
 from storyshade.wire.states import Event
 
 Listener = Callable[[dict[str, Any]], None]
 
 
 class Reporter:
-    def __init__(self, listener: Listener | None = None, cancel: threading.Event | None = None):
+    """Sends a job's events to `listener` (none: they are dropped)."""
+
+    def __init__(self, listener: Listener | None = None):
         self.listener = listener
-        self.cancel_event = cancel or threading.Event()
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.listener:
@@ -27,11 +27,6 @@ class Reporter:
 
     def stage(self, stage: str, done: int, total: int, **info: Any) -> None:
         self.emit({"type": Event.PROGRESS, "stage": stage, "done": done, "total": total, **info})
-        self.check()
 
     def note(self, message: str, **info: Any) -> None:
         self.emit({"type": Event.NOTE, "message": message, **info})
-
-    def check(self) -> None:
-        if self.cancel_event.is_set():
-            raise Cancelled()

@@ -9,6 +9,7 @@ from PIL import Image
 
 from storyshade.bundle import Bundle
 from storyshade.cache import StageCache, StageKeys, through_stages
+from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet, build_controls
 from storyshade.controls.sizing import cover_resize
 from storyshade.engine import get_engine
@@ -52,11 +53,13 @@ def render_bundle(
     cache: ModelCache | None = None,
     reporter: Reporter | None = None,
     stages: StageCache | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> list[Path]:
     """`render` for a bundle and settings nobody has prepared yet (the CLI, tests)."""
     settings = resolve_paths(settings, bundle.root)  # relative references: beside the shot
     work = prepare(bundle, settings, roots)
-    return render(work, out_dir, roots, cache, reporter, stages)
+    return render(work, out_dir, roots, cache, reporter, stages, cancel=cancel)
 
 
 def render(
@@ -66,12 +69,16 @@ def render(
     cache: ModelCache | None = None,
     reporter: Reporter | None = None,
     stages: StageCache | None = None,
+    *,
+    cancel: CancelToken | None = None,
 ) -> list[Path]:
     """Render every frame into `out_dir` (every frame but the held ones, when re-shading
     part of a take: the caller already has those). With `stages`, unchanged stages are not
     recomputed: an identical rerun copies the cached frames, a prompt-only change reuses the
-    controls."""
+    controls. Once `cancel` is cancelled, `Cancelled` is raised at the next frame, window or
+    model call; the frames saved so far stay in `out_dir`."""
     reporter = reporter or Reporter()
+    cancel = cancel or CancelToken()
     out_dir.mkdir(parents=True, exist_ok=True)
     return through_stages(
         stages,
@@ -79,7 +86,8 @@ def render(
         roots,
         out_dir,
         reporter,
-        lambda keys: _render(work, out_dir, roots, cache, reporter, stages, keys),
+        lambda keys: _render(work, out_dir, roots, cache, reporter, cancel, stages, keys),
+        cancel=cancel,
     )
 
 
@@ -89,6 +97,7 @@ def _render(
     roots: list[Path],
     cache: ModelCache | None,
     reporter: Reporter,
+    cancel: CancelToken,
     stages: StageCache | None,
     keys: StageKeys | None,
 ) -> list[Path]:
@@ -99,19 +108,20 @@ def _render(
         controls = stages.controls(
             keys.controls,
             lambda: build_controls(
-                bundle, settings, reporter, roots=roots, workdir=stages.control_dir
+                bundle, settings, reporter, roots=roots, workdir=stages.control_dir, cancel=cancel
             ),
             reporter,
         )
     else:
-        controls = build_controls(bundle, settings, reporter, roots=roots)
+        controls = build_controls(bundle, settings, reporter, roots=roots, cancel=cancel)
     written: list[Path] = []  # paths only: each frame is saved as the engine yields it
     total = len(bundle.shot.generated_frames)
     held = held_frames(bundle, controls) if bundle.held() else None
-    for index, rgb in engine.render(controls, settings, reporter, held):
+    for index, rgb in engine.render(controls, settings, reporter, held, cancel=cancel):
         frame = controls.frame_numbers[index]
         scene_rgb = controls.to_scene(rgb)  # undo the fit-and-pad exactly
         written.append(save_frame(out_dir, frame, scene_rgb, (bundle.width, bundle.height)))
         reporter.emit({"type": Event.FRAME, "frame": frame, "index": index})
         reporter.stage(Stage.SAVING, len(written), total)
+        cancel.check()  # after saving: a frame the engine made is kept
     return written

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from storyshade.cache import StageCache, through_stages
+from storyshade.cancel import CancelToken
 from storyshade.cluster.connect import cluster_size, connect
 from storyshade.cluster.pool import Pool, Slot
 from storyshade.errors import Cancelled, StoryShadeError
@@ -114,9 +115,12 @@ class RayRunner:
         self.pool.close()
 
     # -- one job ---------------------------------------------------------------------------
-    def render(self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter) -> None:
+    def render(
+        self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter, cancel: CancelToken
+    ) -> None:
         """Render `job_id` on the pool into `job_dir/frames`; raises as render does. An
-        identical rerun never leaves the server: the stage cache is the local path's own."""
+        identical rerun never leaves the server: the stage cache is the local path's own.
+        A cancel stops the wait for a worker, or is relayed to the worker running the job."""
         frames_dir = job_dir / "frames"
         frames_dir.mkdir(parents=True, exist_ok=True)
         through_stages(
@@ -125,11 +129,17 @@ class RayRunner:
             self.roots,
             frames_dir,
             reporter,
-            lambda _keys: self._on_pool(job_id, work, frames_dir, reporter),
+            lambda _keys: self._on_pool(job_id, work, frames_dir, reporter, cancel),
+            cancel=cancel,
         )
 
     def _on_pool(
-        self, job_id: str, work: JobInput, frames_dir: Path, reporter: Reporter
+        self,
+        job_id: str,
+        work: JobInput,
+        frames_dir: Path,
+        reporter: Reporter,
+        cancel: CancelToken,
     ) -> list[Path]:
         import ray
 
@@ -140,15 +150,17 @@ class RayRunner:
         received: dict[int, Path] = {}
         losses = 0
         while True:
-            reporter.check()
+            cancel.check()
             busy = self.pool.busy()
             if busy:
                 reporter.note(f"waiting for a free Ray worker ({busy})", waiting=True)
-            slot = self.pool.acquire(job_id, key, reporter.cancel_event)
+            slot = self.pool.acquire(job_id, key, cancel)
             if slot is None:
                 raise Cancelled()
             try:
-                self._attempt(slot, job_id, payload, settings, reporter, received, frames_dir, key)
+                self._attempt(
+                    slot, job_id, payload, settings, reporter, cancel, received, frames_dir, key
+                )
                 break
             except WorkerLost as exc:
                 name, pid, node = slot.name, slot.pid, slot.node
@@ -160,7 +172,7 @@ class RayRunner:
                         worker=name,
                     )
                     break
-                reporter.check()
+                cancel.check()
                 if losses >= MAX_LOSSES:
                     raise StoryShadeError(
                         f"{losses} workers died while running this job (last: {exc})",
@@ -187,6 +199,7 @@ class RayRunner:
         payload: Any,
         settings: Settings,
         reporter: Reporter,
+        cancel: CancelToken,
         received: dict[int, Path],
         frames_dir: Path,
         key: Hashable | None,
@@ -203,7 +216,7 @@ class RayRunner:
         )
         handle = slot.handle
         finished = threading.Event()
-        relay_args = (handle, job_id, reporter.cancel_event, finished)
+        relay_args = (handle, job_id, cancel, finished)
         threading.Thread(target=_relay_cancel, args=relay_args, daemon=True).start()
         lost = (
             ray.exceptions.RayActorError,
@@ -258,12 +271,10 @@ class RayRunner:
         reporter.emit(event)
 
 
-def _relay_cancel(
-    handle: Any, job_id: str, cancel: threading.Event, finished: threading.Event
-) -> None:
+def _relay_cancel(handle: Any, job_id: str, cancel: CancelToken, finished: threading.Event) -> None:
     """Pass a cancel to the worker running the job (its own thread: `render` is busy)."""
     while not finished.wait(0.05):
-        if cancel.is_set():
+        if cancel.cancelled:
             _cancel_quietly(handle, job_id)
             return
 

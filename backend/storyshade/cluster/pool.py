@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from storyshade.cancel import CancelToken
 from storyshade.errors import StoryShadeError
 
 log = logging.getLogger("storyshade.cluster")
@@ -106,10 +107,10 @@ class Pool:
                 slot.since = time.monotonic()
                 self.cond.notify_all()
 
-    def acquire(self, job_id: str, key: Hashable | None, cancel: threading.Event) -> Slot | None:
+    def acquire(self, job_id: str, key: Hashable | None, cancel: CancelToken) -> Slot | None:
         """A free worker for `job_id`, waiting for one; None if the job is cancelled first."""
         with self.cond:
-            while not cancel.is_set():
+            while not cancel.cancelled:
                 idle = [s for s in self.slots if s.state == "idle"]
                 if idle:
                     slot = self._choose(idle, key)

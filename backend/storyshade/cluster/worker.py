@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from storyshade.cancel import CancelToken
 from storyshade.errors import Cancelled, StoryShadeError
 from storyshade.wire.layout import frame_name
 from storyshade.wire.states import Event
@@ -50,7 +51,7 @@ class ShadeWorker:
         torch.set_num_threads(threads)
         self.threads = threads
         self.models = ResidentModels(memory_bytes)
-        self.cancels: dict[str, threading.Event] = {}
+        self.cancels: dict[str, CancelToken] = {}
         self.lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -70,14 +71,14 @@ class ShadeWorker:
     def cancel(self, job_id: str) -> None:
         """Stop `job_id` at its next step; a cancel that arrives before the job is kept."""
         with self.lock:
-            self.cancels.setdefault(job_id, threading.Event()).set()
+            self.cancels.setdefault(job_id, CancelToken()).cancel()
 
     def render(
         self, job_id: str, files: dict[str, bytes], settings_json: str, roots: list[str]
     ) -> Iterator[dict[str, Any]]:
         """Stream the job's events (call with num_returns="streaming")."""
         with self.lock:
-            cancel = self.cancels.setdefault(job_id, threading.Event())
+            cancel = self.cancels.setdefault(job_id, CancelToken())
         events: queue.Queue[dict[str, Any]] = queue.Queue()
         try:
             with tempfile.TemporaryDirectory(prefix="storyshade-job-") as tmp:
@@ -105,7 +106,7 @@ class ShadeWorker:
         settings_json: str,
         roots: list[str],
         events: queue.Queue[dict[str, Any]],
-        cancel: threading.Event,
+        cancel: CancelToken,
     ) -> None:
         from storyshade.bundle import load_bundle
         from storyshade.models.locate import model_roots
@@ -117,10 +118,17 @@ class ShadeWorker:
             settings = Settings.model_validate_json(settings_json)
             here = [p for p in model_roots() if str(p) not in roots]  # this machine's own
             bundle = load_bundle(folder / "bundle")
-            reporter = Reporter(events.put, cancel)
-            reporter.check()
+            cancel.check()  # cancelled before it reached this worker
             every_root = [*map(Path, roots), *here]
-            render_bundle(bundle, settings, folder / "frames", every_root, self.models, reporter)
+            render_bundle(
+                bundle,
+                settings,
+                folder / "frames",
+                every_root,
+                self.models,
+                Reporter(events.put),
+                cancel=cancel,
+            )
         except Cancelled:
             events.put({"type": Event.CANCELLED})
         except StoryShadeError as exc:

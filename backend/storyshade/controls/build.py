@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from storyshade.bundle import Bundle
+from storyshade.cancel import CancelToken
 from storyshade.controls import detectors, lines
 from storyshade.controls.depth import (
     MAX_SAMPLES,
@@ -80,10 +81,13 @@ def _sample(depth: np.ndarray, k: int, seed: int) -> np.ndarray:
     return flat[np.random.default_rng(seed).integers(0, flat.size, k)]
 
 
-def _range(bundle: Bundle, settings: Settings, reporter: Reporter | None) -> DepthRange:
+def _range(
+    bundle: Bundle, settings: Settings, reporter: Reporter | None, cancel: CancelToken
+) -> DepthRange:
     n = len(bundle)
     samples = []
     for i in range(n):
+        cancel.check()
         depth, _normal = bundle.read_passes(i)
         check_finite(depth, f"frames[{i}].file")
         samples.append(_sample(depth, max(1, MAX_SAMPLES // n), i))
@@ -101,11 +105,13 @@ def build_controls(
     roots: list[Path] | None = None,
     extra_roles: tuple[str, ...] = (),
     workdir: Path | None = None,
+    cancel: CancelToken | None = None,
 ) -> ControlSet:
     """Every control image a render with `settings` uses (depth and normal always, line roles
     named in `settings.controls` or `extra_roles`). `roots` are models roots, searched for
     learned line detectors' weights. The frames are written to a private folder under
-    `workdir` (the system's temporary folder by default), removed when the ControlSet is."""
+    `workdir` (the system's temporary folder by default), removed when the ControlSet is.
+    A cancelled `cancel` stops both passes at the next frame."""
     from storyshade.models.locate import model_roots
 
     roots = model_roots(roots)
@@ -119,7 +125,8 @@ def build_controls(
             if det in detectors.LEARNED:
                 detectors.find_weights(det, roots)
         device = pick_device(settings.device)
-    drange = _range(bundle, settings, reporter)
+    cancel = cancel or CancelToken()
+    drange = _range(bundle, settings, reporter, cancel)
     size_map = SizeMap.fit((bundle.width, bundle.height), (settings.width, settings.height))
     convention = settings.normal_convention
     normal_bg = background_u8(convention)
@@ -129,6 +136,7 @@ def build_controls(
     regions = store.writer("regions", n)
     looks = bool(bundle.shot.regions)
     for i in range(n):
+        cancel.check()
         if looks:  # the id map is read with the passes
             depth, normal, ids = bundle.read_frame(i)
             regions.append(size_map.place(size_map.to_content(ids, nearest=True), 0))

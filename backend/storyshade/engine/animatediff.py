@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.engine.base import load_pipeline
 from storyshade.engine.motion import scale_motion
@@ -97,6 +98,8 @@ class StockAnimateDiffEngine:
         settings: Settings,
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
         from PIL import Image
@@ -112,7 +115,8 @@ class StockAnimateDiffEngine:
         check_references_engine(self.name, bool(settings.references))
         check_color_match_engine(self.name, settings.color_match)
         check_stock_shot(settings, n, self.roots)
-        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
+        cancel = cancel or CancelToken()
+        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models, cancel)
         check_windows(settings, pipe.unet)
         roles = [role for role, _ in key.controlnets]
         conditioning = [[Image.fromarray(f) for f in controls.frames[r]] for r in roles]
@@ -135,6 +139,7 @@ class StockAnimateDiffEngine:
 
         def on_step(_pipe, step: int, _t, kwargs):  # diffusers' step-end callback
             reporter.stage(Stage.DENOISING, step + 1, settings.steps)
+            cancel.check()  # raises out of the pipeline call: the next step never starts
             return kwargs
 
         single = len(roles) == 1

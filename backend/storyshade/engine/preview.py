@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.controls.lines import geometry_edges
 from storyshade.controls.normal import background_u8, decode
@@ -99,8 +100,11 @@ class PreviewEngine:
         settings: Settings,
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         check_color_match_engine(self.name, settings.color_match)
+        cancel = cancel or CancelToken()
         if settings.references:
             reporter.note(
                 "the preview engine draws no model, so reference images change nothing here",
@@ -114,6 +118,7 @@ class PreviewEngine:
         }
         n = len(controls.frame_numbers)
         for i in range(n):
+            cancel.check()
             if held and i in held:  # frame by frame, no neighbour to join: nothing to do
                 continue
             ids = controls.regions[i] if controls.regions else None

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storyshade.cancel import CancelToken
 from storyshade.engine.pipeline_edits import PipelineEdits
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.progress import Reporter
@@ -306,12 +307,14 @@ def encode_references(
     looks: Sequence[dict] = (),
     regions: Any = None,
     store: Any = None,
+    cancel: CancelToken | None = None,
 ) -> ReferenceState | None:
     """Each reference's tokens, or None when there is nothing to add (no references, or
     every weight 0). An image is encoded once per job, and not at all when `store` (the
     stage cache's EmbeddingCache) has it from an earlier job; each hit is a note event
     (cache "hit", reused "embeddings"), each encoding one with cache "miss". A reference
-    on a look (`look`: its name) acts inside that look's per-frame masks from `regions`."""
+    on a look (`look`: its name) acts inside that look's per-frame masks from `regions`.
+    A cancelled `cancel` stops before the next image."""
     from storyshade.models.loader import reference_files
 
     used = [(i, r) for i, r in enumerate(settings.references) if r.weight != 0]
@@ -329,8 +332,9 @@ def encode_references(
     cond = []
     job: dict[str, torch.Tensor] = {}  # one encoding per image per job, even without a store
     p = next(refs.adapter.image_proj.parameters())
+    cancel = cancel or CancelToken()
     for i, ref in used:
-        reporter.check()
+        cancel.check()
         try:
             digest = file_hash(ref.image)
         except OSError:

@@ -20,6 +20,7 @@ import torch
 from diffusers.models import MultiControlNetModel
 from torch import nn
 
+from storyshade.cancel import CancelToken
 from storyshade.engine.chunking import Plan, slice_models
 from storyshade.engine.compiled import ModelCalls
 from storyshade.engine.latent_preview import preview_strip
@@ -139,6 +140,8 @@ class WindowedSampler:
         config: SamplerConfig,
         reporter: Reporter,
         base_plan: Plan | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.unet = pipe.unet
         self.controlnet = pipe.controlnet
@@ -148,6 +151,7 @@ class WindowedSampler:
         self.dtype = self.unet.dtype
         self.config = config
         self.reporter = reporter
+        self.cancel = cancel or CancelToken()  # checked before each model call and window
         self.multi = isinstance(self.controlnet, MultiControlNetModel)
         self.nets = list(self.controlnet.nets) if self.multi else [self.controlnet]
         self._progress = Progress(0, 0)
@@ -199,7 +203,7 @@ class WindowedSampler:
         if images:
             self.placement.use(self.controlnet, plan.offload)
         for j, image in images.items():  # MultiControlNetModel's loop and summation order
-            self.reporter.check()
+            self.cancel.check()
             res = self._control(j, flat, t, embeds, image, specs[j], n, branches, shallow)
             if res is None:
                 continue
@@ -208,7 +212,7 @@ class WindowedSampler:
             else:
                 down = [prev + cur for prev, cur in zip(down, res[0], strict=True)]
                 mid = None if mid is None else mid + res[1]
-        self.reporter.check()
+        self.cancel.check()
         self.placement.use(self.unet, plan.offload)
         if self.regions:
             self.regions.rows = branches
@@ -439,7 +443,7 @@ class WindowedSampler:
         shares = fusion_weights(windows, num_frames, self.config.fuse)
         fused = torch.zeros_like(latents)
         for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
-            self.reporter.check()
+            self.cancel.check()
 
             def work(plan: Plan, window: range = window) -> torch.Tensor:
                 return self.predict(latents, t, text, controls, specs, window, plan, active)
@@ -486,7 +490,8 @@ class WindowedSampler:
         self, latents: torch.Tensor, chunk: int, skip: Collection[int] = ()
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Decode `chunk` frames at a time (halving on OOM) and yield uint8 frames in order,
-        leaving out the frame indices in `skip` (held frames: the caller has them)."""
+        leaving out the frame indices in `skip` (held frames: the caller has them); a cancel
+        stops before the next chunk."""
         scaled = 1 / self.vae.config.scaling_factor * latents
         flat = scaled.permute(0, 2, 1, 3, 4).reshape(
             latents.shape[2], *scaled.shape[1:2], *scaled.shape[3:]
@@ -503,6 +508,7 @@ class WindowedSampler:
         num_frames = len(order)
         start = 0
         while start < num_frames:
+            self.cancel.check()
             size = min(chunk, num_frames - start)
             images = self._decode_chunk(flat[order[start : start + size]])
             if images is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.controls.sizing import resize
 from storyshade.engine.base import load_pipeline
@@ -193,11 +194,14 @@ class WindowedAnimateDiffEngine:
         settings: Settings,
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
 
         check_compile(settings)
-        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models)
+        cancel = cancel or CancelToken()
+        key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models, cancel)
         check_windows(settings, pipe.unet)
         roles = [role for role, _ in key.controlnets]
         frames = [controls.frames[role] for role in roles]
@@ -216,7 +220,9 @@ class WindowedAnimateDiffEngine:
             settings.height // factor,
             settings.width // factor,
         )
-        sampler = WindowedSampler(pipe, sampler_config(settings), reporter, base_plan(settings))
+        sampler = WindowedSampler(
+            pipe, sampler_config(settings), reporter, base_plan(settings), cancel=cancel
+        )
         compile_, why_not = wanted(settings, str(pipe.unet.device))
         if why_not:
             reporter.note(why_not, event="compile_skipped")
@@ -232,7 +238,14 @@ class WindowedAnimateDiffEngine:
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )
             sampler.references = encode_references(
-                pipe, settings, self.roots, reporter, looks, sampler.regions, self.embeddings
+                pipe,
+                settings,
+                self.roots,
+                reporter,
+                looks,
+                sampler.regions,
+                self.embeddings,
+                cancel=cancel,
             )
             clean = encode_held(pipe, held) if held else None
             sampler.color_match = color_matcher(pipe, settings, sampler.scheduler)

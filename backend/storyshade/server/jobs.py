@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from storyshade.bundle import Bundle, load_bundle
 from storyshade.cache import StageCache
+from storyshade.cancel import CancelToken
 from storyshade.errors import Cancelled, NotFound, StoryShadeError
 from storyshade.job_input import JobInput, prepare
 from storyshade.models.loader import ModelCache, ModelKey
@@ -53,7 +54,12 @@ class Runner(Protocol):
 
     slots: int  # jobs it can run at once: one worker thread each
 
-    def render(self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter) -> None: ...
+    def render(
+        self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter, cancel: CancelToken
+    ) -> None:
+        """Render `job_id` into `job_dir/frames`, reporting to `reporter`; raise `Cancelled`
+        soon after `cancel` is cancelled."""
+        ...
 
 
 class JobStore:
@@ -80,7 +86,7 @@ class JobStore:
         self.settings: dict[str, Settings] = {}
         self.inputs: dict[str, JobInput] = {}  # submitted in this process: models resolved
         self.logs: dict[str, EventLog] = {}
-        self.cancels: dict[str, threading.Event] = {}
+        self.cancels: dict[str, CancelToken] = {}  # job id → its token; the cancel route sets it
         self.lock = threading.Condition(threading.RLock())
         self.queue = JobQueue()
         self.pace = Pace()
@@ -115,7 +121,7 @@ class JobStore:
     def _register(self, job: Job, settings: Settings) -> None:
         self.jobs[job.id] = job
         self.settings[job.id] = settings
-        self.cancels[job.id] = threading.Event()
+        self.cancels[job.id] = CancelToken()
         self.logs[job.id] = EventLog(self.job_dir(job.id) / "events.jsonl")
 
     def _recover(self, job: Job) -> None:
@@ -282,7 +288,7 @@ class JobStore:
             if job.state in TERMINAL or job.cancel_requested:
                 return job
             job.cancel_requested = True
-            self.cancels[job_id].set()
+            self.cancels[job_id].cancel()
             if job.state == JobState.QUEUED:
                 self._finish(job, JobState.CANCELLED)
                 self._announce_positions()
@@ -354,9 +360,10 @@ class JobStore:
     def _run(self, job: Job) -> None:
         settings = self.settings[job.id]
         clock = self.clocks.get(job.id) or RunClock(len(job.frame_numbers), settings.steps)
-        reporter = Reporter(self._listener(job, clock), self.cancels[job.id])
+        reporter = Reporter(self._listener(job, clock))
+        cancel = self.cancels[job.id]
         try:
-            reporter.check()  # cancelled between dequeue and start
+            cancel.check()  # cancelled between dequeue and start
             work = self.inputs.get(job.id) or prepare(  # a job from before a restart
                 load_bundle(self.job_dir(job.id) / "bundle"),
                 settings,
@@ -364,10 +371,10 @@ class JobStore:
                 bundle_hash=job.bundle_hash or None,
             )
             if self.runner:  # elsewhere (a Ray worker): frames and events come back here
-                self.runner.render(job.id, self.job_dir(job.id), work, reporter)
+                self.runner.render(job.id, self.job_dir(job.id), work, reporter, cancel)
             else:
                 frames = self.job_dir(job.id) / "frames"
-                render(work, frames, self.roots, self.models, reporter, self.stages)
+                render(work, frames, self.roots, self.models, reporter, self.stages, cancel=cancel)
         except Cancelled:
             self._finish(job, JobState.CANCELLED)
         except StoryShadeError as exc:
