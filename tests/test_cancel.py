@@ -109,23 +109,29 @@ def test_a_job_cancelled_before_it_starts_reads_nothing(box_bundle: Path) -> Non
     assert events == []
 
 
-def test_a_render_cancelled_while_building_controls_never_reaches_the_engine(
-    box_bundle: Path, tmp_path: Path
-) -> None:
+def cancelled_render(bundle: Path, out: Path, stage: str, done: int) -> list[dict]:
+    """A preview render whose token is cancelled when `stage` reports `done`; its events."""
     cancel = CancelToken()
     events: list[dict] = []
 
     def listener(event: dict) -> None:
         events.append(event)
-        if event.get("stage") == Stage.CONTROLS and event["done"] == 1:
+        if event.get("stage") == stage and event["done"] == done:
             cancel.cancel()
 
-    out = tmp_path / "out"
     settings = resolve("preview", {"width": 64, "height": 64})
     with pytest.raises(Cancelled):
         render_bundle(
-            load_bundle(box_bundle), settings, out, [], reporter=Reporter(listener), cancel=cancel
+            load_bundle(bundle), settings, out, [], reporter=Reporter(listener), cancel=cancel
         )
+    return events
+
+
+def test_a_render_cancelled_while_building_controls_never_reaches_the_engine(
+    box_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    events = cancelled_render(box_bundle, out, Stage.CONTROLS, 1)
     assert stages(events, Stage.CONTROLS) == [1], "stopped inside control building"
     assert not [e for e in events if e.get("stage") in (Stage.SHADING, Stage.SAVING)]
     assert list(out.iterdir()) == []
@@ -134,18 +140,8 @@ def test_a_render_cancelled_while_building_controls_never_reaches_the_engine(
 def test_a_render_cancelled_while_saving_keeps_the_frames_it_saved(
     box_bundle: Path, tmp_path: Path
 ) -> None:
-    cancel = CancelToken()
-
-    def listener(event: dict) -> None:
-        if event.get("stage") == Stage.SAVING and event["done"] == 2:
-            cancel.cancel()
-
     out = tmp_path / "out"
-    settings = resolve("preview", {"width": 64, "height": 64})
-    with pytest.raises(Cancelled):
-        render_bundle(
-            load_bundle(box_bundle), settings, out, [], reporter=Reporter(listener), cancel=cancel
-        )
+    cancelled_render(box_bundle, out, Stage.SAVING, 2)
     assert len(list(out.glob("*.png"))) == 2, "two frames saved and kept; no third made"
 
 
