@@ -8,7 +8,9 @@ pass that export writes; pixels of objects without a look are id 0 (the shot's p
 
 Looks can also come from a JSON file (`--looks`), for pipelines:
 `{"objects": {"Crate": {"prompt": "...", "color": [0.6, 0.4, 0.2]}}, "collections": {...}}`.
-A file's look replaces the .blend's on the same object or collection.
+A file's look replaces the .blend's on the same object or collection, its references
+included (`"references": ["front.png", {"image": "side.png", "weight": 0.6}]`, paths
+relative to the file).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import bpy
 
 from .errors import StoryShadeError
 from .look_data import Look
+from .reference_files import check_image
 from .references import StoryShadeReference
+from .wire.references import MAX_REFERENCES
 
 MAX_LOOKS = 16  # the server's limit: one text encoding and one mask per look per layer
 REGION_KINDS = ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")
@@ -181,14 +185,44 @@ def shot_regions(
     return table, {name: ids[look.name] for name, look in by_object.items()}
 
 
-def _parse_look(where: str, name: str, raw: object) -> Look:
+def _parse_references(where: str, raw: object, base: Path) -> tuple[tuple[str, float], ...]:
+    """A look's references from a file: image paths (relative to the file) or
+    {"image", "weight"}; each image checked now, before any export."""
+    if not isinstance(raw, list):
+        raise StoryShadeError(
+            f"{where}.references must be a list",
+            '["front.png", {"image": "side.png", "weight": 0.6}]',
+        )
+    if len(raw) > MAX_REFERENCES:
+        raise StoryShadeError(
+            f"{where} has {len(raw)} references; at most {MAX_REFERENCES}",
+            "keep the clearest front and side views",
+        )
+    out = []
+    for i, entry in enumerate(raw):
+        image, weight = (entry, 0.8) if isinstance(entry, str) else (None, None)
+        if isinstance(entry, dict) and not set(entry) - {"image", "weight"}:
+            image, weight = entry.get("image"), entry.get("weight", 0.8)
+        if not isinstance(image, str):
+            raise StoryShadeError(
+                f"{where}.references[{i}] must be an image path or "
+                '{"image": "...", "weight": 0.8}'
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 2:
+            raise StoryShadeError(f"{where}.references[{i}].weight must be a number in 0-2")
+        path = check_image(base / Path(image).expanduser(), f"{where} reference {i + 1}")
+        out.append((str(path), float(weight)))
+    return tuple(out)
+
+
+def _parse_look(where: str, name: str, raw: object, base: Path) -> Look:
     if not isinstance(raw, dict):
         raise StoryShadeError(f'{where}[\'{name}\'] must be an object like {{"prompt": "..."}}')
-    unknown = set(raw) - {"prompt", "negative", "weight", "color"}
+    unknown = set(raw) - {"prompt", "negative", "weight", "color", "references"}
     if unknown:
         raise StoryShadeError(
             f"{where}['{name}'] has unknown keys {sorted(unknown)}",
-            "a look takes prompt, negative, weight and color",
+            "a look takes prompt, negative, weight, color and references",
         )
     prompt, negative = raw.get("prompt", ""), raw.get("negative", "")
     weight, color = raw.get("weight", 1.0), raw.get("color")
@@ -204,7 +238,8 @@ def _parse_look(where: str, name: str, raw: object) -> Look:
         or not all(isinstance(c, int | float) and 0 <= c <= 1 for c in color)
     ):
         raise StoryShadeError(f"{where}['{name}'].color must be [r, g, b] with values 0-1")
-    return Look(name, prompt, negative, float(weight), tuple(color) if color else None)  # type: ignore[arg-type]
+    refs = _parse_references(f"{where}['{name}']", raw.get("references", []), base)
+    return Look(name, prompt, negative, float(weight), tuple(color) if color else None, refs)  # type: ignore[arg-type]
 
 
 def load_looks_file(path: str | Path, scene) -> LookOverrides:
@@ -237,7 +272,7 @@ def load_looks_file(path: str | Path, scene) -> LookOverrides:
                     "does not have",
                     f"check the spelling; the scene's {key}: {', '.join(sorted(known)) or 'none'}",
                 )
-            table[name] = _parse_look(key, name, raw)
+            table[name] = _parse_look(key, name, raw, path.parent)
     return out
 
 

@@ -222,3 +222,62 @@ def test_shade_sequence_sends_the_edits_style_references_to_every_shot(tmp_path)
         assert session.scene_name != edit.name
         assert session.request.settings["references"] == [{"image": str(palette), "weight": 0.7}]
         session.cancel()
+
+
+def _looks_file(tmp_path: Path, girl: dict) -> Path:
+    path = tmp_path / "pipeline" / "looks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"objects": {"Girl": girl}}))
+    return path
+
+
+def test_a_looks_file_carries_references_relative_to_itself(scene, tmp_path: Path) -> None:
+    from addon.looks import load_looks_file
+
+    bpy.data.objects["Cube"].name = "Girl"  # no look in the .blend: the file's only
+    front = _png(tmp_path / "pipeline" / "girl" / "front.png", (250, 20, 20))
+    side = _png(tmp_path / "pipeline" / "girl" / "side.png", (20, 250, 20))
+    path = _looks_file(
+        tmp_path,
+        {
+            "prompt": "a girl in a red coat",
+            "references": ["girl/front.png", {"image": "girl/side.png", "weight": 0.5}],
+        },
+    )
+    request = ShadeRequest(
+        settings={"preset": "tiny", "seed": 1},
+        output_pattern=str(tmp_path / "takes" / "{shot}" / "{take}"),
+        server_url=(fake := FakeClient(frames=[1])).url,
+        looks=load_looks_file(path, scene),
+    )
+    session = ShadeSession(scene, fake, request).run_blocking()
+    assert session.outcome == DONE, session.text
+    assert fake.submitted["settings"]["references"] == [
+        {"image": "references/1-front.png", "weight": 0.8, "look": "Girl"},
+        {"image": "references/2-side.png", "weight": 0.5, "look": "Girl"},
+    ]
+    assert {"references/1-front.png", "references/2-side.png"} <= set(fake.submitted["files"])
+    strip = compat.all_strips(scene.sequence_editor)[session.strip_name]
+    kept = json.loads(strip["storyshade_settings"])["references"]
+    assert [r["image"] for r in kept] == [str(front), str(side)]  # absolute: re-shade finds them
+
+
+@pytest.mark.parametrize(
+    ("refs", "says"),
+    [
+        (["girl/nowhere.png"], "objects['Girl'] reference 1 "),
+        ("front.png", "references must be a list"),
+        ([{"image": "a.png", "weight": 3}], "weight must be a number in 0-2"),
+        ([{"file": "a.png"}], "must be an image path or"),
+        (["a.png"] * 5, "5 references; at most 4"),
+    ],
+)
+def test_bad_references_in_a_looks_file_stop_shade_before_export(
+    scene, tmp_path, capsys, refs, says
+) -> None:
+    bpy.data.objects["Cube"].name = "Girl"
+    _png(tmp_path / "pipeline" / "a.png")
+    path = _looks_file(tmp_path, {"prompt": "a girl", "references": refs})
+    rc = cli.main(["shade", "--server", "http://127.0.0.1:9", "--no-save", "--looks", str(path)])
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and says in err and "Exporting" not in err, err
