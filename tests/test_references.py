@@ -291,6 +291,25 @@ def test_a_preset_names_references_beside_it(tmp_path, monkeypatch, images):
     assert s.ip_adapter == TINY_NAMES["ip_adapter"]
 
 
+def test_a_style_preset_sets_colour_matching_to_a_frame_beside_it(tmp_path, monkeypatch, images):
+    style = tmp_path / "style"
+    style.mkdir()
+    (style / "key.png").write_bytes(images["noise"].read_bytes())
+    (style / "keyed.toml").write_text(
+        'description = "keyed"\n[settings]\ncolor_match = { strength = 0.7, image = "key.png" }\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("STORYSHADE_PRESETS", str(tmp_path))
+    s = resolve("keyed,tiny")
+    assert (s.color_match.strength, s.color_match.image) == (0.7, str(style / "key.png"))
+    # tables merge key by key, as every layer does: a request's strength keeps the frame,
+    # and "image": null goes back to matching the shot's first window
+    assert resolve("keyed,tiny", {"color_match": {"strength": 0.2}}).color_match.image == str(
+        style / "key.png"
+    )
+    assert resolve("keyed,tiny", {"color_match": {"image": None}}).color_match.image is None
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [

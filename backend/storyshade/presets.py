@@ -26,7 +26,8 @@ from storyshade.wire.layering import DEFAULTS, LAYERS, merge_layers, parse_names
 PROMPT_FIELDS = {"prompt_prefix", "prompt_suffix", "negative_prompt"}
 LAYER_FIELDS: dict[str, set[str]] = {
     "style": PROMPT_FIELDS
-    | {"checkpoint", "loras", "controls", "references", "ip_adapter", "image_encoder"},
+    | {"checkpoint", "loras", "controls", "references", "ip_adapter", "image_encoder"}
+    | {"color_match"},
     "camera": {"motion_adapter", "motion_loras", "motion_scale"},
     "resolution": {"width", "height"},
     # Quality trades time for fidelity: steps and sampler, but also a different model set
@@ -106,16 +107,20 @@ def load_preset(path: Path) -> Preset:
 
 
 def _beside(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """A preset's reference images are named relative to the preset file (shipped beside
-    it): made absolute here, so they mean the same wherever the job's bundle is."""
-    refs = settings.get("references")
-    if not refs:
-        return settings
-    out = []
-    for ref in refs:  # validated already: each is a table with an `image` string
-        image = Path(ref["image"]).expanduser()
-        out.append({**ref, "image": str(image if image.is_absolute() else path.parent / image)})
-    return {**settings, "references": out}
+    """A preset's images (references, the colour-match frame) are named relative to the
+    preset file (shipped beside it): made absolute here, so they mean the same wherever
+    the job's bundle is."""
+
+    def absolute(entry: dict[str, Any]) -> dict[str, Any]:
+        image = Path(entry["image"]).expanduser()
+        return {**entry, "image": str(image if image.is_absolute() else path.parent / image)}
+
+    out = dict(settings)
+    if settings.get("references"):  # validated already: tables with an `image` string
+        out["references"] = [absolute(ref) for ref in settings["references"]]
+    if (settings.get("color_match") or {}).get("image"):
+        out["color_match"] = absolute(settings["color_match"])
+    return out
 
 
 def _check_layer_fields(path: Path, layer: str, settings: dict[str, Any]) -> None:
