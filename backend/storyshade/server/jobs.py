@@ -8,9 +8,9 @@ overwritten only by the same frame of the new run. A job found with every frame 
 done; a job interrupted MAX_ATTEMPTS times is marked failed (it may be what kills the
 server), keeping its frames.
 
-Jobs render in-process on one worker thread by default. A `Runner` (storyshade.cluster for
-`serve --ray`) renders them elsewhere instead, `runner.slots` at a time; records, events and
-cancel stay here either way.
+A runner (server/runners.py) renders each job: in this process on one worker thread by
+default, or elsewhere (storyshade.cluster for `serve --ray`), `runner.slots` at a time;
+records, events and cancel stay here either way.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from storyshade.bundle import Bundle, load_bundle
 from storyshade.cache import StageCache
@@ -31,12 +31,12 @@ from storyshade.job_input import JobInput, prepare
 from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.presets import search_dirs
 from storyshade.progress import Reporter
-from storyshade.render import render
 from storyshade.server.eta import Pace, RunClock
 from storyshade.server.events import EventLog
 from storyshade.server.job_queue import JobQueue
 from storyshade.server.records import Job, Records
 from storyshade.server.redact import Redactor
+from storyshade.server.runners import LocalRunner, Runner
 from storyshade.settings import Settings
 from storyshade.wire.states import TERMINAL, Event, JobState, Stage
 
@@ -47,19 +47,6 @@ PROGRESS_KEYS = (
     "stage", "done", "total", "step", "steps", "window", "windows", "cached", "eta_s",
     "elapsed_s", "position", "eta_start_s",
 )  # fmt: skip
-
-
-class Runner(Protocol):
-    """Renders one job somewhere other than this process (see storyshade.cluster)."""
-
-    slots: int  # jobs it can run at once: one worker thread each
-
-    def render(
-        self, job_id: str, job_dir: Path, work: JobInput, reporter: Reporter, cancel: CancelToken
-    ) -> None:
-        """Render `job_id` into `job_dir/frames`, reporting to `reporter`; raise `Cancelled`
-        soon after `cancel` is cancelled."""
-        ...
 
 
 class JobStore:
@@ -81,7 +68,6 @@ class JobStore:
         )
         self.roots = roots
         self.models = models or ModelCache()
-        self.stages = stages
         self.jobs: dict[str, Job] = {}
         self.settings: dict[str, Settings] = {}
         self.inputs: dict[str, JobInput] = {}  # submitted in this process: models resolved
@@ -90,13 +76,14 @@ class JobStore:
         self.lock = threading.Condition(threading.RLock())
         self.queue = JobQueue()
         self.pace = Pace()
-        self.runner = runner
+        self.runner = runner  # the Ray runner, when there is one (health, CLI)
+        self.renders: Runner = runner or LocalRunner(roots, self.models, stages)
         self.clocks: dict[str, RunClock] = {}  # running job id → its stopwatch
         self._announced: dict[str, int] = {}
         self._load_existing()
         self.workers = [
             threading.Thread(target=self._run_forever, name=f"storyshade-worker-{i}", daemon=True)
-            for i in range(runner.slots if runner else 1)
+            for i in range(self.renders.slots)
         ]
         if start:
             for worker in self.workers:
@@ -370,11 +357,7 @@ class JobStore:
                 self.roots,
                 bundle_hash=job.bundle_hash or None,
             )
-            if self.runner:  # elsewhere (a Ray worker): frames and events come back here
-                self.runner.render(job.id, self.job_dir(job.id), work, reporter, cancel)
-            else:
-                frames = self.job_dir(job.id) / "frames"
-                render(work, frames, self.roots, self.models, reporter, self.stages, cancel=cancel)
+            self.renders.render(job.id, self.job_dir(job.id), work, reporter, cancel)
         except Cancelled:
             self._finish(job, JobState.CANCELLED)
         except StoryShadeError as exc:
