@@ -21,11 +21,10 @@ from pathlib import Path
 
 import bpy
 
-from .errors import StoryShadeError
+from .errors import InputError, StoryShadeError
 from .look_data import Look
-from .reference_files import check_image
+from .reference_files import check_references
 from .references import StoryShadeReference
-from .wire.references import MAX_REFERENCES
 
 MAX_LOOKS = 16  # the server's limit: one text encoding and one mask per look per layer
 REGION_KINDS = ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")
@@ -187,32 +186,20 @@ def shot_regions(
 
 def _parse_references(where: str, raw: object, base: Path) -> tuple[tuple[str, float], ...]:
     """A look's references from a file: image paths (relative to the file) or
-    {"image", "weight"}; each image checked now, before any export."""
-    if not isinstance(raw, list):
-        raise StoryShadeError(
-            f"{where}.references must be a list",
-            '["front.png", {"image": "side.png", "weight": 0.6}]',
-        )
-    if len(raw) > MAX_REFERENCES:
-        raise StoryShadeError(
-            f"{where} has {len(raw)} references; at most {MAX_REFERENCES}",
-            "keep the clearest front and side views",
-        )
-    out = []
-    for i, entry in enumerate(raw):
-        image, weight = (entry, 0.8) if isinstance(entry, str) else (None, None)
-        if isinstance(entry, dict) and not set(entry) - {"image", "weight"}:
-            image, weight = entry.get("image"), entry.get("weight", 0.8)
-        if not isinstance(image, str):
-            raise StoryShadeError(
-                f"{where}.references[{i}] must be an image path or "
-                '{"image": "...", "weight": 0.8}'
+    {"image", "weight"}, checked now by the rules every reference follows
+    (reference_files.check_references), the error naming the file's entry."""
+    if isinstance(raw, list):
+        raw = [{"image": entry} if isinstance(entry, str) else entry for entry in raw]
+        if any(isinstance(entry, dict) and "look" in entry for entry in raw):
+            raise InputError(
+                f"{where}: a reference names a look, but it belongs to the look it is under",
+                'remove its "look" key',
             )
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 2:
-            raise StoryShadeError(f"{where}.references[{i}].weight must be a number in 0-2")
-        path = check_image(base / Path(image).expanduser(), f"{where} reference {i + 1}")
-        out.append((str(path), float(weight)))
-    return tuple(out)
+    try:
+        refs = check_references(raw, [], base)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc.problem}", exc.fix) from None
+    return tuple((ref["image"], ref["weight"]) for ref in refs)
 
 
 def _parse_look(where: str, name: str, raw: object, base: Path) -> Look:

@@ -265,11 +265,12 @@ def test_a_looks_file_carries_references_relative_to_itself(scene, tmp_path: Pat
 @pytest.mark.parametrize(
     ("refs", "says"),
     [
-        (["girl/nowhere.png"], "objects['Girl'] reference 1 "),
+        (["girl/nowhere.png"], "objects['Girl']: reference image"),
         ("front.png", "references must be a list"),
-        ([{"image": "a.png", "weight": 3}], "weight must be a number in 0-2"),
-        ([{"file": "a.png"}], "must be an image path or"),
-        (["a.png"] * 5, "5 references; at most 4"),
+        ([{"image": "a.png", "weight": 3}], "weight 3 is not 0-2"),
+        ([{"file": "a.png"}], 'reference 1 must be {"image": PATH'),
+        (["a.png"] * 5, "5 reference images; StoryShade takes at most 4"),
+        ([{"image": "a.png", "look": "Girl"}], "belongs to the look it is under"),
     ],
 )
 def test_bad_references_in_a_looks_file_stop_shade_before_export(
@@ -280,4 +281,4 @@ def test_bad_references_in_a_looks_file_stop_shade_before_export(
     path = _looks_file(tmp_path, {"prompt": "a girl", "references": refs})
     rc = cli.main(["shade", "--server", "http://127.0.0.1:9", "--no-save", "--looks", str(path)])
     err = capsys.readouterr().err
-    assert rc in (1, 2) and says in err and "Exporting" not in err, err
+    assert rc == 2 and says in err and "Exporting" not in err, err

@@ -276,36 +276,38 @@ def test_reference_argument(tmp_path, monkeypatch):
     }
 
 
-def test_a_preset_names_references_beside_it(tmp_path, monkeypatch, images):
-    style = tmp_path / "style"
+def style_preset(root: Path, image: Path, name: str, settings_line: str) -> Path:
+    """A user style preset `name` under `root` with a copy of `image` beside it."""
+    style = root / "style"
     style.mkdir()
-    (style / "red.png").write_bytes(images["noise"].read_bytes())
-    (style / "redstyle.toml").write_text(
-        'description = "red"\n[settings]\nreferences = [{ image = "red.png", weight = 0.6 }]\n',
-        encoding="utf-8",
+    (style / image.name).write_bytes(image.read_bytes())
+    (style / f"{name}.toml").write_text(
+        f'description = "{name}"\n[settings]\n{settings_line}\n', encoding="utf-8"
     )
+    return style
+
+
+def test_a_preset_names_references_beside_it(tmp_path, monkeypatch, images):
+    line = f'references = [{{ image = "{images["noise"].name}", weight = 0.6 }}]'
+    style = style_preset(tmp_path, images["noise"], "redstyle", line)
     monkeypatch.setenv("STORYSHADE_PRESETS", str(tmp_path))
     s = resolve("redstyle,tiny")
-    assert s.references[0].image == str(style / "red.png")
+    assert s.references[0].image == str(style / images["noise"].name)
     assert s.references[0].weight == 0.6
     assert s.ip_adapter == TINY_NAMES["ip_adapter"]
 
 
 def test_a_style_preset_sets_colour_matching_to_a_frame_beside_it(tmp_path, monkeypatch, images):
-    style = tmp_path / "style"
-    style.mkdir()
-    (style / "key.png").write_bytes(images["noise"].read_bytes())
-    (style / "keyed.toml").write_text(
-        'description = "keyed"\n[settings]\ncolor_match = { strength = 0.7, image = "key.png" }\n',
-        encoding="utf-8",
-    )
+    key = images["noise"]
+    line = f'color_match = {{ strength = 0.7, image = "{key.name}" }}'
+    style = style_preset(tmp_path, key, "keyed", line)
     monkeypatch.setenv("STORYSHADE_PRESETS", str(tmp_path))
     s = resolve("keyed,tiny")
-    assert (s.color_match.strength, s.color_match.image) == (0.7, str(style / "key.png"))
+    assert (s.color_match.strength, s.color_match.image) == (0.7, str(style / key.name))
     # tables merge key by key, as every layer does: a request's strength keeps the frame,
     # and "image": null goes back to matching the shot's first window
     assert resolve("keyed,tiny", {"color_match": {"strength": 0.2}}).color_match.image == str(
-        style / "key.png"
+        style / key.name
     )
     assert resolve("keyed,tiny", {"color_match": {"image": None}}).color_match.image is None
 
