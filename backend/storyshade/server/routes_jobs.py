@@ -36,7 +36,11 @@ def jobs_router(config: ServerConfig, store: JobStore, limits: Limits) -> APIRou
         request: Request,
         bundle: Annotated[UploadFile, File(description="the bundle folder as a zip")],
         settings: Annotated[
-            str, Form(description='JSON object: {"preset": NAME, ...setting overrides}')
+            str,
+            Form(
+                description='JSON object: {"preset": NAME, ...setting overrides}, the overrides '
+                "as in components/schemas/Settings"
+            ),
         ] = "{}",
         priority: Annotated[
             int, Form(ge=-100, le=100, description="higher runs first; equal: first come")
@@ -138,7 +142,8 @@ async def _stream(store: JobStore, job_id: str, last: int) -> AsyncIterator[str]
         yield "retry: 2000\n\n"
         while True:
             waiter.clear()
-            terminal = store.jobs[job_id].state in TERMINAL  # read before the events
+            job = store.jobs.get(job_id)  # None: expired (--keep-days) while followed
+            terminal = job is None or job.state in TERMINAL  # read before the events
             for event in log_.after(last):
                 last = event["id"]
                 yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"

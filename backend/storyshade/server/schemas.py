@@ -50,17 +50,33 @@ class JobList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="'degraded' while submits are refused for lack of room (see `degraded`)"
+    )
+    degraded: list[Literal["disk"]] = Field(
+        default_factory=list, description="why: 'disk' = free space under --min-free-mb"
+    )
     version: str
     api: int
     device: str
+    devices: list[str] | None = Field(
+        None, description="what settings.device may name here; null: the Ray workers decide"
+    )
     auth: bool = Field(description="whether requests must carry a bearer token")
     limits: dict[str, int]
-    jobs: dict[str, int]
-    models: dict[str, int]
-    model_roots: list[str]
+    jobs: dict[str, int] = Field(description="jobs by state (a named client: its own only)")
+    models: dict[str, int] | None = Field(None, description="resident models; admin only")
+    model_roots: list[str] = Field(
+        description="model folders; a named client gets one '<models>' per folder, no paths"
+    )
     workers: dict[str, Any] | None = Field(
         None, description="serve --ray: the cluster and each Ray worker; null otherwise"
+    )
+    worker_restarts: int | None = Field(
+        None, description="worker threads replaced after they stopped; admin only"
+    )
+    disk: dict[str, int] | None = Field(
+        None, description="the data folder's free_bytes and min_free_bytes; admin only"
     )
 
 
