@@ -437,10 +437,10 @@ class JobStore:
                 self._run(job)
             except Exception as exc:  # the job could not even start: say why, go on
                 self._finish(job, JobState.FAILED, self.job_error(exc))
-            finally:
-                with self.lock:
-                    self.clocks.pop(job.id, None)
-                    self.running.pop(slot, None)
+            # not in a `finally`: a thread ending here leaves its job for _replace_worker
+            with self.lock:
+                self.clocks.pop(job.id, None)
+                self.running.pop(slot, None)
 
     # -- upkeep ----------------------------------------------------------------------------
     def _upkeep(self) -> None:
