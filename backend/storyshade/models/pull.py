@@ -504,7 +504,8 @@ class Fetcher:
                         have, hasher = 0, Hasher(take)
                         part.write_bytes(b"")
                     with part.open("ab") as fh:
-                        for chunk in r.iter_bytes(CHUNK):
+                        # as it arrives (no re-chunking): progress and resume stay fine-grained
+                        for chunk in r.iter_bytes():
                             self.cancel.check()
                             self._write(fh, chunk, model, take)
                             hasher.update(chunk)
