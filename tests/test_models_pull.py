@@ -341,11 +341,28 @@ def test_unknown_names_and_an_unwritable_folder(fresh_hub, tmp_path: Path) -> No
     assert done.returncode == 2
     assert "'no-such-thing' is neither a preset nor a model" in done.stderr
     assert "anime-cel" in done.stderr and "stable-diffusion-v1-5" in done.stderr
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    if os.geteuid() != 0:  # root writes anywhere
-        done = pull(fresh_hub, tmp_path, locked / "models", "control_v11f1p_sd15_depth")
-        assert done.returncode == 2 and "cannot be written" in done.stderr
+    blocker = tmp_path / "a-file"  # a folder cannot be made inside a file, even by root
+    blocker.write_text("not a folder")
+    done = pull(fresh_hub, tmp_path, blocker / "models", "control_v11f1p_sd15_depth")
+    assert (
+        done.returncode == 2
+        and f"the models folder {blocker / 'models'} cannot be written" in done.stderr
+    )
+    assert fresh_hub.requests() == []
+
+
+def test_render_never_downloads_even_when_online(fresh_hub, tmp_path: Path) -> None:
+    """Only `models pull` fetches: a render whose models are missing stops and says so,
+    with the hub reachable and downloads allowed."""
+    from conftest import write_synthetic_bundle
+
+    bundle = write_synthetic_bundle(tmp_path / "bundle")
+    done = subprocess.run(
+        [sys.executable, "-m", "storyshade", "render", str(bundle), "--preset", "anime-cel",
+         "--models", str(tmp_path / "models"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=pull_env(fresh_hub, tmp_path), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "not found" in done.stderr and "models pull" in done.stderr
     assert fresh_hub.requests() == []
 
 
