@@ -28,11 +28,13 @@ from storyshade.server.disk import Disk, os_error
 from storyshade.server.guard import Guard
 from storyshade.server.headers import SecurityHeaders, docs_router
 from storyshade.server.jobs import JobStore
+from storyshade.server.pulls import PullJobs
 from storyshade.server.readiness import router as readiness_router
 from storyshade.server.redact import Redactor
 from storyshade.server.review_page import review_router
 from storyshade.server.routes_health import API_VERSION, health_router
 from storyshade.server.routes_jobs import jobs_router
+from storyshade.server.routes_models import models_router
 from storyshade.server.upload import Limits
 from storyshade.settings import Settings
 
@@ -165,6 +167,8 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
     )
     limits = Limits(config.max_upload_bytes, config.max_frames, config.max_resolution)
     app.state.store = store
+    pulls = PullJobs(config.data_dir, config.model_roots, store.redact, start=start_worker)
+    app.state.pulls = pulls
     device = pick_device()
     _install_error_handlers(app, store.redact, disk)
     app.openapi = _openapi(app, config)  # type: ignore[method-assign]
@@ -183,5 +187,6 @@ def create_app(config: ServerConfig, start_worker: bool = True) -> FastAPI:
     app.include_router(readiness_router(config.model_roots))
     app.include_router(review_router())
     app.include_router(docs_router(app.title, app.openapi_url or "/openapi.json"))
-    app.include_router(jobs_router(config, store, limits))
+    app.include_router(models_router(config.model_roots, pulls))
+    app.include_router(jobs_router(config, store, limits, pulls))
     return app

@@ -71,6 +71,7 @@ class Job:
     reused: list[str] = field(default_factory=list)
     owner: str | None = None  # the named client that submitted it (serve --clients)
     bundle_hash: str = ""  # the bundle's content hash, taken once at submit
+    kind: str = "render"  # "pull": a model download (server/pulls.py, its own folder)
 
 
 RECORD = TypeAdapter(Job)  # job.json's schema: strict types, unknown keys ignored
