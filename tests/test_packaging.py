@@ -28,12 +28,13 @@ def test_every_backend_package_is_listed() -> None:
     }
     assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
     # data folders too (setuptools warns about, and may one day drop, unlisted ones)
-    configs = REPO / "backend" / "storyshade" / "configs"
+    backend = REPO / "backend"
     data = {
-        "storyshade.configs." + ".".join(d.relative_to(configs).parts)
-        for d in configs.rglob("*")
-        if d.is_dir()
-    }
+        ".".join(d.relative_to(backend).parts)
+        for d in backend.rglob("*")
+        if d.is_dir() and not d.is_symlink() and "__pycache__" not in d.parts
+        and not d.name.endswith(".egg-info") and not (d / "__init__.py").exists()
+    }  # fmt: skip
     data |= {
         f"storyshade.presets_data.{d.name}" for d in (REPO / "presets").iterdir() if d.is_dir()
     }
