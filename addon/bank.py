@@ -1,4 +1,4 @@
-"""The character bank: looks (look_data.Look) with their reference images, kept in a folder so the same
+"""The character bank: looks (wire.looks.Look) with their reference images, kept in a folder so the same
 character is reused across shots and .blend files (no bpy here: plain files).
 
 One subfolder per character, holding `character.toml` and copies of its images:
@@ -31,8 +31,8 @@ import tomllib
 from pathlib import Path
 
 from .errors import InputError
-from .look_data import Look
 from .reference_files import MAX_REFERENCES, check_image
+from .wire.looks import WEIGHT_MAX, WEIGHT_MIN, Look
 
 TOML = "character.toml"
 FORMAT = "storyshade.character"
@@ -199,7 +199,7 @@ def read_character(folder: Path) -> Look:
         name=data.get("name") or folder.name,
         prompt=prompt,
         negative=data.get("negative", ""),
-        weight=_number(path, "weight", data.get("weight", 1.0), 0.05, 4),
+        weight=_number(path, "weight", data.get("weight", 1.0), WEIGHT_MIN, WEIGHT_MAX),
         color=color,  # type: ignore[arg-type]
         references=tuple(refs),
     )

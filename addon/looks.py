@@ -22,11 +22,10 @@ from pathlib import Path
 import bpy
 
 from .errors import InputError, StoryShadeError
-from .look_data import Look
 from .reference_files import check_references
 from .references import StoryShadeReference
+from .wire.looks import MAX_LOOKS, WEIGHT_MAX, WEIGHT_MIN, Look
 
-MAX_LOOKS = 16  # the server's limit: one text encoding and one mask per look per layer
 REGION_KINDS = ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")
 
 
@@ -49,8 +48,8 @@ class StoryShadeLook(bpy.types.PropertyGroup):
         name="Weight",
         description="How strongly the look's prompt steers its pixels (1 = as the shot's)",
         default=1.0,
-        min=0.05,
-        max=4.0,
+        min=WEIGHT_MIN,
+        max=WEIGHT_MAX,
     )
     use_color: bpy.props.BoolProperty(
         name="Base Colour", description="Paint it in this colour in preview drafts", default=False
@@ -169,18 +168,13 @@ def shot_regions(
                 f"the look on '{look.name}' has no prompt",
                 f"describe what '{look.name}' is in its StoryShade Look panel, or turn the look off",
             )
+        for problem in look.problems():
+            raise StoryShadeError(
+                f"the look on '{look.name}': {problem}",
+                f"fix it in the StoryShade Look panel of '{look.name}'",
+            )
     ids = {look.name: i + 1 for i, look in enumerate(looks)}
-    table = [
-        {
-            "id": ids[look.name],
-            "name": look.name,
-            "prompt": look.prompt,
-            "negative": look.negative,
-            "weight": look.weight,
-            **({"color": list(look.color)} if look.color else {}),
-        }
-        for look in looks
-    ]
+    table = [look.region(ids[look.name]) for look in looks]
     return table, {name: ids[look.name] for name, look in by_object.items()}
 
 
@@ -217,8 +211,8 @@ def _parse_look(where: str, name: str, raw: object, base: Path) -> Look:
         raise StoryShadeError(f"{where}['{name}'] needs a non-empty \"prompt\"")
     if not isinstance(negative, str):
         raise StoryShadeError(f"{where}['{name}'].negative must be text")
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 4:
-        raise StoryShadeError(f"{where}['{name}'].weight must be a number in (0, 4]")
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise StoryShadeError(f"{where}['{name}'].weight must be a number")
     if color is not None and (
         not isinstance(color, list)
         or len(color) != 3
@@ -226,7 +220,10 @@ def _parse_look(where: str, name: str, raw: object, base: Path) -> Look:
     ):
         raise StoryShadeError(f"{where}['{name}'].color must be [r, g, b] with values 0-1")
     refs = _parse_references(f"{where}['{name}']", raw.get("references", []), base)
-    return Look(name, prompt, negative, float(weight), tuple(color) if color else None, refs)  # type: ignore[arg-type]
+    look = Look(name, prompt, negative, float(weight), tuple(color) if color else None, refs)  # type: ignore[arg-type]
+    for problem in look.problems():
+        raise StoryShadeError(f"{where}['{name}'].{problem}")
+    return look
 
 
 def load_looks_file(path: str | Path, scene) -> LookOverrides:

@@ -15,9 +15,9 @@ import bpy
 from . import prefs
 from .bank import default_folder, list_characters, read_character, save_character
 from .errors import StoryShadeError
-from .look_data import Look
 from .looks import look_and_holder, own_look
 from .props import set_references
+from .wire.looks import Look
 
 
 def bank_folder(context) -> Path:

@@ -51,6 +51,7 @@ def measure(case: be.Case) -> dict:
     import torch
 
     torch.set_num_threads(case.threads)
+    from storyshade.bundle import Region
     from storyshade.controls import ControlSet
     from storyshade.engine.windowed import WindowedAnimateDiffEngine
     from storyshade.models.loader import ModelCache, model_key
@@ -67,12 +68,15 @@ def measure(case: be.Case) -> dict:
     frames = be.synthetic_controls(case.frames, case.width, case.height, roles)
     controls = ControlSet(frames=frames, frame_numbers=list(range(case.frames)))
     controls.regions = id_maps(count, case.frames, case.width, case.height)
-    controls.meta["looks"] = looks_for(count)
+    looks = [Region(**look) for look in looks_for(count)]
     be.reset_peak(case.device)
     base = be.peak_mib(case.device)
     start = time.perf_counter()
     rendered = sum(
-        1 for _ in WindowedAnimateDiffEngine(roots, cache).render(controls, settings, Reporter())
+        1
+        for _ in WindowedAnimateDiffEngine(roots, cache).render(
+            controls, settings, Reporter(), looks=looks
+        )
     )
     if case.device.startswith("cuda"):
         torch.cuda.synchronize()

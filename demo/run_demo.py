@@ -132,7 +132,7 @@ def write_contact_sheet(bundle_dir: Path, strips) -> Path:
     if controls.regions:  # one flat colour per look
         from storyshade.controls.inspect import paint_regions, region_colors
 
-        colors = region_colors(controls.meta["looks"])
+        colors = region_colors(bundle.shot.regions)
         columns["looks"] = [paint_regions(controls.regions[i], colors) for i in rows]
     for s in strips:
         folder = Path(bpy.path.abspath(s.directory))

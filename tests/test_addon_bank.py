@@ -13,7 +13,7 @@ from test_addon_helpers import ensure_registered, new_scene, png_bytes
 
 from addon.bank import TOML, dump_toml, list_characters, read_character
 from addon.errors import InputError
-from addon.look_data import Look
+from addon.wire.looks import Look
 
 
 @pytest.fixture(autouse=True)

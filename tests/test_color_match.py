@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 from storyshade.engine import sampling
-from storyshade.engine.color_match import check_color_match_engine, image_stats
-from storyshade.engine.preview import PreviewEngine
+from storyshade.engine.color_match import image_stats
 from storyshade.engine.windows import static_windows
+from storyshade.engines import check_settings
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
-from storyshade.progress import Reporter
+from storyshade.presets import resolve
 from test_windowed import controls_for, render, tiny_settings
 
 FRAMES = 6
@@ -93,14 +93,14 @@ def test_an_image_sets_the_palette(tiny_models, cache, latents, tmp_path):
 
 
 def test_engines_without_windows_refuse_it(tmp_path):
-    check_color_match_engine("animatediff", None)
-    check_color_match_engine("animatediff", settings(color_match={}).color_match)
+    check_settings(settings())
+    check_settings(settings(color_match={}))
     for engine in ("animatediff-stock", "preview"):
         with pytest.raises(StoryShadeError) as err:
-            check_color_match_engine(engine, settings(color_match={}).color_match)
+            check_settings(settings(engine=engine, color_match={}))
         assert err.value.field == "settings.color_match"
     with pytest.raises(StoryShadeError, match="color_match"):
-        list(PreviewEngine().render(controls_for(2), settings(color_match={}), Reporter()))
+        resolve("tiny,preview", {"color_match": {}})
 
 
 def test_a_bad_reference_frame_names_the_field(tiny_models, cache, tmp_path: Path):

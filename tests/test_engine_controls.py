@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from storyshade.engine.sampling import ControlSpec, WindowedSampler
-from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
+from storyshade.engine.windowed import encode_text, shot_noise
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.models.tiny import TINY_NAMES
@@ -79,7 +79,7 @@ def test_full_span_is_bit_identical_to_multicontrolnet(live_models, cache):
     settings = spec_settings({"start": 0.0, "end": 1.0}, {})
     controls = controls_for(FRAMES)
     pipe = cache.get(model_key([live_models], settings))
-    sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+    sampler = WindowedSampler(pipe, settings, Reporter())
     sampler.scheduler.set_timesteps(2)
     t = sampler.scheduler.timesteps[0]
     latents = shot_noise(settings, FRAMES, LATENT)
@@ -145,7 +145,7 @@ def test_partial_span_matches_diffusers_control_guidance(live_models, cache):
     noise = shot_noise(settings, FRAMES, LATENT)
     calls, handle = count_calls(pipe.controlnet.nets[0])
     try:
-        sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+        sampler = WindowedSampler(pipe, settings, Reporter())
         specs = [ControlSpec(0.8, 0.25, 0.75), ControlSpec(0.6)]
         with torch.inference_mode():
             text = encode_text(pipe, settings)
@@ -193,7 +193,7 @@ def test_guess_mode_without_cfg_matches_diffusers(live_models, cache):
     controls = controls_for(FRAMES)
     pipe = cache.get(model_key([live_models], settings))
     noise = shot_noise(settings, FRAMES, LATENT)
-    sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+    sampler = WindowedSampler(pipe, settings, Reporter())
     specs = [ControlSpec(0.8, guess_mode=True), ControlSpec(0.6, guess_mode=True)]
     with torch.inference_mode():
         text = encode_text(pipe, settings)
@@ -212,7 +212,7 @@ def test_guess_mode_with_cfg_steers_only_the_conditional_branch(live_models, cac
     settings = spec_settings({"guess_mode": True})
     controls = controls_for(FRAMES)
     pipe = cache.get(model_key([live_models], settings))
-    sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+    sampler = WindowedSampler(pipe, settings, Reporter())
     sampler.scheduler.set_timesteps(2)
     t = sampler.scheduler.timesteps[0]
     x = torch.cat([shot_noise(settings, FRAMES, LATENT)] * 2)

@@ -16,7 +16,7 @@ from storyshade.engine.animatediff import StockAnimateDiffEngine
 from storyshade.engine.motion import motion_modules, scale_motion
 from storyshade.engine.pipeline_edits import edited
 from storyshade.engine.sampling import WindowedSampler
-from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
+from storyshade.engine.windowed import encode_text, shot_noise
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.models.tiny import TINY_NAMES
@@ -34,7 +34,7 @@ def cache() -> ModelCache:
 
 def windowed_latents(pipe, settings: Settings, controls, noise) -> torch.Tensor:
     roles = list(settings.controls)
-    sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+    sampler = WindowedSampler(pipe, settings, Reporter())
     with torch.inference_mode():
         text = encode_text(pipe, settings)
         scales = [settings.controls[r].scale for r in roles]
@@ -157,7 +157,7 @@ def test_stock_engine_applies_motion_scale(tiny_models, cache):
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     noise = torch.randn((1, 4, FRAMES, SIZE // 2, SIZE // 2), generator=generator)
     ours = windowed_latents(pipe, tiny_settings(motion_scale=0.0), controls, noise)
-    decoded = WindowedSampler(pipe, sampler_config(settings), Reporter()).decode(ours, 8)
+    decoded = WindowedSampler(pipe, settings, Reporter()).decode(ours, 8)
     frames = np.stack([f for _, f in decoded])
     assert np.abs(frames.astype(int) - stock_zero.astype(int)).max() <= 1
 

@@ -19,8 +19,11 @@ import pytest
 import torch
 from conftest import REPO, write_synthetic_bundle
 from PIL import Image
+from storyshade import settings_doc
 from storyshade.bundle import load_bundle
 from storyshade.cache import StageCache
+from storyshade.declare import declared, is_neutral
+from storyshade.engines import capabilities
 from storyshade.errors import StoryShadeError
 from storyshade.job_input import prepare
 from storyshade.models.loader import ModelCache
@@ -58,48 +61,137 @@ BASE: dict[str, Any] = {
 FIXED = {"depth_range": "fixed", "depth_near": 1.0, "depth_far": 30.0}
 IPX = {"ip_adapter": TINY_NAMES["ip_adapter"], "image_encoder": TINY_NAMES["image_encoder"]}
 REFERENCE = str(REPO / "docs" / "gui" / "4.3-looks-preview.png")
-# field: (base overrides, changed value, windowed effect, preview effect)
-WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
-    "engine": ({}, "animatediff-stock", "frames", "frames"),
-    "prompt": ({}, "a red barn", "frames", "same"),
-    "prompt_prefix": ({}, "ink sketch", "frames", "same"),
-    "prompt_suffix": ({}, "at night", "frames", "same"),
-    "negative_prompt": ({}, "", "frames", "same"),
-    "seed": ({}, 4, "frames", "same"),
-    "steps": ({}, 3, "frames", "same"),
-    "guidance_scale": ({}, 4.0, "frames", "same"),
-    "width": ({}, 72, "frames", "frames"),
-    "height": ({"width": 128}, 72, "frames", "frames"),  # a height-limited fit
-    "checkpoint": ({}, "tiny-sd15-b", "frames", "same"),
-    "motion_adapter": ({}, "tiny-motion-b", "frames", "same"),
-    "motion_scale": ({}, 0.5, "frames", "same"),
-    "scheduler": ({}, "euler_a", "frames", "same"),
-    "controls": ({}, {"depth": {"model": DEPTH, "scale": 0.8}}, "frames", "same"),
-    "loras": ({}, [{"name": "tiny-style"}], "frames", "same"),
-    "motion_loras": ({}, [{"name": "tiny-sway"}], "frames", "same"),
-    "references": (IPX, [{"image": REFERENCE}], "frames", "same"),  # preview: a note
-    "ip_adapter": ({}, TINY_NAMES["ip_adapter_plus"], "same", "same"),  # without references
-    "image_encoder": ({}, "another-encoder", "same", "same"),  # without references
-    "color_match": ({}, {"strength": 1.0}, "frames", "refused"),
-    "context_length": ({}, 3, "frames", "same"),
-    "context_overlap": ({}, 3, "frames", "same"),  # 1 would tile the same 2 windows
-    "decode_chunk_size": ({}, 3, "same", "same"),
-    "context_schedule": ({"steps": 4}, "shifting", "frames", "same"),
-    "context_fuse": ({}, "flat", "frames", "same"),
-    "free_noise": ({}, True, "frames", "same"),
-    "forward_chunk": ({}, 64, "same", "same"),
-    "attention_slicing": ({}, True, "same", "same"),
-    "channels_last": ({}, False, "same", "same"),  # CUDA only; these runs are on the CPU
-    "compile": ({}, "auto", "same", "same"),  # eager on the CPU ('on': test_levers.py)
-    "step_cache": ({"steps": 4}, 4, "frames", "same"),  # 2 of 2 steps: below 8-bit levels
-    "preview_every": ({}, 1, "same", "same"),  # events, not frames
-    "depth_range": ({}, "clip", "frames", "frames"),
-    "depth_near": (FIXED, 4.0, "frames", "frames"),
-    "depth_far": (FIXED, 5.0, "frames", "frames"),
-    "normal_convention": ({}, "midas", "frames", "same"),  # preview decodes either
-    "dtype": ({}, "bfloat16", "frames", "same"),
-    "device": ({}, "cpu", "same", "same"),  # 'auto' is the CPU here: where, not what
-    "hires": ({}, {"scale": 1.5, "strength": 0.5}, "frames", "same"),  # preview: a draft
+# field: (base overrides, changed value). What the change does on each engine is not written
+# here: it follows from the field's declaration (declare.Declared) and the engine's
+# Capabilities, see `expected`.
+WALK: dict[str, tuple[dict[str, Any], Any]] = {
+    "engine": ({}, "animatediff-stock"),
+    "prompt": ({}, "a red barn"),
+    "prompt_prefix": ({}, "ink sketch"),
+    "prompt_suffix": ({}, "at night"),
+    "negative_prompt": ({}, ""),
+    "seed": ({}, 4),
+    "steps": ({}, 3),
+    "guidance_scale": ({}, 4.0),
+    "width": ({}, 72),
+    "height": ({"width": 128}, 72),  # a height-limited fit
+    "checkpoint": ({}, "tiny-sd15-b"),
+    "motion_adapter": ({}, "tiny-motion-b"),
+    "motion_scale": ({}, 0.5),
+    "scheduler": ({}, "euler_a"),
+    "controls": ({}, {"depth": {"model": DEPTH, "scale": 0.8}}),
+    "loras": ({}, [{"name": "tiny-style"}]),
+    "motion_loras": ({}, [{"name": "tiny-sway"}]),
+    "references": (IPX, [{"image": REFERENCE}]),  # preview: a note
+    "ip_adapter": ({}, TINY_NAMES["ip_adapter_plus"]),  # without references
+    "image_encoder": ({}, "another-encoder"),  # without references
+    "color_match": ({}, {"strength": 1.0}),
+    "context_length": ({}, 3),
+    "context_overlap": ({}, 3),  # 1 would tile the same 2 windows
+    "decode_chunk_size": ({}, 3),
+    "context_schedule": ({"steps": 4}, "shifting"),
+    "context_fuse": ({}, "flat"),
+    "free_noise": ({}, True),
+    "forward_chunk": ({}, 64),
+    "attention_slicing": ({}, True),
+    "channels_last": ({}, False),  # CUDA only; these runs are on the CPU
+    "compile": ({}, "auto"),  # eager on the CPU ('on': test_levers.py)
+    "step_cache": ({"steps": 4}, 4),  # 2 of 2 steps: below 8-bit levels
+    "preview_every": ({}, 1),  # events, not frames
+    "depth_range": ({}, "clip"),
+    "depth_near": (FIXED, 4.0),
+    "depth_far": (FIXED, 5.0),
+    "normal_convention": ({}, "midas"),  # preview decodes either
+    "dtype": ({}, "bfloat16"),
+    "device": ({}, "cpu"),  # 'auto' is the CPU here: where, not what
+    "hires": ({}, {"scale": 1.5, "strength": 0.5}),  # preview: a draft
+}
+
+# What the walk measured per field when the effects were written by hand (before the
+# declarations): the derived expectations must equal them.
+WINDOWED_BEFORE = {
+    "engine": "frames",
+    "prompt": "frames",
+    "prompt_prefix": "frames",
+    "prompt_suffix": "frames",
+    "negative_prompt": "frames",
+    "seed": "frames",
+    "steps": "frames",
+    "guidance_scale": "frames",
+    "width": "frames",
+    "height": "frames",
+    "checkpoint": "frames",
+    "motion_adapter": "frames",
+    "motion_scale": "frames",
+    "scheduler": "frames",
+    "controls": "frames",
+    "loras": "frames",
+    "motion_loras": "frames",
+    "references": "frames",
+    "ip_adapter": "same",
+    "image_encoder": "same",
+    "color_match": "frames",
+    "context_length": "frames",
+    "context_overlap": "frames",
+    "decode_chunk_size": "same",
+    "context_schedule": "frames",
+    "context_fuse": "frames",
+    "free_noise": "frames",
+    "forward_chunk": "same",
+    "attention_slicing": "same",
+    "channels_last": "same",
+    "compile": "same",
+    "step_cache": "frames",
+    "preview_every": "same",
+    "depth_range": "frames",
+    "depth_near": "frames",
+    "depth_far": "frames",
+    "normal_convention": "frames",
+    "dtype": "frames",
+    "device": "same",
+    "hires": "frames",
+}
+PREVIEW_BEFORE = {
+    "engine": "frames",
+    "prompt": "same",
+    "prompt_prefix": "same",
+    "prompt_suffix": "same",
+    "negative_prompt": "same",
+    "seed": "same",
+    "steps": "same",
+    "guidance_scale": "same",
+    "width": "frames",
+    "height": "frames",
+    "checkpoint": "same",
+    "motion_adapter": "same",
+    "motion_scale": "same",
+    "scheduler": "same",
+    "controls": "same",
+    "loras": "same",
+    "motion_loras": "same",
+    "references": "same",
+    "ip_adapter": "same",
+    "image_encoder": "same",
+    "color_match": "refused",
+    "context_length": "same",
+    "context_overlap": "same",
+    "decode_chunk_size": "same",
+    "context_schedule": "same",
+    "context_fuse": "same",
+    "free_noise": "same",
+    "forward_chunk": "same",
+    "attention_slicing": "same",
+    "channels_last": "same",
+    "compile": "same",
+    "step_cache": "same",
+    "preview_every": "same",
+    "depth_range": "frames",
+    "depth_near": "frames",
+    "depth_far": "frames",
+    "normal_convention": "same",
+    "dtype": "same",
+    "device": "same",
+    "hires": "same",
 }
 
 # Effects real but too small for this walk's 8-bit comparison on the tiny models.
@@ -175,22 +267,45 @@ def test_the_walk_covers_every_field():
         assert not undocumented, f"{model.__name__} fields without a description"
 
 
-def test_inert_fields_are_documented_per_engine():
-    """docs/engine.md lists, per engine, the fields that leave the frames as they are."""
+def test_the_docs_tables_are_the_declarations():
+    """docs/engine.md's engines and settings tables are generated from the declarations."""
     doc = (REPO / "docs" / "engine.md").read_text(encoding="utf-8")
-    section = doc.split("## Which settings change the frames", 1)[1].split("\n## ", 1)[0]
-    rows = {
-        line.split("|")[1].strip(): line
-        for line in section.splitlines()
-        if line.startswith("| `")
-        or line.startswith("| animatediff")
-        or line.startswith("| preview")
-    }
-    for engine, column in (("animatediff", 2), ("preview", 3)):
-        inert = {f for f, row in WALK.items() if row[column] == "same"}
-        line = next(v for k, v in rows.items() if k.strip("`") == engine)
-        listed = {w.strip("`, ") for w in line.split("|")[2].split() if w.startswith("`")}
-        assert inert == listed, f"{engine}: documented {sorted(listed)} vs walked {sorted(inert)}"
+    assert settings_doc.BEGIN in doc, "docs/engine.md lost its generated section"
+    start = doc.index(settings_doc.BEGIN)
+    section = doc[start : doc.index(settings_doc.END, start) + len(settings_doc.END)]
+    assert section == settings_doc.markdown(), (
+        "docs/engine.md differs from the declarations: paste `storyshade settings --markdown`"
+    )
+
+
+def expected(engine: str, field: str, before: dict[str, Any], value: Any) -> str:
+    """What changing `field` to `value` does on `engine`, from the field's declaration and
+    the engine's capabilities: "frames", "same" or "refused"."""
+    if field == "engine":
+        return "frames"
+    caps = capabilities(engine)
+    decl = declared(Settings, field)
+    if decl.feature in caps.ignores:
+        return "same"
+    if not caps.honours(decl.feature):
+        settings = Settings(**{**before, field: value})
+        return "same" if is_neutral(Settings, field, value, settings) else "refused"
+    if decl.effect != "frames":
+        return "same"
+    if decl.only_with and decl.only_with not in before:
+        return "same"  # acts only with another field, which this base does not set
+    return "frames"
+
+
+def test_the_derived_effects_are_the_ones_measured_before():
+    """The walk's expectations, once written by hand per engine, now follow from the
+    declarations; they must not have moved (issue #24: no behaviour changes)."""
+    assert {f: expected("animatediff", f, {**BASE, **e}, v) for f, (e, v) in WALK.items()} == (
+        WINDOWED_BEFORE
+    )
+    assert {f: expected("preview", f, {**BASE, **e}, v) for f, (e, v) in WALK.items()} == (
+        PREVIEW_BEFORE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -218,13 +333,13 @@ def _walk_cases():
 def test_every_setting_changes_the_frames_or_is_documented_inert(
     engine, field, bundle, models, cache, references, tmp_path
 ):
-    extra, value, windowed_effect, preview_effect = WALK[field]
+    extra, value = WALK[field]
     before = {**BASE, "engine": engine, **extra}
     after = {**before, field: value}
     if field == "engine":
         after["engine"] = "preview" if engine == "animatediff" else "animatediff"
-    expected = windowed_effect if engine == "animatediff" else preview_effect
-    if expected == "refused":
+    effect = expected(engine, field, before, value)
+    if effect == "refused":
         with pytest.raises(StoryShadeError) as err:
             run(bundle, models, cache, after, tmp_path / "b")
         assert err.value.field == f"settings.{field}"
@@ -237,7 +352,7 @@ def test_every_setting_changes_the_frames_or_is_documented_inert(
     same = a.shape == b.shape and np.abs(a - b).max() <= 1
     if same and (engine, field) in BELOW_RESOLUTION:
         pytest.xfail(BELOW_RESOLUTION[engine, field])
-    assert same == (expected == "same"), f"{field} on {engine}: expected {expected}"
+    assert same == (effect == "same"), f"{field} on {engine}: expected {effect}"
     assert frames_key(bundle, models, before, tmp_path) != frames_key(
         bundle, models, after, tmp_path
     )
@@ -256,14 +371,3 @@ def test_every_control_field_changes_the_frames(bundle, models, cache, tmp_path)
         if a.shape == b.shape and np.abs(a - b).max() <= 1:
             wrong.append(field)
     assert not wrong, f"per-control fields with no effect: {wrong}"
-
-
-def test_every_sampler_config_field_is_documented_where_it_is_declared() -> None:
-    """SamplerConfig's docstring names each field with what it does (issue #12 item 6)."""
-    from dataclasses import fields
-
-    from storyshade.engine.sampling import SamplerConfig
-
-    doc = SamplerConfig.__doc__ or ""
-    missing = [f.name for f in fields(SamplerConfig) if f"\n    {f.name}: " not in doc]
-    assert not missing, f"SamplerConfig fields without a line in its docstring: {missing}"

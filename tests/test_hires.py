@@ -80,10 +80,11 @@ def test_bad_hires_settings_are_refused_naming_the_field(tiny_models) -> None:
         )
     assert err.value.field == "settings.hires.scale" and "1024x1024" in str(err.value)
     stock = Settings(engine="animatediff-stock", hires={"scale": 1.5})
-    from storyshade.engine.animatediff import check_stock_shot
+    from storyshade.engines import Shot, check_job
 
-    with pytest.raises(StoryShadeError, match="no hires pass"):
-        check_stock_shot(stock, 4, [tiny_models])
+    with pytest.raises(StoryShadeError, match="cannot use 'hires'") as err:
+        check_job(stock, [tiny_models], Shot(4))
+    assert err.value.field == "settings.hires"
 
 
 def test_looks_act_in_the_second_pass_at_its_layer_sizes(tiny_models, cache) -> None:

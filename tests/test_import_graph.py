@@ -17,7 +17,13 @@ LAYERS = [
     {"wire"},  # addon/wire/ as storyshade.wire: what the add-on and the server share
     {
         "errors",
+        "declare",  # what a setting declares besides its type: stage, feature, layers
         "settings",
+        "settings_flags",  # the CLI options settings declare
+        "settings_doc",  # the settings and engines as tables, from their declarations
+        # the engine registry: names and capabilities; it imports engine modules by name
+        # (importlib) only when asked, so nothing here loads the model stack
+        "engines",
         "exr",
         "bundle",
         "progress",

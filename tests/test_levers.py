@@ -20,7 +20,7 @@ from storyshade.engine.compiled import ModelCalls
 from storyshade.engine.levers import check_compile
 from storyshade.engine.sampling import WindowedSampler
 from storyshade.engine.step_cache import deep_forward
-from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
+from storyshade.engine.windowed import encode_text, shot_noise
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.presets import resolve
@@ -52,7 +52,7 @@ def denoised(pipe, settings: Settings, compile_: bool = False, reporter=None):
     reporter = reporter or Reporter()
     roles = list(settings.controls)
     controls = controls_for(FRAMES)
-    sampler = WindowedSampler(pipe, sampler_config(settings), reporter)
+    sampler = WindowedSampler(pipe, settings, reporter)
     sampler.calls = ModelCalls(pipe, compile_, reporter)
     h = latent_size(pipe)
     latents_shape = (pipe.unet.config.in_channels, h, h)

@@ -5,11 +5,14 @@ pipeline gets its own processors back, and the stock engine refuses looks."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
+from storyshade.bundle import Region
 from storyshade.controls import ControlSet
-from storyshade.engine.animatediff import StockAnimateDiffEngine
 from storyshade.engine.regions import RegionalAttnProcessor
+from storyshade.engines import Shot, check_job
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
@@ -25,11 +28,17 @@ def cache() -> ModelCache:
     return ModelCache(size=2)
 
 
-def with_looks(ids_fn, looks: list[dict]) -> ControlSet:
-    controls = controls_for(FRAMES)
-    controls.regions = [ids_fn(i) for i in range(FRAMES)]
-    controls.meta["looks"] = looks
-    return controls
+class Looked(NamedTuple):
+    """Control images with region maps, and the looks (typed, as the engine takes them)."""
+
+    controls: ControlSet
+    looks: list[Region]
+
+
+def with_looks(ids_fn, looks: list[dict], frames: int = FRAMES) -> Looked:
+    controls = controls_for(frames)
+    controls.regions = [ids_fn(i) for i in range(frames)]
+    return Looked(controls, [Region(**look) for look in looks])
 
 
 def everywhere(_i: int) -> np.ndarray:
@@ -123,8 +132,8 @@ def test_looks_act_in_one_unet_call_per_window_per_step(tiny_models, cache, plai
 
 
 def test_the_stock_engine_refuses_looks(tiny_models, cache) -> None:
-    engine = StockAnimateDiffEngine([tiny_models], cache)
     settings = tiny_settings(engine="animatediff-stock")
     with pytest.raises(StoryShadeError, match="cannot shade per-object looks") as err:
-        list(engine.render(with_looks(left_half, [LOOK]), settings, Reporter()))
+        check_job(settings, [tiny_models], Shot(4, looks=(LOOK["name"],)))
     assert err.value.field == "settings.engine"
+    check_job(tiny_settings(), [tiny_models], Shot(4, looks=(LOOK["name"],)))

@@ -10,7 +10,7 @@ from storyshade.engine.pipeline_edits import PipelineEdits, edited
 from storyshade.engine.windowed import WindowedAnimateDiffEngine
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.progress import Reporter
-from test_pipeline_restore import looked, pipeline_state, reference, settings_with_everything
+from test_pipeline_restore import pipeline_state, reference, settings_with_everything, shade
 from torch import nn
 
 __all__ = ["reference"]  # a fixture, used by name
@@ -93,11 +93,7 @@ def test_an_error_mid_window_undoes_every_change(tiny_models, reference):
     hook = pipe.unet.register_forward_pre_hook(fail_in_window_two)
     try:
         with pytest.raises(RuntimeError, match="mid-window"):
-            list(
-                WindowedAnimateDiffEngine([tiny_models], cache).render(
-                    looked(), settings, Reporter()
-                )
-            )
+            list(shade(WindowedAnimateDiffEngine([tiny_models], cache), settings, Reporter()))
     finally:
         hook.remove()
     assert seen["split"] > 0 and seen["regional"], "the changes were in place when it failed"

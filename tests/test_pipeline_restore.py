@@ -15,9 +15,9 @@ from storyshade.engine.windowed import WindowedAnimateDiffEngine
 from storyshade.errors import Cancelled
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.progress import Reporter
-from test_looks_engine import LOOK, left_half
+from test_looks_engine import LOOK, Looked, left_half, with_looks
 from test_references import IP
-from test_windowed import controls_for, tiny_settings
+from test_windowed import tiny_settings
 
 FRAMES = 6
 
@@ -59,11 +59,14 @@ def settings_with_everything(reference: str) -> Any:
     )
 
 
-def looked():
-    controls = controls_for(FRAMES)
-    controls.regions = [left_half(i) for i in range(FRAMES)]
-    controls.meta["looks"] = [LOOK]
-    return controls
+def looked() -> Looked:
+    return with_looks(left_half, [LOOK], FRAMES)
+
+
+def shade(engine: WindowedAnimateDiffEngine, settings, reporter: Reporter, **kw):
+    """The engine's frames for the looked shot (a generator, as engine.render)."""
+    controls, looks = looked()
+    return engine.render(controls, settings, reporter, looks=looks, **kw)
 
 
 @pytest.mark.slow
@@ -80,12 +83,12 @@ def test_a_job_stopped_mid_window_leaves_the_cached_pipeline_as_it_was(tiny_mode
 
     engine = WindowedAnimateDiffEngine([tiny_models], cache)
     with pytest.raises(Cancelled):
-        list(engine.render(looked(), settings, Reporter(stop_in_window_two), cancel=cancel))
+        list(shade(engine, settings, Reporter(stop_in_window_two), cancel=cancel))
     assert pipeline_state(pipe) == before
 
     # The next job on this pipeline renders exactly as on a freshly loaded one.
-    again = np.stack([f for _, f in engine.render(looked(), settings, Reporter())])
+    again = np.stack([f for _, f in shade(engine, settings, Reporter())])
     fresh_engine = WindowedAnimateDiffEngine([tiny_models], ModelCache(size=1))
-    fresh = np.stack([f for _, f in fresh_engine.render(looked(), settings, Reporter())])
+    fresh = np.stack([f for _, f in shade(fresh_engine, settings, Reporter())])
     assert np.array_equal(again, fresh)
     assert pipeline_state(pipe) == before

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from storyshade.cli import main as cli_main
-from storyshade.controls import ControlSet
-from storyshade.engine.references import ReferenceAttnProcessor, check_references_engine
+from storyshade.engine.references import ReferenceAttnProcessor
+from storyshade.engines import check_settings
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models.check import check_preset
 from storyshade.models.discover import discover
@@ -28,7 +28,7 @@ from storyshade.presets import resolve
 from storyshade.references import load_image
 from storyshade.settings import Settings
 from storyshade.wire.references import parse_reference_arg
-from test_looks_engine import LOOK, left_half
+from test_looks_engine import LOOK, Looked, left_half, with_looks
 from test_windowed import controls_for, render, tiny_settings
 
 FRAMES = 4
@@ -63,11 +63,8 @@ def settings(**kw) -> Settings:
     return tiny_settings(**{**WINDOWS, **IP, **kw})
 
 
-def looked() -> ControlSet:
-    controls = controls_for(FRAMES)
-    controls.regions = [left_half(i) for i in range(FRAMES)]
-    controls.meta["looks"] = [LOOK]
-    return controls
+def looked() -> Looked:
+    return with_looks(left_half, [LOOK], FRAMES)
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -245,9 +242,11 @@ def test_references_compose_with_looks(tiny_models, cache, images):
 
 
 def test_the_stock_engine_refuses_references():
-    with pytest.raises(StoryShadeError, match="reference"):
-        check_references_engine("animatediff-stock", True)
-    check_references_engine("animatediff", True)
+    refs = [{"image": "a.png"}]
+    with pytest.raises(StoryShadeError, match="reference") as err:
+        check_settings(Settings(engine="animatediff-stock", references=refs))
+    assert err.value.field == "settings.references"
+    check_settings(Settings(engine="animatediff", references=refs))
 
 
 # -- settings, CLI, bad input ---------------------------------------------------------------
@@ -415,11 +414,8 @@ def test_server_takes_references_from_the_bundle_zip(server, tmp_path, images):
 # -- references on looks (character references) --------------------------------------------
 
 
-def _looked(ids_fn) -> ControlSet:
-    controls = controls_for(FRAMES)
-    controls.regions = [ids_fn(i) for i in range(FRAMES)]
-    controls.meta["looks"] = [LOOK]
-    return controls
+def _looked(ids_fn) -> Looked:
+    return with_looks(ids_fn, [LOOK], FRAMES)
 
 
 def _on_look(path: Path, look: str | None = "Lighthouse") -> list[dict]:

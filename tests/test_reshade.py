@@ -175,7 +175,7 @@ def test_held_frames_enter_every_step_at_its_noise_level(shot, tiny_models, sche
     generated frames (other held content gives other frames)."""
     import torch
     from storyshade.engine.sampling import WindowedSampler
-    from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
+    from storyshade.engine.windowed import encode_text, shot_noise
     from storyshade.models.loader import model_key
     from storyshade.progress import Reporter
 
@@ -188,7 +188,7 @@ def test_held_frames_enter_every_step_at_its_noise_level(shot, tiny_models, sche
     noise = shot_noise(s, n, shape)
 
     def run(held: dict[int, torch.Tensor]) -> tuple[torch.Tensor, list[tuple]]:
-        sampler = WindowedSampler(pipe, sampler_config(s), Reporter())
+        sampler = WindowedSampler(pipe, s, Reporter())
         seen: list[tuple] = []
         predict = sampler.predict
 

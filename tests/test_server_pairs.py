@@ -91,7 +91,7 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
         "settings.depth_far",
     ),
     "stock engine with a hires pass": (
-        "engine/animatediff.py:settings.hires", _plain,
+        "engines.py:settings.*", _plain,
         {**STOCK, "hires": {"scale": 1.5}}, 400, "settings.hires",
     ),
     "stock engine, a shot over the adapter's frames, no free_noise": (
@@ -111,14 +111,14 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
         400, "settings.controls.depth.guess_mode",
     ),
     "stock engine re-shading held frames": (
-        "engine/animatediff.py:settings.engine", _with_held, STOCK, 400, "settings.engine",
+        "engines.py:settings.engine", _with_held, STOCK, 400, "settings.engine",
     ),
     "stock engine with looks": (
-        "engine/regions.py:settings.engine", _with_look, STOCK, 400, "settings.engine",
+        "engines.py:settings.engine", _with_look, STOCK, 400, "settings.engine",
     ),
     "stock engine with references": (
-        "engine/references.py:settings.engine", _with_reference,
-        {**STOCK, "references": REF}, 400, "settings.engine",
+        "engines.py:settings.*", _with_reference,
+        {**STOCK, "references": REF}, 400, "settings.references",
     ),
     "a reference for a look the shot does not have": (
         "engine/references.py:settings.references.*.look", _with_reference,
@@ -126,11 +126,11 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
         "settings.references.0.look",
     ),
     "colour matching without windows": (
-        "engine/color_match.py:settings.color_match", _plain,
+        "engines.py:settings.*", _plain,
         {"preset": "preview", "color_match": {"strength": 1.0}}, 400, "settings.color_match",
     ),
     "compile 'on' on an engine that cannot compile": (
-        "engine/levers.py:settings.compile", _plain,
+        "engines.py:settings.*", _plain,
         {"preset": "preview", "compile": "on"}, 400, "settings.compile",
     ),
     "step cache past the steps": (
@@ -138,7 +138,7 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
         {**TINY, "steps": 2, "step_cache": 3}, 400, "settings.step_cache",
     ),
     "step cache on the stock engine": (
-        "settings.py:settings.step_cache", _plain,
+        "engines.py:settings.*", _plain,
         {**STOCK, "steps": 4, "step_cache": 2}, 400, "settings.step_cache",
     ),
     "a ControlNet that ends before it starts": (
@@ -168,7 +168,14 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
 # Checks in the engine and control code that refuse something other than a combination of
 # a job's settings (or its settings and shot), with where that is refused instead.
 NOT_PAIRS = {
-    "engine/__init__.py:settings.engine": "an unknown engine: refused by Settings' Literal",
+    "engine/levers.py:settings.compile": "compile 'on' on a machine without a compiler or "
+    "Triton: a fact of the machine, checked at submit (engine check)",
+    "engine/color_match.py:settings.color_match": "an unreadable colour-match frame: "
+    "check_references at submit",
+    "engines.py:settings.controls.*": "a control role the engine cannot steer with: every "
+    "engine here takes every role (a role-limited engine adds its case)",
+    "engines.py:settings.references.*.look": "a reference confined to a look on an engine "
+    "that cannot: every engine here with references can (one that cannot adds its case)",
     "engine/references.py:settings.ip_adapter": "a model file on disk: model_key at submit",
     "controls/detectors.py:settings.controls.detector": "a learned detector's weights on disk",
 }
@@ -245,9 +252,12 @@ def _checks(path: Path) -> set[str]:
 def test_every_engine_check_is_walked() -> None:
     root = REPO / "backend" / "storyshade"
     found = set()
-    for folder in ("engine", "controls"):
-        for path in sorted((root / folder).glob("*.py")):
-            found |= _checks(path)
+    for path in [
+        root / "engines.py",
+        *(root / "engine").glob("*.py"),
+        *(root / "controls").glob("*.py"),
+    ]:
+        found |= _checks(path)
     walked = {where for where, *_ in RULES.values()} | set(NOT_PAIRS)
     missing = sorted(found - walked)
     assert not missing, (

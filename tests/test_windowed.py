@@ -17,7 +17,6 @@ from storyshade.engine.sampling import WindowedSampler
 from storyshade.engine.windowed import (
     WindowedAnimateDiffEngine,
     encode_text,
-    sampler_config,
     shot_noise,
 )
 from storyshade.errors import Cancelled, StoryShadeError
@@ -62,10 +61,16 @@ def controls_for(frames: int, roles: tuple[str, ...] = ("depth", "normal")) -> C
     return ControlSet(frames=data, frame_numbers=list(range(1, frames + 1)))
 
 
-def render(models: Path, cache: ModelCache, controls: ControlSet, settings: Settings, **kw):
+def render(models: Path, cache: ModelCache, controls, settings: Settings, **kw):
+    """`controls`: a ControlSet, or control images with their looks (test_looks_engine's
+    Looked)."""
     reporter = kw.pop("reporter", None) or Reporter()
+    looks = getattr(controls, "looks", ())
+    controls = getattr(controls, "controls", controls)
     engine = WindowedAnimateDiffEngine([models], cache)
-    out = list(engine.render(controls, settings, reporter, cancel=kw.pop("cancel", None)))
+    out = list(
+        engine.render(controls, settings, reporter, looks=looks, cancel=kw.pop("cancel", None))
+    )
     assert [i for i, _ in out] == list(range(len(controls.frame_numbers)))
     return np.stack([f for _, f in out])
 
@@ -106,7 +111,7 @@ def test_one_window_equals_the_stock_pipeline(tiny_models, cache, roles):
     reference = np.round(np.clip(stock(pipe, controls, settings, noise)[0], 0, 1) * 255)
     assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
 
-    sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+    sampler = WindowedSampler(pipe, settings, Reporter())
     with torch.inference_mode():
         text = encode_text(pipe, settings)
         scales = [settings.controls[r].scale for r in roles]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from storyshade.engine.noise import step_generators
 from storyshade.engine.sampling import WindowedSampler
-from storyshade.engine.windowed import encode_text, sampler_config, shot_noise
+from storyshade.engine.windowed import encode_text, shot_noise
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.progress import Reporter
 from test_windowed import SIZE, controls_for, tiny_settings
@@ -25,7 +25,7 @@ def cache() -> ModelCache:
 
 def latents_for(pipe, settings, frames: int) -> torch.Tensor:
     controls = controls_for(frames)
-    sampler = WindowedSampler(pipe, sampler_config(settings), Reporter())
+    sampler = WindowedSampler(pipe, settings, Reporter())
     noise = shot_noise(settings, frames, (4, SIZE // 2, SIZE // 2))
     with torch.inference_mode():
         text = encode_text(pipe, settings)

@@ -16,6 +16,7 @@ seam. Frames without `take` are generated. Versions 1 and 2 are still read.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -25,10 +26,10 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from storyshade.errors import BundleError
-from storyshade.wire import manifest
+from storyshade.wire import looks, manifest
 from storyshade.wire.layout import FORMAT, VERSIONS
 
-MAX_REGIONS = 16  # looks per shot: each one is a text encoding and a mask in every layer
+MAX_REGIONS = looks.MAX_LOOKS  # each look is a text encoding and a mask in every layer
 BACKGROUND_DEPTH = 1e10  # Cycles writes exactly this into background Z pixels.
 MAX_FRAME = 1_048_574  # Blender's MAXFRAME: no scene frame number lies beyond it
 MAX_FRAMES = 100_000  # no shot lists more frames; servers set far lower limits of their own
@@ -104,13 +105,15 @@ class FrameEntry(BaseModel):
 
 
 class Region(BaseModel):
-    """A look: what the pixels with this id in the Object Index pass are."""
+    """A look as the server reads it from shot.json: what the pixels with this id in the
+    Object Index pass are. Its limits are the wire's (wire/looks.py), which the add-on
+    checks before export; the engines take these, typed, beside the control images."""
 
     id: int = Field(ge=1, le=255)
-    name: str = Field(min_length=1, max_length=128)
-    prompt: str = Field(max_length=2000)
-    negative: str = Field(default="", max_length=2000)
-    weight: float = Field(default=1.0, gt=0, le=4)
+    name: str = Field(min_length=1, max_length=looks.NAME_MAX)
+    prompt: str = Field(max_length=looks.TEXT_MAX)
+    negative: str = Field(default="", max_length=looks.TEXT_MAX)
+    weight: float = Field(default=1.0, ge=looks.WEIGHT_MIN, le=looks.WEIGHT_MAX)
     color: tuple[float, float, float] | None = None  # base colour for the preview engine
 
     @field_validator("prompt")
@@ -126,6 +129,10 @@ class Region(BaseModel):
         if value is not None and not all(0.0 <= c <= 1.0 for c in value):
             raise ValueError("colour channels must be between 0 and 1")
         return value
+
+
+# A look's fields that steer generation only: no control image depends on them.
+LOOK_TEXT = {"prompt", "negative", "weight", "color"}
 
 
 class Shot(BaseModel):
@@ -373,13 +380,29 @@ def hash_file(path: Path, h: Any) -> None:
 
 
 def content_hash(bundle: Bundle) -> str:
-    """Hash of shot.json and every pass and take file it names: the bundle's content, not
-    its path. Computed once per job (at submit) and carried with it (job_input.JobInput)."""
-    h = hashlib.sha256()
-    hash_file(bundle.root / "shot.json", h)
+    """The bundle's content, not its path, as `<controls>.<rest>`: the first part hashes
+    what control images are made of (shot.json without the looks' texts and the held
+    frames' pictures, and every pass file), the second the looks' texts and the held
+    frames' pictures. The stage cache keys control images by the first part only
+    (`controls_part`), so editing a look's prompt reuses them. Computed once per job (at
+    submit) and carried with it (job_input.JobInput)."""
+    shot = bundle.shot.model_dump(
+        mode="json",
+        exclude={"regions": {"__all__": LOOK_TEXT}, "frames": {"__all__": {"take"}}},
+    )
+    controls, rest = hashlib.sha256(), hashlib.sha256()
+    controls.update(json.dumps(shot, sort_keys=True).encode("utf-8"))
+    texts = [r.model_dump(mode="json", include=LOOK_TEXT) for r in bundle.shot.regions]
+    rest.update(json.dumps(texts, sort_keys=True).encode("utf-8"))
     for entry in bundle.shot.frames:
-        for name in (entry.file, entry.take):
+        for name, h in ((entry.file, controls), (entry.take, rest)):
             if name:
                 h.update(name.encode("utf-8") + b"\0")
                 hash_file(bundle.root / name, h)
-    return h.hexdigest()
+    return f"{controls.hexdigest()}.{rest.hexdigest()}"
+
+
+def controls_part(bundle_hash: str) -> str:
+    """What control images depend on, of a `content_hash` (all of a hash from before the
+    split, which then keys the controls by everything: never a stale hit)."""
+    return bundle_hash.split(".", 1)[0]

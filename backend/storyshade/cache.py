@@ -4,8 +4,9 @@ The idea is ComfyUI's DAG cache: a stage whose inputs did not change is not reco
 Three stages are cached:
 
 - control images (an LRU of ControlSets within a byte budget). The key hashes the bundle's
-  files and only the settings that can change control images, so a rerun that changes only
-  the prompt, seed or steps skips control encoding. The ControlSets are held in memory, their
+  passes and shot.json without the looks' texts (bundle.controls_part) and only the settings
+  declared with the "controls" stage, so a rerun that changes only the prompt, a look's
+  prompt, the seed or the steps skips control encoding. The ControlSets are held in memory, their
   frames in files under `controls/` (controls/store.py; the budget counts those bytes), so a
   long shot's controls never sit in RAM; a folder goes when its ControlSet is evicted and no
   job still uses it. They do not outlive the process: rebuilding them costs seconds.
@@ -39,52 +40,24 @@ from typing import Any
 import numpy as np
 
 from storyshade import wire as shared
-from storyshade.bundle import hash_file
+from storyshade.bundle import controls_part, hash_file
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.controls.store import DiskFrames
+from storyshade.declare import declarations
 from storyshade.job_input import JobInput
 from storyshade.models.loader import ModelKey
 from storyshade.progress import Reporter
-from storyshade.settings import Settings
+from storyshade.settings import Control, Settings
 from storyshade.wire.layout import frame_name
 from storyshade.wire.states import Event, Stage
 
-# Settings that steer generation but never change the control images. Everything not listed
-# here is part of the controls key: a setting added later is assumed to matter (a miss costs
-# time, a stale hit would cost correctness).
-GENERATION_ONLY = frozenset(
-    {
-        "prompt",
-        "negative_prompt",
-        "seed",
-        "steps",
-        "guidance_scale",
-        "checkpoint",
-        "motion_adapter",
-        "motion_scale",
-        "scheduler",
-        "loras",
-        "context_length",
-        "context_overlap",
-        "decode_chunk_size",
-        "dtype",
-        "device",
-        "context_schedule",
-        "context_fuse",
-        "free_noise",
-        "forward_chunk",
-        "attention_slicing",
-        "channels_last",
-        "preview_every",
-        "references",
-        "ip_adapter",
-        "image_encoder",
-        "color_match",
-    }
+# The settings (and per-control fields) that can change control images: those declared
+# with the "controls" stage (declare.Declared.stage); every other one only steers generation.
+CONTROL_FIELDS = frozenset(n for n, d in declarations(Settings).items() if d.stage == "controls")
+CONTROL_ROLE_FIELDS = frozenset(
+    n for n, d in declarations(Control).items() if d.stage == "controls"
 )
-# Fields of one control that only weight it during generation.
-CONTROL_GENERATION_ONLY = frozenset({"model", "scale", "start", "end", "guess_mode"})
 
 
 def _sha(*parts: bytes | str) -> str:
@@ -220,14 +193,16 @@ class StageCache:
         resolved models): nothing is hashed or resolved again here."""
         bhash, settings = work.bundle_hash, work.settings
         all_settings = settings.model_dump(mode="json")
-        control_settings = {k: v for k, v in all_settings.items() if k not in GENERATION_ONLY}
+        control_settings = {k: v for k, v in all_settings.items() if k in CONTROL_FIELDS}
         control_settings["controls"] = {
-            role: {k: v for k, v in ctl.items() if k not in CONTROL_GENERATION_ONLY}
+            role: {k: v for k, v in ctl.items() if k in CONTROL_ROLE_FIELDS}
             for role, ctl in all_settings["controls"].items()
         }
         control_settings["__roots__"] = [str(r) for r in roots]  # learned detectors' weights
         code = code_signature()
-        controls = _sha("controls", code, bhash, json.dumps(control_settings, sort_keys=True))
+        controls = _sha(
+            "controls", code, controls_part(bhash), json.dumps(control_settings, sort_keys=True)
+        )
         frames = _sha(
             "frames",
             code,

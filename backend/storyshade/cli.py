@@ -13,6 +13,7 @@ from pathlib import Path
 
 from storyshade.errors import StoryShadeError
 from storyshade.models.cli import add_models_flag
+from storyshade.settings_flags import add_setting_flags, setting_overrides
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -25,37 +26,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     from storyshade.render import render_bundle
 
     bundle = load_bundle(args.bundle)
-    overrides: dict = {}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.prompt is not None:
-        overrides["prompt"] = args.prompt
-    if args.reference:
-        from storyshade.wire.references import parse_reference_arg
-
-        overrides["references"] = [parse_reference_arg(r) for r in args.reference]
-    if args.color_match is not None:
-        from storyshade.references import parse_color_match_arg
-
-        overrides["color_match"] = parse_color_match_arg(args.color_match)
-    settings = resolve(args.preset, overrides)
+    settings = resolve(args.preset, setting_overrides(args))
     roots = model_roots(args.models)
-    if settings.engine != "preview":  # say what is missing before any work starts
+    # say what is missing or refused before any work starts
+    from storyshade.engines import Shot, check_job
+    from storyshade.job_input import needs_models
+
+    if needs_models(settings):
         from storyshade.models.loader import model_key
 
         model_key(roots, settings)
-        from storyshade.engine.levers import check_compile
-
-        check_compile(settings)
     if settings.references or settings.color_match:  # unreadable images fail now too
         from storyshade.references import check_references, resolve_paths
 
         check_references(resolve_paths(settings, bundle.root))
-        from storyshade.engine.references import check_reference_looks
-
-        check_reference_looks(settings, [r.name for r in bundle.shot.regions])
+    check_job(settings, roots, Shot.of(bundle))
     with TerminalProgress() as bar:
         written = render_bundle(bundle, settings, Path(args.out), roots, reporter=bar.reporter())
     print(f"wrote {len(written)} frames to {args.out}")
@@ -71,23 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: DIR/NNNN.png per scene frame")
     add_models_flag(p)
     p.add_argument("--preset", help="comma-separated preset names (`storyshade presets list`)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--prompt")
-    p.add_argument(
-        "--reference",
-        action="append",
-        metavar="IMG[:WEIGHT][@LOOK]",
-        help="reference image (repeatable, up to 4; weight 0-2, default 0.8), for the whole "
-        "frame or only inside look LOOK; replaces the preset's references "
-        "(docs/references.md)",
-    )
-    p.add_argument(
-        "--color-match",
-        metavar="STRENGTH[:IMG]",
-        help="match every window's colours to the shot's first window, or to image IMG (a "
-        "frame of another shot); strength 0-1 (docs/references.md)",
-    )
+    add_setting_flags(p)
     p.set_defaults(func=cmd_render)
 
     for register in _extensions():
@@ -102,8 +71,16 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     from storyshade.presets_cli import add_commands as presets_commands
     from storyshade.review import add_commands as review_commands
     from storyshade.server.cli import add_commands as server_commands
+    from storyshade.settings_doc import add_commands as settings_commands
 
-    return [server_commands, controls_commands, models_commands, presets_commands, review_commands]
+    return [
+        server_commands,
+        controls_commands,
+        models_commands,
+        presets_commands,
+        settings_commands,
+        review_commands,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

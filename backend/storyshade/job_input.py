@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storyshade.bundle import Bundle, content_hash
+from storyshade.engines import capabilities
 from storyshade.models.loader import ModelKey, model_key
 from storyshade.settings import Settings
 
@@ -26,7 +27,7 @@ class JobInput:
 
 
 def needs_models(settings: Settings) -> bool:
-    return settings.engine != "preview"
+    return capabilities(settings.engine).needs_models
 
 
 def prepare(

@@ -19,20 +19,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from storyshade.declare import declarations
 from storyshade.errors import StoryShadeError
 from storyshade.settings import Settings, validate_settings
 from storyshade.wire.layering import DEFAULTS, LAYERS, merge_layers, parse_names
 
-PROMPT_FIELDS = {"prompt_prefix", "prompt_suffix", "negative_prompt"}
+# Which layer may set which field is declared on the field (declare.Declared.layers).
+# Quality trades time for fidelity: steps and sampler, but also a different model set (a
+# few-step motion model for drafts, the tiny test set) and engine tuning, so it may set
+# nearly everything; the prompt texts belong to styles, the prompt and seed to the user.
 LAYER_FIELDS: dict[str, set[str]] = {
-    "style": PROMPT_FIELDS
-    | {"checkpoint", "loras", "controls", "references", "ip_adapter", "image_encoder"}
-    | {"color_match"},
-    "camera": {"motion_adapter", "motion_loras", "motion_scale"},
-    "resolution": {"width", "height"},
-    # Quality trades time for fidelity: steps and sampler, but also a different model set
-    # (a few-step motion model for drafts, the tiny test set) and engine tuning.
-    "quality": set(Settings.model_fields) - PROMPT_FIELDS - {"prompt", "seed"},
+    layer: {name for name, decl in declarations(Settings).items() if layer in decl.layers}
+    for layer in LAYERS
 }
 MAX_MOTION_LORAS = 2
 
@@ -55,13 +53,12 @@ class Preset:
 
 
 def shipped_dir() -> Path:
-    """The presets/ folder: beside the source in a checkout, package data when installed."""
-    repo = Path(__file__).resolve().parents[2] / "presets"
-    if repo.is_dir():
-        return repo
-    from importlib.resources import files
-
-    return Path(str(files("storyshade.presets_data")))
+    """The shipped presets: package data when installed (the wheel's
+    storyshade/presets_data/, a folder of data files without an __init__.py), the
+    repository's presets/ in a checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "presets_data"
+    return installed if installed.is_dir() else here.parents[1] / "presets"
 
 
 def search_dirs() -> list[Path]:
@@ -133,6 +130,8 @@ def _check_layer_fields(path: Path, layer: str, settings: dict[str, Any]) -> Non
             raise _error(path, f"unknown setting '{key}'", f"settings.{key}", fix)
         if key == "prompt":
             fix = "a style sets prompt_prefix/prompt_suffix; the user's text goes in between"
+        elif key == "seed":
+            fix = "the seed is the user's, per job"
         else:
             owner = next((k for k in LAYERS if key in LAYER_FIELDS[k]), "the user")
             fix = f"move it to a {owner} preset"

@@ -13,6 +13,7 @@ from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet, build_controls
 from storyshade.controls.sizing import cover_resize
 from storyshade.engine import get_engine
+from storyshade.engines import Shot, check_job
 from storyshade.job_input import JobInput, prepare
 from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
@@ -102,6 +103,7 @@ def _render(
     keys: StageKeys | None,
 ) -> list[Path]:
     bundle, settings = work.bundle, work.settings
+    check_job(settings, roots, Shot.of(bundle))  # every path: server, CLI, Ray, tests
     embeddings = stages.embeddings if stages else None
     engine = get_engine(settings.engine, roots, cache or ModelCache(), work.models, embeddings)
     if stages and keys:
@@ -117,7 +119,8 @@ def _render(
     written: list[Path] = []  # paths only: each frame is saved as the engine yields it
     total = len(bundle.shot.generated_frames)
     held = held_frames(bundle, controls) if bundle.held() else None
-    for index, rgb in engine.render(controls, settings, reporter, held, cancel=cancel):
+    looks = bundle.shot.regions
+    for index, rgb in engine.render(controls, settings, reporter, held, looks=looks, cancel=cancel):
         frame = controls.frame_numbers[index]
         scene_rgb = controls.to_scene(rgb)  # undo the fit-and-pad exactly
         written.append(save_frame(out_dir, frame, scene_rgb, (bundle.width, bundle.height)))

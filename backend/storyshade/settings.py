@@ -6,7 +6,7 @@ layers them and the user's overrides, then validates the result here.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,8 +17,15 @@ from pydantic import (
     field_validator,
 )
 
+from storyshade import engines
+from storyshade.declare import CAMERA, QUALITY, RESOLUTION, SHOT, STYLE
+from storyshade.declare import Declared as D
 from storyshade.errors import StoryShadeError
 from storyshade.wire.references import MAX_REFERENCES
+
+PASS_ROLES = ("depth", "normal")  # computed from the bundle's passes
+LINE_ROLES = ("lineart", "softedge", "canny")  # drawn by a detector (docs/controls.md)
+ROLES = PASS_ROLES + LINE_ROLES
 
 
 class Control(BaseModel):
@@ -26,38 +33,47 @@ class Control(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="ControlNet name in the models folder")
-    scale: float = Field(
-        default=1.0, ge=0.0, le=2.0, description="strength of its residuals (0 = no effect)"
+    model: Annotated[str, D("generation", "controlnet_models")] = Field(
+        min_length=1, description="ControlNet name in the models folder"
     )
-    detector: (
+    scale: Annotated[float, D("generation", "controls")] = Field(
+        default=1.0,
+        ge=0.0,
+        le=2.0,
+        description="strength of the ControlNet's residuals (0 = no effect)",
+    )
+    detector: Annotated[
         Literal["geometry", "canny", "lineart", "lineart_coarse", "lineart_anime", "hed", "pidinet"]
-        | None
-    ) = Field(
+        | None,
+        D("controls", "controls"),
+    ] = Field(
         default=None,
         description="line roles only (lineart, softedge, canny): what draws the lines; None = "
         "the role's default ('geometry' for lineart/softedge, 'canny' for canny). "
         "See docs/controls.md",
     )
-    start: float = Field(
+    start: Annotated[float, D("generation", "controls")] = Field(
         default=0.0,
         ge=0.0,
         le=1.0,
-        description="fraction of the schedule before which this ControlNet is not run "
-        "(diffusers' control_guidance_start): step i of N runs it when i/N >= start",
+        description="fraction of the schedule before which this ControlNet is not run (diffusers' "
+        "control_guidance_start): step i of N runs it when i/N >= start; outside its span "
+        "it costs nothing",
     )
-    end: float = Field(
+    end: Annotated[float, D("generation", "controls")] = Field(
         default=1.0,
         ge=0.0,
         le=1.0,
         description="fraction of the schedule after which it is not run (diffusers' "
-        "control_guidance_end): step i of N runs it when (i+1)/N <= end; 0 = never",
+        "control_guidance_end): step i of N runs it when (i+1)/N <= end; 0 = never; end = "
+        "0.6 lets the model settle the layout, then finish details freely",
     )
-    guess_mode: bool = Field(
+    guess_mode: Annotated[bool, D("generation", "controls")] = Field(
         default=False,
-        description="steer from the control image alone: the ControlNet sees only the "
-        "prompt's conditional branch, the unconditional branch gets no residual, and its "
-        "residuals fade from 0.1 (shallow) to 1.0 (deep), as in diffusers",
+        description="steer from the control image alone: the ControlNet sees only the conditional "
+        "branch, the unconditional one gets no residual, and its residuals fade from 0.1 "
+        "(shallow) to 1.0 (deep), as in diffusers; the stock engine takes it only on "
+        "every control at once and without CFG",
     )
 
     @field_validator("end")
@@ -156,136 +172,194 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["animatediff", "animatediff-stock", "preview"] = Field(
-        default="animatediff",
+    engine: Annotated[str, D("controls", SHOT, (QUALITY,))] = Field(
+        default=engines.DEFAULT_ENGINE,
         description="'animatediff' (windowed, any length), 'animatediff-stock' (diffusers' "
-        "pipeline, the reference) or 'preview' (no model, cel-shaded draft)",
+        "pipeline, the reference) or 'preview' (no model, cel-shaded draft); every engine and "
+        "what it can do: docs/engine.md",
+        json_schema_extra={"enum": engines.names()},
     )
-    prompt: str = Field(default="", max_length=2000, description="what to paint")
-    prompt_prefix: str = Field(
+    prompt: Annotated[str, D("generation", "text", flag="--prompt")] = Field(
+        default="", max_length=2000, description="what to paint"
+    )
+    prompt_prefix: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="",
         max_length=1000,
         description="set by style presets; `presets.resolve` folds it into `prompt`",
     )
-    prompt_suffix: str = Field(
+    prompt_suffix: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="",
         max_length=1000,
         description="set by style presets; `presets.resolve` folds it into `prompt`",
     )
-    negative_prompt: str = Field(
+    negative_prompt: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="", max_length=2000, description="what to steer away from (needs CFG > 1)"
     )
-    seed: int = Field(
+    seed: Annotated[int, D("generation", "sampling", flag="--seed")] = Field(
         default=0,
         ge=0,
         le=2**32 - 1,
-        description="noise seed; frame i's noise depends on (seed, i) only (windowed engine)",
+        description="noise seed: frame i's initial noise comes from (seed, i) alone, and so does the "
+        "fresh noise stochastic samplers (euler_a, lcm) add at every step, so lengthening "
+        "a shot or re-shading a range keeps the noise of the frames already in it",
     )
-    steps: int = Field(default=20, ge=1, le=150, description="denoising steps")
-    guidance_scale: float = Field(
+    steps: Annotated[int, D("generation", "sampling", (QUALITY,), flag="--steps")] = Field(
+        default=20, ge=1, le=150, description="denoising steps"
+    )
+    guidance_scale: Annotated[float, D("generation", "sampling", (QUALITY,))] = Field(
         default=7.5, ge=0.0, le=30.0, description="classifier-free guidance; <= 1 turns CFG off"
     )
-    width: int = Field(default=512, ge=64, le=2048, description="generation width, pixels")
-    height: int = Field(default=512, ge=64, le=2048, description="generation height, pixels")
-    checkpoint: str = Field(
+    width: Annotated[int, D("controls", SHOT, (RESOLUTION, QUALITY))] = Field(
+        default=512, ge=64, le=2048, description="generation width, pixels"
+    )
+    height: Annotated[int, D("controls", SHOT, (RESOLUTION, QUALITY))] = Field(
+        default=512, ge=64, le=2048, description="generation height, pixels"
+    )
+    checkpoint: Annotated[str, D("generation", "checkpoint", (STYLE, QUALITY))] = Field(
         default="stable-diffusion-v1-5", description="SD1.5-class checkpoint name"
     )
-    motion_adapter: str = Field(
+    motion_adapter: Annotated[str, D("generation", "motion", (CAMERA, QUALITY))] = Field(
         default="animatediff-motion-adapter-v1-5-3", description="AnimateDiff motion adapter name"
     )
-    motion_scale: float = Field(
+    motion_scale: Annotated[float, D("generation", "motion", (CAMERA, QUALITY))] = Field(
         default=1.0,
         ge=0.0,
         le=2.0,
-        description="scale of the motion modules' residual: 0 = no temporal mixing (each "
-        "frame is the image model alone), 1 = as trained, >1 exaggerates",
+        description="scale of every motion module's residual (x + s * f(x)): 0 = no temporal mixing "
+        "(each frame is the image model's alone), 1 = as trained (bit-identical), in "
+        "between calms the motion, above 1 exaggerates it",
     )
-    scheduler: Literal["ddim", "euler", "euler_a", "dpmpp_2m", "lcm"] = Field(
-        default="ddim", description="sampler; euler_a and lcm add fresh noise every step"
-    )
-    controls: dict[str, Control] = Field(
+    scheduler: Annotated[
+        Literal["ddim", "euler", "euler_a", "dpmpp_2m", "lcm"],
+        D("generation", "sampling", (QUALITY,)),
+    ] = Field(default="ddim", description="sampler; euler_a and lcm add fresh noise every step")
+    controls: Annotated[dict[str, Control], D("controls", "controls", (STYLE, QUALITY))] = Field(
         default_factory=lambda: {
             "depth": Control(model="control_v11f1p_sd15_depth", scale=0.8),
             "normal": Control(model="control_v11p_sd15_normalbae", scale=0.6),
         },
         description="ControlNets by role: depth, normal, lineart, softedge, canny",
     )
-    hires: Hires | None = Field(
+    hires: Annotated[Hires | None, D("generation", "hires", (QUALITY,))] = Field(
         default=None,
         description="windowed engine: a second pass at `scale` times the size, re-noised to "
         "`strength` (null: one pass)",
     )
-    loras: list[Lora] = Field(default_factory=list, description="style LoRAs on the UNet")
-    motion_loras: list[Lora] = Field(
+    loras: Annotated[list[Lora], D("generation", "loras", (STYLE, QUALITY))] = Field(
+        default_factory=list, description="style LoRAs on the UNet"
+    )
+    motion_loras: Annotated[list[Lora], D("generation", "motion", (CAMERA, QUALITY))] = Field(
         default_factory=list,
         description="LoRAs on the motion adapter (AnimateDiff v2 LoRAs need the v2 adapter)",
     )
-    references: list[Reference] = Field(
+    references: Annotated[
+        list[Reference], D("generation", "references", (STYLE, QUALITY), flag="--reference")
+    ] = Field(
         default_factory=list,
         max_length=MAX_REFERENCES,
-        description="style reference images through an SD1.5 IP-Adapter, applied to every "
-        "pixel of every frame (windowed engine; docs/references.md)",
+        description="reference images (up to 4, each with a weight 0-2, default 0.8, and optionally "
+        "the look it acts in) through an SD1.5 IP-Adapter (docs/references.md)",
     )
-    ip_adapter: str = Field(
+    ip_adapter: Annotated[
+        str, D("generation", "ip_adapter", (STYLE, QUALITY), only_with="references")
+    ] = Field(
         default="ip-adapter_sd15",
         description="IP-Adapter (.safetensors, SD1.5 base or plus) used when references are given",
     )
-    image_encoder: str = Field(
+    image_encoder: Annotated[
+        str, D("generation", "ip_adapter", (STYLE, QUALITY), only_with="references")
+    ] = Field(
         default="image_encoder",
         description="CLIP vision image encoder folder the IP-Adapter was trained with",
     )
-    color_match: ColorMatch | None = Field(
+    color_match: Annotated[
+        ColorMatch | None, D("generation", "color_match", (STYLE, QUALITY), flag="--color-match")
+    ] = Field(
         default=None,
-        description="windowed engine: match every window's latent colour statistics to the "
-        "first window or to an image (AdaIN; null = off)",
+        description="AdaIN colour matching: every window's predicted clean latents take the first "
+        "window's (or `image`'s) per-channel mean/std at every step, with `strength` 0-1, "
+        "so a long shot, or separate shots, keep one palette (docs/references.md); null = "
+        "off",
     )
-    context_length: int = Field(
+    context_length: Annotated[int, D("generation", "windows", (QUALITY,))] = Field(
         default=16,
         ge=2,
         le=64,
-        description="frames per context window (at most the motion adapter's limit)",
+        description="frames per context window (L): at most the motion adapter's limit (32 for v2/v3, "
+        "24 for v1; AnimateDiff was trained on 16); memory scales with L, not with the "
+        "shot",
     )
-    context_overlap: int = Field(
-        default=4, ge=0, le=32, description="frames shared by neighbouring windows"
+    context_overlap: Annotated[int, D("generation", "windows", (QUALITY,))] = Field(
+        default=4,
+        ge=0,
+        le=32,
+        description="frames shared by neighbouring windows (O), below L: more overlap, smoother "
+        "seams, more compute (L / (L - O))",
     )
-    decode_chunk_size: int = Field(
-        default=8, ge=1, le=64, description="frames per VAE decode (memory, not numbers)"
+    decode_chunk_size: Annotated[int, D("decode", "decode_chunks", (QUALITY,), effect="speed")] = (
+        Field(
+            default=8,
+            ge=1,
+            le=64,
+            description="frames per VAE decode; frames are yielded (and saved) as each chunk finishes "
+            "(memory, not numbers)",
+        )
     )
-    context_schedule: Literal["static", "shifting"] = Field(
+    context_schedule: Annotated[
+        Literal["static", "shifting"], D("generation", "window_schedule", (QUALITY,))
+    ] = Field(
         default="static",
-        description="windowed engine: fixed windows, or windows that move every step",
+        description="'static': the fewest full-length windows with at least O shared frames, spaced "
+        "evenly; 'shifting': windows on a stride L-O grid whose offset changes every "
+        "step, so no frame always sits at a seam (use it if seams show)",
     )
-    context_fuse: Literal["pyramid", "flat"] = Field(
-        default="pyramid", description="how overlapping windows' predictions are blended"
+    context_fuse: Annotated[Literal["pyramid", "flat"], D("generation", "windows", (QUALITY,))] = (
+        Field(
+            default="pyramid",
+            description="how overlapping windows' predictions blend: 'pyramid' weights a window's middle "
+            "over its edges (1, 2, ..., 2, 1), 'flat' averages",
+        )
     )
-    free_noise: bool = Field(
+    free_noise: Annotated[bool, D("generation", "free_noise", (QUALITY,))] = Field(
         default=False,
-        description="FreeNoise: frames past the first window reuse shuffled earlier noise "
-        "(one look over a long shot); the stock engine needs it for shots over its limit",
+        description="FreeNoise: frames past the first window start from shuffled copies of earlier "
+        "frames' noise, which keeps a long shot to one look; the stock engine needs it "
+        "for shots over its limit",
     )
-    forward_chunk: int = Field(
+    forward_chunk: Annotated[int, D("generation", "slicing", (QUALITY,), effect="speed")] = Field(
         default=0,
         ge=0,
         le=1_048_576,
-        description="windowed engine: slice size for temporal blocks and feed-forward; "
-        "0 = unsliced (memory, not numbers)",
+        description="slice size for temporal-attention blocks (spatial positions) and spatial "
+        "feed-forward (tokens); 0 = unsliced; lowers peak memory inside a window at a "
+        "small speed cost, same numbers",
     )
-    attention_slicing: bool = Field(
-        default=False,
-        description="windowed engine: spatial attention one frame at a time (memory, not numbers)",
+    attention_slicing: Annotated[bool, D("generation", "slicing", (QUALITY,), effect="speed")] = (
+        Field(
+            default=False,
+            description="spatial attention one frame at a time (through SDPA), for cards where even one "
+            "window does not fit; same numbers",
+        )
     )
-    channels_last: bool = Field(
-        default=True,
-        description="on CUDA, channels-last weights (speed, not numbers); ignored elsewhere",
+    channels_last: Annotated[bool, D("generation", "channels_last", (QUALITY,), effect="speed")] = (
+        Field(
+            default=True,
+            description="on CUDA, the UNet and ControlNets in channels-last layout while denoising and "
+            "the VAE while decoding (faster fp16/bf16 convolutions), undone after; speed, not "
+            "numbers; ignored elsewhere",
+        )
     )
-    compile: Literal["off", "auto", "on"] = Field(
+    compile: Annotated[
+        Literal["off", "auto", "on"],
+        D("generation", "compile", (QUALITY,), effect="speed", neutral=("auto",)),
+    ] = Field(
         default="off",
         description="windowed engine: torch.compile the UNet and ControlNets (speed, not "
         "numbers: float rounding only). 'on' refuses where it cannot work; 'auto' compiles on "
         "CUDA with Triton and runs eager elsewhere, saying so in the job's events. The first "
         "job per model set pays the compile time; later ones reuse it (docs/engine.md)",
     )
-    step_cache: int = Field(
+    step_cache: Annotated[int, D("generation", "step_cache", (QUALITY,))] = Field(
         default=1,
         ge=1,
         le=150,
@@ -293,36 +367,50 @@ class Settings(BaseModel):
         "their features in between (DeepCache); 1 = off. Trades quality for speed; at most "
         "`steps`",
     )
-    preview_every: int = Field(
+    preview_every: Annotated[
+        int, D("generation", "latent_preview", (QUALITY,), effect="events")
+    ] = Field(
         default=5,
         ge=0,
         le=150,
-        description="windowed engine: a latent preview event every N steps (0 = off)",
+        description="a cheap latent preview event (4 frames, 1/8 size, no VAE) every N steps; 0 = off",
     )
-    depth_range: Literal["robust", "clip", "fixed"] = Field(
-        default="robust",
-        description="how metric depth maps to the depth image: one range per shot from "
-        "percentiles, from the camera's clip range, or depth_near/depth_far",
+    depth_range: Annotated[Literal["robust", "clip", "fixed"], D("controls", SHOT, (QUALITY,))] = (
+        Field(
+            default="robust",
+            description="how metric depth maps to the depth image: one range per shot from "
+            "percentiles, from the camera's clip range, or depth_near/depth_far",
+        )
     )
-    depth_near: float | None = Field(
+    depth_near: Annotated[
+        float | None, D("controls", SHOT, (QUALITY,), only_with="depth_range")
+    ] = Field(
         default=None,
         gt=0,
         validate_default=True,
         description="near distance for depth_range 'fixed' (scene units)",
     )
-    depth_far: float | None = Field(
-        default=None,
-        gt=0,
-        validate_default=True,
-        description="far distance for depth_range 'fixed' (scene units), beyond depth_near",
+    depth_far: Annotated[float | None, D("controls", SHOT, (QUALITY,), only_with="depth_range")] = (
+        Field(
+            default=None,
+            gt=0,
+            validate_default=True,
+            description="far distance for depth_range 'fixed' (scene units), beyond depth_near",
+        )
     )
-    normal_convention: Literal["bae", "midas"] = Field(
+    normal_convention: Annotated[
+        Literal["bae", "midas"], D("controls", "normal_image", (QUALITY,))
+    ] = Field(
         default="bae", description="normal image encoding the normal ControlNet was trained on"
     )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="weights' precision; auto = float16 on CUDA/MPS, else float32"
+    dtype: Annotated[
+        Literal["auto", "float32", "float16", "bfloat16"], D("generation", "dtype", (QUALITY,))
+    ] = Field(
+        default="auto",
+        description="weights' precision: 'auto' = float16 on CUDA/MPS, float32 on the CPU; latents "
+        "and fused predictions stay float32 whatever the weights are",
     )
-    device: str = Field(
+    device: Annotated[str, D("generation", "device", (QUALITY,), effect="where")] = Field(
         default="auto",
         max_length=40,
         description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps': one the server has (/v1/health)",
@@ -341,34 +429,27 @@ class Settings(BaseModel):
             raise ValueError(f"{value} is not a multiple of 8 (the VAE works in 8-pixel cells)")
         return value
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in engines.ENGINES:
+            raise ValueError(f"unknown engine '{value}'; use one of {engines.names()}")
+        return value
+
     @field_validator("controls")
     @classmethod
     def _known_controls(cls, value: dict[str, Control]) -> dict[str, Control]:
-        known = {"depth", "normal", "lineart", "softedge", "canny"}
         for name in value:
-            if name not in known:
-                raise ValueError(f"unknown control '{name}'; use one of {sorted(known)}")
-            if name in ("depth", "normal") and value[name].detector:
+            if name not in ROLES:
+                raise ValueError(f"unknown control '{name}'; use one of {sorted(ROLES)}")
+            if name in PASS_ROLES and value[name].detector:
                 raise ValueError(f"control '{name}' is computed from its pass; drop 'detector'")
-        return value
-
-    @field_validator("compile")
-    @classmethod
-    def _compile_engine(cls, value: str, info: ValidationInfo) -> str:
-        engine = info.data.get("engine")
-        if value == "on" and engine != "animatediff":
-            raise ValueError(
-                f"engine '{engine}' cannot be compiled (only 'animatediff' can); "
-                "set compile to 'off' or 'auto'"
-            )
         return value
 
     @field_validator("step_cache")
     @classmethod
     def _step_cache_fits(cls, value: int, info: ValidationInfo) -> int:
-        steps, engine = info.data.get("steps"), info.data.get("engine")
-        if value > 1 and engine == "animatediff-stock":
-            raise ValueError("engine 'animatediff-stock' has no step cache; set step_cache to 1")
+        steps = info.data.get("steps")
         if steps is not None and value > steps:
             raise ValueError(
                 f"interval {value} is larger than steps {steps}: the deep blocks would run "
@@ -406,12 +487,15 @@ class Settings(BaseModel):
 
 
 def validate_settings(data: dict) -> Settings:
-    """Settings from a merged dict, with the first problem named as `settings.<field>`."""
+    """Settings from a merged dict, with the first problem named as `settings.<field>`,
+    including a setting the chosen engine would not honour (engines.check_settings)."""
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise StoryShadeError(
             err["msg"], "correct the value or the preset that sets it", field=f"settings.{where}"
         ) from None
+    engines.check_settings(settings)
+    return settings

@@ -227,7 +227,7 @@ class RayRunner:
         outcome: dict[str, Any] | None = None
         try:
             stream = handle.render.options(num_returns="streaming").remote(
-                job_id, payload, settings.model_dump_json(), [str(r) for r in self.roots]
+                job_id, payload, settings.model_dump_json(), [str(r) for r in self.roots], key
             )
             for ref in stream:
                 event = ray.get(ref)

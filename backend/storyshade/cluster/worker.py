@@ -74,7 +74,12 @@ class ShadeWorker:
             self.cancels.setdefault(job_id, CancelToken()).cancel()
 
     def render(
-        self, job_id: str, files: dict[str, bytes], settings_json: str, roots: list[str]
+        self,
+        job_id: str,
+        files: dict[str, bytes],
+        settings_json: str,
+        roots: list[str],
+        models: Any = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream the job's events (call with num_returns="streaming")."""
         with self.lock:
@@ -84,7 +89,7 @@ class ShadeWorker:
             with tempfile.TemporaryDirectory(prefix="storyshade-job-") as tmp:
                 folder = Path(tmp)
                 write_bundle(folder / "bundle", files)
-                args = (folder, settings_json, roots, events, cancel)
+                args = (folder, settings_json, roots, models, events, cancel)
                 thread = threading.Thread(target=self._run, args=args, daemon=True)
                 thread.start()
                 while True:
@@ -105,13 +110,17 @@ class ShadeWorker:
         folder: Path,
         settings_json: str,
         roots: list[str],
+        models: Any,
         events: queue.Queue[dict[str, Any]],
         cancel: CancelToken,
     ) -> None:
         from storyshade.bundle import load_bundle
+        from storyshade.job_input import prepare
         from storyshade.models.locate import model_roots
+        from storyshade.models.relocate import relocate
         from storyshade.progress import Reporter
-        from storyshade.render import render_bundle
+        from storyshade.references import resolve_paths
+        from storyshade.render import render
         from storyshade.settings import Settings
 
         try:
@@ -120,9 +129,11 @@ class ShadeWorker:
             bundle = load_bundle(folder / "bundle")
             cancel.check()  # cancelled before it reached this worker
             every_root = [*map(Path, roots), *here]
-            render_bundle(
-                bundle,
-                settings,
+            # the job's models, resolved once at submit, found under this worker's folders
+            key = relocate(models, list(map(Path, roots)), every_root) if models else None
+            settings = resolve_paths(settings, bundle.root)
+            render(
+                prepare(bundle, settings, every_root, models=key),
                 folder / "frames",
                 every_root,
                 self.models,

@@ -179,8 +179,6 @@ def build_controls(
         "derived": roles,
         "frames": list(bundle.shot.frame_numbers),
     }
-    if looks:
-        meta["looks"] = [r.model_dump() for r in bundle.shot.regions]
     done = ControlSet(
         {role: writer.finish() for role, writer in frames.items()},
         bundle.shot.frame_numbers,

@@ -50,7 +50,7 @@ def cmd_controls(args: argparse.Namespace) -> int:
             bundle, settings, bar.reporter(), roots=args.models, extra_roles=args.lines
         )
     out = Path(args.out)
-    counts = write_controls(controls, out)
+    counts = write_controls(controls, out, bundle.shot.regions)
     meta = controls.meta
     print(
         f"wrote {', '.join(f'{n} {role}' for role, n in counts.items())} images, "

@@ -10,11 +10,13 @@ applies) and DIR/regions.json, the legend.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from storyshade.bundle import Region
 from storyshade.contact_sheet import contact_sheet
 from storyshade.controls.build import ControlSet
 from storyshade.wire.layout import frame_name
@@ -44,13 +46,13 @@ PALETTE = [
 ]  # fmt: skip
 
 
-def region_colors(looks: list[dict]) -> dict[int, tuple[int, int, int]]:
+def region_colors(looks: Sequence[Region]) -> dict[int, tuple[int, int, int]]:
     """Display colour per region id: the look's base colour, else the palette's."""
     out: dict[int, tuple[int, int, int]] = {}
     for i, look in enumerate(looks):
-        color = look.get("color")
+        color = look.color
         rgb = tuple(round(c * 255) for c in color) if color else PALETTE[i % len(PALETTE)]
-        out[look["id"]] = rgb  # type: ignore[assignment]
+        out[look.id] = rgb  # type: ignore[assignment]
     return out
 
 
@@ -69,8 +71,9 @@ def sheet_rows(count: int, limit: int = SHEET_ROWS) -> list[int]:
     return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
 
 
-def write_controls(controls: ControlSet, out: Path) -> dict[str, int]:
-    """Write every role's frames, the 16-bit depth, the contact sheet and the metadata."""
+def write_controls(controls: ControlSet, out: Path, looks: Sequence[Region] = ()) -> dict[str, int]:
+    """Write every role's frames, the 16-bit depth, the contact sheet and the metadata
+    (with `looks`, the shot's, the region maps painted and their legend)."""
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for role, frames in controls.frames.items():
@@ -81,18 +84,13 @@ def write_controls(controls: ControlSet, out: Path) -> dict[str, int]:
         write_png(out / "depth16" / frame_name(frame), image)
     columns = dict(controls.frames)
     if controls.regions:
-        looks = controls.meta.get("looks", [])
         colors = region_colors(looks)
         painted = [paint_regions(ids, colors) for ids in controls.regions]
         for frame, image in zip(controls.frame_numbers, painted, strict=True):
             write_png(out / "regions" / frame_name(frame), image)
         counts["regions"] = len(painted)
         legend = {
-            str(look["id"]): {
-                "name": look["name"],
-                "prompt": look["prompt"],
-                "color": list(colors[look["id"]]),
-            }
+            str(look.id): {"name": look.name, "prompt": look.prompt, "color": list(colors[look.id])}
             for look in looks
         }
         (out / "regions.json").write_text(json.dumps(legend, indent=1), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""Engines by name. Each turns control frames into shaded frames (see base.Engine)."""
+"""Engines by name (the registry is storyshade/engines.py; each turns control frames into
+shaded frames, see base.Engine)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from storyshade.engine.base import Engine
-from storyshade.errors import StoryShadeError
+from storyshade.engines import engine_class
 from storyshade.models.loader import ModelCache, ModelKey
 
 
@@ -18,21 +19,5 @@ def get_engine(
     embeddings: Any = None,
 ) -> Engine:
     """`models`: the job's models, resolved at submit (None: the engine resolves them);
-    `embeddings`: the stage cache's store of reference embeddings (windowed engine)."""
-    if name == "animatediff":
-        from storyshade.engine.windowed import WindowedAnimateDiffEngine
-
-        return WindowedAnimateDiffEngine(roots, cache, models, embeddings)
-    if name == "animatediff-stock":  # the diffusers pipeline as shipped: the reference
-        from storyshade.engine.animatediff import StockAnimateDiffEngine
-
-        return StockAnimateDiffEngine(roots, cache, models)
-    if name == "preview":  # no model: cel-shaded draft from the control images
-        from storyshade.engine.preview import PreviewEngine
-
-        return PreviewEngine()
-    raise StoryShadeError(
-        f"unknown engine '{name}'",
-        "use 'animatediff', 'animatediff-stock' or 'preview'",
-        field="settings.engine",
-    )
+    `embeddings`: the stage cache's store of reference embeddings (engines with references)."""
+    return engine_class(name)(roots, cache, models, embeddings)

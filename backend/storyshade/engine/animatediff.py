@@ -10,21 +10,20 @@ With `free_noise`, diffusers' FreeNoise windows the temporal attention with the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from storyshade.bundle import Region
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
-from storyshade.engine.base import load_pipeline
-from storyshade.engine.motion import scale_motion
-from storyshade.engine.pipeline_edits import edited
+from storyshade.engines import Capabilities, Shot
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, ModelKey, model_key
 from storyshade.progress import Reporter
-from storyshade.settings import Settings
+from storyshade.settings import ROLES, Settings
 from storyshade.wire.states import Stage
 
 
@@ -40,15 +39,6 @@ def check_stock_shot(settings: Settings, num_frames: int, roots: list[Path]) -> 
 
     Cheap (configs and safetensors headers only), so the server calls it at submit.
     """
-    if settings.engine != "animatediff-stock":
-        return
-    check_stock_guess(settings, list(settings.controls))
-    if settings.hires:
-        raise StoryShadeError(
-            "engine 'animatediff-stock' has no hires pass",
-            "use engine 'animatediff' (the default) for a hires pass, or set hires to null",
-            field="settings.hires",
-        )
     if settings.free_noise:
         return
     limit = motion_frame_limit(model_key(roots, settings).motion_adapter)
@@ -63,11 +53,11 @@ def check_stock_shot(settings: Settings, num_frames: int, roots: list[Path]) -> 
         )
 
 
-def check_stock_guess(settings: Settings, roles: list[str]) -> None:
+def check_guess_mode(settings: Settings) -> None:
     """diffusers 0.42's AnimateDiff ControlNet pipeline takes one guess_mode for all
-    ControlNets, and with CFG it crashes on a batch mismatch: refuse what it cannot run."""
-    guess = [r for r in roles if settings.controls[r].guess_mode]
-    if guess and (len(guess) < len(roles) or settings.guidance_scale > 1):
+    ControlNets, and with CFG it crashes on a batch mismatch."""
+    guess = [r for r, c in settings.controls.items() if c.guess_mode]
+    if guess and (len(guess) < len(settings.controls) or settings.guidance_scale > 1):
         raise StoryShadeError(
             "engine 'animatediff-stock' runs guess_mode only on every ControlNet at once "
             "and without CFG (guidance_scale <= 1)",
@@ -86,22 +76,49 @@ def disable_free_noise(pipe: Any) -> None:
             pipe._disable_free_noise_in_block(block)
 
 
-def check_held_engine(engine: str, has_held: bool) -> None:
-    """Re-shading a range needs our own loop (held frames re-noised at every step)."""
-    if has_held and engine == "animatediff-stock":
-        raise StoryShadeError(
-            "the stock reference engine cannot re-shade part of a take (held frames)",
-            "use engine 'animatediff' (the default) to re-shade a frame range",
-            field="settings.engine",
-        )
-
-
 class StockAnimateDiffEngine:
     name = "animatediff-stock"
+    capabilities = Capabilities(
+        summary="diffusers' AnimateDiffControlNetPipeline as shipped: the reference",
+        reads=frozenset(
+            {
+                "text",
+                "sampling",
+                "checkpoint",
+                "motion",
+                "controls",
+                "controlnet_models",
+                "loras",
+                "windows",
+                "decode_chunks",
+                "free_noise",
+                "normal_image",
+                "dtype",
+                "device",
+            }
+        ),
+        # diffusers' pipeline has no channels-last switch and no latent previews; the
+        # reference runs as shipped (docs/engine.md lists both as leaving the frames alone)
+        ignores=frozenset({"channels_last", "latent_preview"}),
+        control_roles=frozenset(ROLES),
+        any_length=False,
+    )
+
+    @staticmethod
+    def check(settings: Settings, roots: list[Path], shot: Shot | None) -> None:
+        """Its guess mode and its longest shot (the motion adapter's, without FreeNoise)."""
+        check_guess_mode(settings)
+        if shot is not None:
+            check_stock_shot(settings, shot.frames, roots)
 
     def __init__(
-        self, roots: list[Path], cache: ModelCache, models: ModelKey | None = None
+        self,
+        roots: list[Path],
+        cache: ModelCache,
+        models: ModelKey | None = None,
+        embeddings: Any = None,
     ) -> None:
+        del embeddings  # no references here
         self.roots = roots
         self.cache = cache
         self.models = models  # the job's, resolved at submit
@@ -113,22 +130,19 @@ class StockAnimateDiffEngine:
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
         *,
+        looks: Sequence[Region] = (),
         cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
         from PIL import Image
 
-        from storyshade.engine.color_match import check_color_match_engine
-        from storyshade.engine.references import check_references_engine
-        from storyshade.engine.regions import check_looks_engine
+        from storyshade.engine.base import load_pipeline
+        from storyshade.engine.motion import scale_motion
+        from storyshade.engine.pipeline_edits import edited
         from storyshade.engine.windowed import check_windows
 
+        del looks  # refused before any work (the registry: no looks capability)
         n = len(controls.frame_numbers)
-        check_held_engine(self.name, bool(held))
-        check_looks_engine(self.name, bool(controls.regions))
-        check_references_engine(self.name, bool(settings.references))
-        check_color_match_engine(self.name, settings.color_match)
-        check_stock_shot(settings, n, self.roots)
         cancel = cancel or CancelToken()
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models, cancel)
         check_windows(settings, pipe.unet)
@@ -140,7 +154,6 @@ class StockAnimateDiffEngine:
         scales = [0.0 if e else c.scale for c, e in zip(specs, empty, strict=True)]
         starts = [0.0 if e else c.start for c, e in zip(specs, empty, strict=True)]
         ends = [1.0 if e else c.end for c, e in zip(specs, empty, strict=True)]
-        check_stock_guess(settings, roles)
 
         def on_step(_pipe, step: int, _t, kwargs):  # diffusers' step-end callback
             reporter.stage(Stage.DENOISING, step + 1, settings.steps)

@@ -9,12 +9,13 @@ frame, decode chunk).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from storyshade.bundle import Region
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.models.loader import ModelCache, ModelKey, model_key
@@ -33,11 +34,14 @@ class Engine(Protocol):
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
         *,
+        looks: Sequence[Region] = (),
         cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index within the shot, HxWx3 uint8 RGB at generation size) for every
         frame not in `held`: held frames (index → the earlier take's picture at generation
         size) are kept as they are and only steer their neighbours (re-shading a range).
+        `looks` are the shot's (its regions: what each id of `controls.regions` is); they
+        travel beside the control images, which do not depend on their texts.
         Raises `Cancelled` at the next unit of work once `cancel` is cancelled (None: never)."""
         ...
 

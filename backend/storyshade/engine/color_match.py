@@ -37,23 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from storyshade.errors import StoryShadeError
-from storyshade.settings import ColorMatch, Settings
+from storyshade.settings import Settings
 
 if TYPE_CHECKING:  # torch only where latents are (the preview engine imports the check)
     import torch
 
 FIELD = "settings.color_match"
-
-
-def check_color_match_engine(engine: str, color_match: ColorMatch | None) -> None:
-    """Only the windowed engine has windows and latents to match: refuse, never ignore."""
-    if color_match is not None and engine != "animatediff":
-        raise StoryShadeError(
-            f"engine '{engine}' cannot match colours between windows (settings.color_match)",
-            "use engine 'animatediff' (the windowed engine), or set color_match to null",
-            field=FIELD,
-        )
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,8 +30,8 @@ def compile_problem(device: str) -> str | None:
 
 def check_compile(settings: Settings) -> None:
     """compile = 'on' where it cannot work: refused before any work (a 4xx / CLI exit 2)."""
-    if settings.compile != "on" or settings.engine != "animatediff":
-        return  # other engines with 'on' are refused by Settings itself
+    if settings.compile != "on":
+        return
     from storyshade.models.loader import pick_device
 
     problem = compile_problem(pick_device(settings.device))

@@ -11,17 +11,18 @@ shows which thing is which.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from storyshade.bundle import Region
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.controls.lines import geometry_edges
 from storyshade.controls.normal import background_u8, decode
-from storyshade.engine.color_match import check_color_match_engine
+from storyshade.engines import Capabilities
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 from storyshade.wire.states import Stage
@@ -90,9 +91,49 @@ class PreviewEngine:
     """Engine protocol (engine/base.py): yields each frame as soon as it is shaded."""
 
     name = "preview"
+    capabilities = Capabilities(
+        summary="no model: a cel-shaded draft from the depth and normal images, in seconds",
+        reads=frozenset(),
+        # a draft of the layout: the model's settings are accepted (a quality preset swaps
+        # the engine without the user editing the rest) and leave the draft as it is
+        ignores=frozenset(
+            {
+                "text",
+                "sampling",
+                "checkpoint",
+                "motion",
+                "controls",
+                "controlnet_models",
+                "loras",
+                "references",
+                "ip_adapter",
+                "windows",
+                "window_schedule",
+                "decode_chunks",
+                "free_noise",
+                "slicing",
+                "channels_last",
+                "step_cache",
+                "latent_preview",
+                "normal_image",
+                "dtype",
+                "device",
+                "hires",
+            }
+        ),
+        looks=True,  # a look's base colour paints its object
+        held_frames=True,  # frame by frame: a held frame is simply not drawn again
+        needs_models=False,
+    )
 
-    def __init__(self, roots: list[Path] | None = None, cache: Any = None) -> None:
-        del roots, cache  # no models
+    def __init__(
+        self,
+        roots: list[Path] | None = None,
+        cache: Any = None,
+        models: Any = None,
+        embeddings: Any = None,
+    ) -> None:
+        del roots, cache, models, embeddings  # no models
 
     def render(
         self,
@@ -101,9 +142,9 @@ class PreviewEngine:
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
         *,
+        looks: Sequence[Region] = (),
         cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        check_color_match_engine(self.name, settings.color_match)
         cancel = cancel or CancelToken()
         if settings.references:
             reporter.note(
@@ -111,11 +152,7 @@ class PreviewEngine:
                 event="references_unused",
             )
         convention = controls.meta.get("normal_convention", settings.normal_convention)
-        colors = {
-            look["id"]: np.asarray(look["color"], np.float32) * 255
-            for look in controls.meta.get("looks", [])
-            if look.get("color")
-        }
+        colors = {look.id: np.asarray(look.color, np.float32) * 255 for look in looks if look.color}
         n = len(controls.frame_numbers)
         for i in range(n):
             cancel.check()

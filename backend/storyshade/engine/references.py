@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storyshade.bundle import Region
 from storyshade.cancel import CancelToken
 from storyshade.engine.pipeline_edits import PipelineEdits
 from storyshade.errors import ModelError, StoryShadeError
@@ -45,16 +46,6 @@ from storyshade.settings import Settings
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def check_references_engine(engine: str, has_references: bool) -> None:
-    """The stock pipeline has no way to take our references: refuse, never ignore."""
-    if has_references and engine == "animatediff-stock":
-        raise StoryShadeError(
-            f"engine '{engine}' cannot shade with reference images (settings.references)",
-            "use engine 'animatediff' (the windowed engine), or drop the references",
-            field="settings.engine",
-        )
 
 
 def preprocess(image: Any, size: int) -> torch.Tensor:
@@ -304,7 +295,7 @@ def encode_references(
     settings: Settings,
     roots: list[Path],
     reporter: Reporter,
-    looks: Sequence[dict] = (),
+    looks: Sequence[Region] = (),
     regions: Any = None,
     store: Any = None,
     cancel: CancelToken | None = None,
@@ -320,7 +311,7 @@ def encode_references(
     used = [(i, r) for i, r in enumerate(settings.references) if r.weight != 0]
     if not used:
         return None
-    names = {look["name"]: k for k, look in enumerate(looks)}
+    names = {look.name: k for k, look in enumerate(looks)}
     places: list[int | None] = []
     for i, ref in used:
         if ref.look is not None and ref.look not in names:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from storyshade.bundle import Region
 from storyshade.engine.pipeline_edits import PipelineEdits
 from storyshade.errors import StoryShadeError
 from storyshade.settings import Settings
@@ -74,14 +75,14 @@ class RegionState:
     def __init__(
         self,
         id_maps: Sequence[np.ndarray],
-        looks: Sequence[dict],
+        looks: Sequence[Region],
         cond: torch.Tensor,
         uncond: torch.Tensor | None,
         latent_size: tuple[int, int],
     ) -> None:
         self.id_maps = id_maps
-        self.region_ids = [look["id"] for look in looks]
-        self.weights = [float(look.get("weight", 1.0)) for look in looks]
+        self.region_ids = [look.id for look in looks]
+        self.weights = [float(look.weight) for look in looks]
         self.cond = cond  # (R, tokens, dim): each look's prompt
         self.uncond = uncond  # (R, tokens, dim): each look's negative, with CFG
         self.latent_size = latent_size
@@ -263,27 +264,17 @@ def install_regions(
 
 
 def encode_looks(
-    pipe: Any, settings: Settings, looks: Sequence[dict]
+    pipe: Any, settings: Settings, looks: Sequence[Region]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(R, tokens, dim) embeddings of each look's prompt (inside the style's prefix and
     suffix) and, with CFG, of its negative (the shot's when it has none)."""
     cfg = settings.guidance_scale > 1
     cond, uncond = [], []
     for look in looks:
-        text = settings.model_copy(update={"prompt": look["prompt"]}).full_prompt
-        negative = look.get("negative") or settings.negative_prompt or None
+        text = settings.model_copy(update={"prompt": look.prompt}).full_prompt
+        negative = look.negative or settings.negative_prompt or None
         positive, neg = pipe.encode_prompt(text, pipe.unet.device, 1, cfg, negative)
         cond.append(positive)
         if cfg:
             uncond.append(neg)
     return torch.cat(cond), (torch.cat(uncond) if cfg else None)
-
-
-def check_looks_engine(engine: str, has_looks: bool) -> None:
-    """Looks need our own sampling loop; the stock pipeline would silently ignore them."""
-    if has_looks and engine != "animatediff" and engine != "preview":
-        raise StoryShadeError(
-            f"engine '{engine}' cannot shade per-object looks (the shot has some)",
-            "use engine 'animatediff' (the windowed engine) or 'preview', or export without looks",
-            field="settings.engine",
-        )

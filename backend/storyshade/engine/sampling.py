@@ -31,41 +31,10 @@ from storyshade.engine.pipeline_edits import PipelineEdits, edited
 from storyshade.engine.references import install_references
 from storyshade.engine.regions import RegionState, install_regions
 from storyshade.engine.step_cache import StepCache
-from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
+from storyshade.engine.windows import context_windows, fusion_weights
 from storyshade.progress import Reporter
+from storyshade.settings import Settings
 from storyshade.wire.states import Event, Stage
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """The sampler's share of a job's Settings (engine/windowed.py's sampler_config).
-
-    steps: denoising steps of the scheduler.
-    guidance_scale: classifier-free guidance; <= 1 runs the conditional branch only.
-    context_length: frames per context window (the motion module's sequence length).
-    context_overlap: frames shared by neighbouring windows.
-    schedule: how windows are laid out at each step (engine/windows.py).
-    fuse: how overlapping windows' predictions are weighted (engine/windows.py).
-    seed: the job's seed; the per-step sampler noise of frame k comes from (seed, k).
-    preview_every: emit a latent preview every this many steps (0: never).
-    motion_scale: scale of the motion modules' residual (engine/motion.py).
-    step_cache: run the UNet's deep blocks every this many steps and reuse their features
-        in between (engine/step_cache.py); 1 = off.
-    channels_last: NHWC weights for the UNet and ControlNets while denoising and the VAE
-        while decoding, on CUDA only (faster fp16 convolutions there).
-    """
-
-    steps: int
-    guidance_scale: float
-    context_length: int = 16
-    context_overlap: int = 4
-    schedule: Schedule = "static"
-    fuse: Fuse = "pyramid"
-    seed: int = 0
-    preview_every: int = 0
-    motion_scale: float = 1.0
-    step_cache: int = 1
-    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +106,7 @@ class WindowedSampler:
     def __init__(
         self,
         pipe: Any,
-        config: SamplerConfig,
+        settings: Settings,
         reporter: Reporter,
         base_plan: Plan | None = None,
         *,
@@ -149,7 +118,7 @@ class WindowedSampler:
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self.device = self.unet.device
         self.dtype = self.unet.dtype
-        self.config = config
+        self.settings = settings  # the job's; a hires pass swaps in its own seed
         self.reporter = reporter
         self.cancel = cancel or CancelToken()  # checked before each model call and window
         self.multi = isinstance(self.controlnet, MultiControlNetModel)
@@ -160,14 +129,14 @@ class WindowedSampler:
         self.regions: RegionState | None = None  # per-object looks (engine/regions.py)
         self.control_size: tuple[int, int] | None = None  # (H, W) of a hires pass
         self.references: Any = None  # ReferenceState: reference images (engine/references.py)
-        self.step_cache: StepCache | None = None  # per denoise() when config.step_cache > 1
+        self.step_cache: StepCache | None = None  # per denoise() when settings.step_cache > 1
         self.calls = ModelCalls(pipe, False, reporter)  # compiled ones: engine/compiled.py
         self._window: range = range(0)
         self.color_match: Any = None  # ColorMatcher: AdaIN between windows (engine/color_match.py)
 
     @property
     def cfg(self) -> bool:
-        return self.config.guidance_scale > 1
+        return self.settings.guidance_scale > 1
 
     def _on_fallback(self, old: Plan, new: Plan, where: str) -> None:
         self.reporter.note(
@@ -314,7 +283,7 @@ class WindowedSampler:
         pred = (torch.cat(outs) if len(outs) > 1 else outs[0]).float()
         if self.cfg:
             uncond, cond = pred.chunk(2)
-            pred = uncond + self.config.guidance_scale * (cond - uncond)
+            pred = uncond + self.settings.guidance_scale * (cond - uncond)
         return pred
 
     # -- the loop --------------------------------------------------------------------------
@@ -324,7 +293,7 @@ class WindowedSampler:
         if "eta" in params:
             kwargs["eta"] = 0.0
         if "generator" in params:  # stochastic samplers: one generator per frame
-            kwargs["generator"] = step_generators(self.config.seed, num_frames)
+            kwargs["generator"] = step_generators(self.settings.seed, num_frames)
         return kwargs
 
     def _scheduler_step(
@@ -374,10 +343,10 @@ class WindowedSampler:
         step's level (with the frame's own noise), so the windows that reach them denoise the
         other frames towards a continuation of them (RePaint-style inpainting in time).
         """
-        cfg = self.config
+        job = self.settings
         specs = [ControlSpec.of(s) for s in specs]
         num_frames = noise.shape[2]
-        self.scheduler.set_timesteps(cfg.steps, device=self.device)
+        self.scheduler.set_timesteps(job.steps, device=self.device)
         timesteps = self.scheduler.timesteps
         if init is not None and strength < 1:
             skip = min(len(timesteps) - 1, round(len(timesteps) * (1 - strength)))
@@ -392,11 +361,13 @@ class WindowedSampler:
         text = text.to(self.device, self.dtype)
         step_kwargs = self._step_kwargs(num_frames)
         schedule = [
-            context_windows(num_frames, cfg.context_length, cfg.context_overlap, cfg.schedule, i)
+            context_windows(
+                num_frames, job.context_length, job.context_overlap, job.context_schedule, i
+            )
             for i in range(len(timesteps))
         ]
         self._progress = Progress(sum(len(w) for w in schedule), len(timesteps))
-        self.step_cache = StepCache(cfg.step_cache) if cfg.step_cache > 1 else None
+        self.step_cache = StepCache(job.step_cache) if job.step_cache > 1 else None
         keep = sorted(held or {})
         if keep:
             clean = torch.stack([held[k] for k in keep], dim=1).unsqueeze(0)
@@ -418,12 +389,12 @@ class WindowedSampler:
     def _edit(self, edits: PipelineEdits) -> None:
         """Every change this job makes to the shared pipeline for a denoising pass, all
         undone when `denoise` ends, however it ends (engine/pipeline_edits.py)."""
-        if self.config.channels_last and self.device.type == "cuda":
+        if self.settings.channels_last and self.device.type == "cuda":
             for model in (self.unet, self.controlnet):
                 edits.memory_format(model, torch.channels_last)
         install_references(edits, self.unet, self.references)  # first: looks wrap it
         install_regions(edits, [self.unet, self.controlnet], self.regions)
-        scale_motion(edits, self.unet, self.config.motion_scale)
+        scale_motion(edits, self.unet, self.settings.motion_scale)
         edits.callback(self.placement.restore)  # offloaded models back on the device
 
     def _step(
@@ -440,7 +411,7 @@ class WindowedSampler:
     ) -> torch.Tensor:
         """One step's fused noise prediction over the whole shot, window by window."""
         num_frames = latents.shape[2]
-        shares = fusion_weights(windows, num_frames, self.config.fuse)
+        shares = fusion_weights(windows, num_frames, self.settings.context_fuse)
         fused = torch.zeros_like(latents)
         for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
             self.cancel.check()
@@ -471,7 +442,7 @@ class WindowedSampler:
         return fused
 
     def _maybe_preview(self, step: int, steps: int, estimate: torch.Tensor) -> None:
-        every = self.config.preview_every
+        every = self.settings.preview_every
         if not every or step % every or step == steps:
             return
         frames, png = preview_strip(estimate)
@@ -498,7 +469,7 @@ class WindowedSampler:
         )
         order = [k for k in range(latents.shape[2]) if k not in skip]
         with edited() as edits:  # a generator: undone when it ends or is closed
-            if self.config.channels_last and self.device.type == "cuda":
+            if self.settings.channels_last and self.device.type == "cuda":
                 edits.memory_format(self.vae, torch.channels_last)
             yield from self._decode_all(flat, order, chunk)
 

@@ -9,56 +9,39 @@ Memory is then set by the context length, not by the shot length.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from storyshade.bundle import Region
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.controls.sizing import resize
-from storyshade.engine.base import load_pipeline
-from storyshade.engine.chunking import Plan
-from storyshade.engine.color_match import color_matcher
-from storyshade.engine.compiled import ModelCalls
-from storyshade.engine.levers import check_compile, wanted
-from storyshade.engine.noise import hires_seed, initial_noise
-from storyshade.engine.references import encode_references
-from storyshade.engine.regions import RegionState, encode_looks
-from storyshade.engine.sampling import ControlSpec, SamplerConfig, WindowedSampler
-from storyshade.engine.windows import check_context
+from storyshade.engines import Capabilities, Shot
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.progress import Reporter
-from storyshade.settings import Settings, hires_size
+from storyshade.settings import ROLES, Settings, hires_size
 from storyshade.wire.states import Stage
 
-
-def sampler_config(settings: Settings) -> SamplerConfig:
-    return SamplerConfig(
-        steps=settings.steps,
-        guidance_scale=settings.guidance_scale,
-        context_length=settings.context_length,
-        context_overlap=settings.context_overlap,
-        schedule=settings.context_schedule,
-        fuse=settings.context_fuse,
-        seed=settings.seed,
-        preview_every=settings.preview_every,
-        motion_scale=settings.motion_scale,
-        step_cache=settings.step_cache,
-        channels_last=settings.channels_last,
-    )
+if TYPE_CHECKING:  # the engine's machinery (torch, diffusers) loads when a job starts
+    from storyshade.engine.chunking import Plan
+    from storyshade.engine.sampling import ControlSpec, WindowedSampler
 
 
 def control_spec(settings: Settings, role: str) -> ControlSpec:
+    from storyshade.engine.sampling import ControlSpec
+
     c = settings.controls[role]
     return ControlSpec(scale=c.scale, start=c.start, end=c.end, guess_mode=c.guess_mode)
 
 
 def base_plan(settings: Settings) -> Plan:
     """The slicing the user asked for; the OOM ladder only ever slices further."""
+    from storyshade.engine.chunking import Plan
+
     return Plan(
         name="as configured",
         temporal_chunk=settings.forward_chunk,
@@ -69,6 +52,8 @@ def base_plan(settings: Settings) -> Plan:
 
 def check_windows(settings: Settings, unet: Any) -> None:
     """Fail before any work on windows the motion module cannot take."""
+    from storyshade.engine.windows import check_context
+
     try:
         check_context(settings.context_length, settings.context_overlap)
     except ValueError as exc:
@@ -89,6 +74,8 @@ def check_windows(settings: Settings, unet: Any) -> None:
 
 def shot_noise(settings: Settings, num_frames: int, latent_shape: tuple[int, int, int]) -> Any:
     """Per-frame initial noise for the shot, FreeNoise-rescheduled when asked."""
+    from storyshade.engine.noise import initial_noise
+
     return initial_noise(
         settings.seed,
         num_frames,
@@ -143,6 +130,8 @@ def hires_pass(
     re-noising at `strength` restores the detail a plain upscale blurs."""
     import torch
 
+    from storyshade.engine.noise import hires_seed
+
     assert settings.hires is not None
     width, height = hires_size(settings.width, settings.height, settings.hires.scale)
     factor = settings.width // latents.shape[-1]
@@ -153,7 +142,7 @@ def hires_pass(
     seed = hires_seed(settings.seed)
     second = settings.model_copy(update={"seed": seed})
     noise = shot_noise(second, latents.shape[2], (latents.shape[1], *size))
-    sampler.config = replace(sampler.config, seed=seed)
+    sampler.settings = second
     sampler.control_size = (height, width)
     if sampler.regions is not None:
         sampler.regions.resize(size)
@@ -175,6 +164,52 @@ def hires_pass(
 
 class WindowedAnimateDiffEngine:
     name = "animatediff"
+    capabilities = Capabilities(
+        summary="windowed ControlNet-AnimateDiff: any length in the memory of one window",
+        reads=frozenset(
+            {
+                "text",
+                "sampling",
+                "checkpoint",
+                "motion",
+                "controls",
+                "controlnet_models",
+                "loras",
+                "references",
+                "ip_adapter",
+                "color_match",
+                "windows",
+                "window_schedule",
+                "decode_chunks",
+                "free_noise",
+                "slicing",
+                "channels_last",
+                "compile",
+                "step_cache",
+                "latent_preview",
+                "normal_image",
+                "dtype",
+                "device",
+                "hires",
+            }
+        ),
+        looks=True,
+        look_references=True,
+        held_frames=True,
+        control_roles=frozenset(ROLES),
+    )
+
+    @staticmethod
+    def check(settings: Settings, roots: list[Path], shot: Shot | None) -> None:
+        """compile 'on' where it cannot work here; a reference naming a look the shot
+        does not have."""
+        from storyshade.engine.levers import check_compile
+
+        check_compile(settings)
+        if shot is not None:
+            from storyshade.engine.references import check_reference_looks
+
+            check_reference_looks(settings, shot.looks)
 
     def __init__(
         self,
@@ -195,11 +230,19 @@ class WindowedAnimateDiffEngine:
         reporter: Reporter,
         held: Mapping[int, np.ndarray] | None = None,
         *,
+        looks: Sequence[Region] = (),
         cancel: CancelToken | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         import torch
 
-        check_compile(settings)
+        from storyshade.engine.base import load_pipeline
+        from storyshade.engine.color_match import color_matcher
+        from storyshade.engine.compiled import ModelCalls
+        from storyshade.engine.levers import wanted
+        from storyshade.engine.references import encode_references
+        from storyshade.engine.regions import RegionState, encode_looks
+        from storyshade.engine.sampling import WindowedSampler
+
         cancel = cancel or CancelToken()
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models, cancel)
         check_windows(settings, pipe.unet)
@@ -220,14 +263,12 @@ class WindowedAnimateDiffEngine:
             settings.height // factor,
             settings.width // factor,
         )
-        sampler = WindowedSampler(
-            pipe, sampler_config(settings), reporter, base_plan(settings), cancel=cancel
-        )
+        sampler = WindowedSampler(pipe, settings, reporter, base_plan(settings), cancel=cancel)
         compile_, why_not = wanted(settings, str(pipe.unet.device))
         if why_not:
             reporter.note(why_not, event="compile_skipped")
         sampler.calls = ModelCalls(pipe, compile_, reporter)
-        looks = controls.meta.get("looks", []) if controls.regions else []
+        looks = looks if controls.regions else ()
         with torch.inference_mode():  # not held across `yield`: it is thread-wide state
             text = encode_text(pipe, settings)
             noise = shot_noise(settings, num_frames, latent_shape)

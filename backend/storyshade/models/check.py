@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storyshade.engines import capabilities
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.settings import Settings
 
@@ -47,16 +48,21 @@ class Report:
 
 
 def needs_of(settings: Settings) -> list[Need]:
-    if settings.engine == "preview":
+    """The model files the job's engine will load: those of the features it reads."""
+    caps = capabilities(settings.engine)
+    if not caps.needs_models:
         return []
-    out = [
-        Need("checkpoint", "checkpoint", settings.checkpoint),
-        Need("motion adapter", "motion_adapter", settings.motion_adapter),
-    ]
-    out += [Need(f"controlnet {r}", "controlnet", c.model) for r, c in settings.controls.items()]
+    out = [Need("checkpoint", "checkpoint", settings.checkpoint)]
+    if caps.honours("motion"):
+        out.append(Need("motion adapter", "motion_adapter", settings.motion_adapter))
+    if caps.honours("controlnet_models"):
+        out += [
+            Need(f"controlnet {r}", "controlnet", c.model) for r, c in settings.controls.items()
+        ]
     out += [Need("style LoRA", "lora", lo.name) for lo in settings.loras]
-    out += [Need("motion LoRA", "lora", lo.name) for lo in settings.motion_loras]
-    if settings.references:
+    if caps.honours("motion"):
+        out += [Need("motion LoRA", "lora", lo.name) for lo in settings.motion_loras]
+    if settings.references and caps.honours("ip_adapter"):
         out += [
             Need("ip adapter", "ip_adapter", settings.ip_adapter),
             Need("image encoder", "image_encoder", settings.image_encoder),
@@ -84,8 +90,8 @@ def check_preset(roots: list[Path], settings: Settings) -> Report:
     from storyshade.presets import notes
 
     report = Report(notes=notes(settings))
-    if settings.engine == "preview":
-        report.notes.append("the preview engine needs no models")
+    if not capabilities(settings.engine).needs_models:
+        report.notes.append(f"the {settings.engine} engine needs no models")
         return report
     for need in needs_of(settings):
         report.needs.append(need)

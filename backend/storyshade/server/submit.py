@@ -8,11 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from storyshade.engine.animatediff import check_held_engine, check_stock_shot
-from storyshade.engine.color_match import check_color_match_engine
-from storyshade.engine.levers import check_compile
-from storyshade.engine.references import check_reference_looks, check_references_engine
-from storyshade.engine.regions import check_looks_engine
+from storyshade.engines import Shot, check_job
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.job_input import needs_models
 from storyshade.models.loader import ModelKey, check_device, model_key
@@ -149,7 +145,7 @@ def resolve_settings(
                 field="settings.hires.scale",
             )
     check_model_names(settings)
-    check_compile(settings)  # compile 'on' where it cannot work: a 4xx, not a failed job
+    check_job(settings, roots)  # what the engine cannot do: a 4xx, not a failed job
     key = model_key(roots, settings) if needs_models(settings) else None  # fail now, not later
     return preset, settings, key
 
@@ -171,16 +167,11 @@ def accept_job(
     job_dir = store.job_dir(job_id)
     try:
         job_dir.mkdir(parents=True)
-        check_references_engine(settings.engine, bool(settings.references))
-        check_color_match_engine(settings.engine, settings.color_match)
         inside = [image for _, image in image_fields(settings) if not Path(image).is_absolute()]
         bundle = unpack_bundle(fileobj, job_dir, limits, inside)
         settings = resolve_paths(settings, bundle.root)
         check_references(settings)  # unreadable or refused images: a 422 naming the file
-        check_reference_looks(settings, [r.name for r in bundle.shot.regions])
-        check_stock_shot(settings, len(bundle), store.roots)  # a 400 now, not a failed job
-        check_looks_engine(settings.engine, bool(bundle.shot.regions))
-        check_held_engine(settings.engine, bool(bundle.held()))
+        check_job(settings, store.roots, Shot.of(bundle))  # a 400 now, not a failed job
         return store.submit(
             job_id,
             bundle,
