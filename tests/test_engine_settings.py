@@ -371,3 +371,16 @@ def test_every_control_field_changes_the_frames(bundle, models, cache, tmp_path)
         if a.shape == b.shape and np.abs(a - b).max() <= 1:
             wrong.append(field)
     assert not wrong, f"per-control fields with no effect: {wrong}"
+
+
+def test_every_feature_says_what_an_engine_without_it_cannot_do():
+    """A refusal names what the engine cannot do: every feature a setting serves or an
+    engine declares has its words (declare.FEATURES)."""
+    from storyshade import engines
+    from storyshade.declare import FEATURES, declarations
+
+    used = {d.feature for model in (Settings, Control) for d in declarations(model).values()}
+    for name in engines.names():
+        caps = engines.capabilities(name)
+        used |= caps.reads | caps.ignores
+    assert used <= set(FEATURES), f"features without words: {sorted(used - set(FEATURES))}"

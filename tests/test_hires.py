@@ -82,7 +82,7 @@ def test_bad_hires_settings_are_refused_naming_the_field(tiny_models) -> None:
     stock = Settings(engine="animatediff-stock", hires={"scale": 1.5})
     from storyshade.engines import Shot, check_job
 
-    with pytest.raises(StoryShadeError, match="cannot use 'hires'") as err:
+    with pytest.raises(StoryShadeError, match="cannot run a hires pass") as err:
         check_job(stock, [tiny_models], Shot(4))
     assert err.value.field == "settings.hires"
 

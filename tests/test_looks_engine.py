@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from storyshade.bundle import Region
 from storyshade.controls import ControlSet
-from storyshade.engine.regions import RegionalAttnProcessor
+from storyshade.engine.cross_attention import CrossAttention
 from storyshade.engines import Shot, check_job
 from storyshade.errors import StoryShadeError
 from storyshade.models.loader import ModelCache
@@ -128,7 +128,7 @@ def test_looks_act_in_one_unet_call_per_window_per_step(tiny_models, cache, plai
     assert windows == 2 and calls["unet"] == windows * settings.steps
     after = dict(pipe.unet.attn_processors)
     assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
-    assert not any(isinstance(p, RegionalAttnProcessor) for p in after.values())
+    assert not any(isinstance(p, CrossAttention) for p in after.values())
 
 
 def test_the_stock_engine_refuses_looks(tiny_models, cache) -> None:

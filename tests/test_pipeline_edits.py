@@ -86,7 +86,7 @@ def test_an_error_mid_window_undoes_every_change(tiny_models, reference):
         seen["calls"] += 1
         changed = sum(type(m).__name__ == "Split" for m in pipe.unet.modules())
         processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
-        seen["split"], seen["regional"] = changed, "RegionalAttnProcessor" in processors
+        seen["split"], seen["regional"] = changed, "CrossAttention" in processors
         if seen["calls"] == 2:
             raise RuntimeError("a kernel failed mid-window")
 

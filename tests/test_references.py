@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from storyshade.cli import main as cli_main
-from storyshade.engine.references import ReferenceAttnProcessor
+from storyshade.engine.cross_attention import CrossAttention
+from storyshade.engine.references import ReferenceLayer
 from storyshade.engines import check_settings
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models.check import check_preset
@@ -169,13 +170,13 @@ def test_weight_zero_is_bit_identical_to_no_reference(tiny_models, cache, base, 
 
 def test_a_reference_reaches_every_window(tiny_models, cache, base, images, monkeypatch):
     calls: list[int] = []
-    original = ReferenceAttnProcessor.residual
+    original = ReferenceLayer.add
 
     def spy(self, attn, query, *a, **kw):
         calls.append(query.shape[0])
         return original(self, attn, query, *a, **kw)
 
-    monkeypatch.setattr(ReferenceAttnProcessor, "residual", spy)
+    monkeypatch.setattr(ReferenceLayer, "add", spy)
     a = render(tiny_models, cache, controls_for(FRAMES), settings(references=ref(images["noise"])))
     b = render(tiny_models, cache, controls_for(FRAMES), settings(references=ref(images["flat"])))
     windows, steps, layers = 3, 2, 4
@@ -236,9 +237,7 @@ def test_references_compose_with_looks(tiny_models, cache, images):
     assert diff[:, :, :32].max() > 1 and diff[:, :, 32:].max() > 1
     # the shared pipeline got its processors back
     pipe = cache.get(model_key([tiny_models], settings()))
-    assert not any(
-        isinstance(p, ReferenceAttnProcessor) for p in pipe.unet.attn_processors.values()
-    )
+    assert not any(isinstance(p, CrossAttention) for p in pipe.unet.attn_processors.values())
 
 
 def test_the_stock_engine_refuses_references():

@@ -23,6 +23,34 @@ SHOT = "shot"
 
 STYLE, CAMERA, RESOLUTION, QUALITY = "style", "camera", "resolution", "quality"
 
+# What an engine that lacks a feature cannot do, for the refusal that names the setting.
+FEATURES: dict[str, str] = {
+    SHOT: "read the shot",
+    "text": "read a prompt",
+    "sampling": "sample with a seed, steps, guidance and a scheduler",
+    "checkpoint": "load an image checkpoint",
+    "motion": "use an AnimateDiff motion adapter, its LoRAs or its scale",
+    "controls": "steer with control images",
+    "controlnet_models": "load ControlNet models",
+    "loras": "apply style LoRAs",
+    "references": "shade with reference images",
+    "ip_adapter": "load an IP-Adapter",
+    "color_match": "match colours between windows",
+    "windows": "shade in context windows",
+    "window_schedule": "move its windows between steps",
+    "decode_chunks": "decode in chunks",
+    "free_noise": "reschedule noise with FreeNoise",
+    "slicing": "slice its attention or feed-forward",
+    "channels_last": "switch to channels-last weights",
+    "compile": "compile its models",
+    "step_cache": "cache the model's deep features between steps",
+    "latent_preview": "emit latent previews",
+    "normal_image": "read another normal encoding",
+    "dtype": "change its weights' precision",
+    "device": "choose a device",
+    "hires": "run a hires pass",
+}
+
 
 @dataclass(frozen=True)
 class Declared:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from storyshade.declare import SHOT, declarations, is_neutral
+from storyshade.declare import FEATURES, SHOT, declarations, is_neutral
 from storyshade.errors import StoryShadeError
 
 ENGINES: dict[str, str] = {
@@ -100,11 +100,12 @@ def readers(feature: str) -> list[str]:
     return [n for n in ENGINES if capabilities(n).honours(feature)]
 
 
-def _refuse(engine: str, where: str, what: str, feature: str, default: Any) -> StoryShadeError:
+def _refuse(engine: str, where: str, feature: str, default: Any) -> StoryShadeError:
     others = [n for n in readers(feature) if n != engine]
     instead = f"use engine {', '.join(repr(o) for o in others)} for it, or " if others else ""
+    what = FEATURES.get(feature, f"use '{where}'")
     return StoryShadeError(
-        f"engine '{engine}' cannot use {what} ({where} is set); it would be ignored",
+        f"engine '{engine}' cannot {what} ({where} is set, and would be ignored)",
         f"{instead}leave {where} at {default!r}",
         field=f"settings.{where}",
     )
@@ -120,7 +121,7 @@ def _check_fields(engine: str, caps: Capabilities, model: BaseModel, prefix: str
             default = cls.model_fields[name].get_default(call_default_factory=True)
             if isinstance(default, BaseModel | list | dict):
                 default = None if not default else default
-            raise _refuse(engine, f"{prefix}{name}", f"'{name}'", decl.feature, default)
+            raise _refuse(engine, f"{prefix}{name}", decl.feature, default)
 
 
 def check_settings(settings: Any) -> None:

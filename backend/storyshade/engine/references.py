@@ -14,12 +14,12 @@ diffusers. Frames of a CFG branch share their reference tokens, so they are fold
 the query length: the cost per reference is one attention over 4 (base) or 16 (plus)
 tokens per layer, whatever the window length, in the same single UNet call per window.
 
-Composition with per-object looks (engine/regions.py): the looks' processors wrap these
-ones and call `ReferenceAttnProcessor.residual` on their own queries, so a reference
-reaches every pixel with or without looks. `residual` takes optional positions and
-coefficients (`where`, `coef`: the same form as a look's `Blend`), which is how a
-reference can later act only inside a look's per-frame mask. diffusers' IP-Adapter masks
-cannot do that: one static mask per image for all frames and both CFG branches.
+Composition with per-object looks (engine/regions.py): each layer's processor is one chain
+(engine/cross_attention.py) that attends the queries to the text (the looks' blend, where
+looks show) and then adds `ReferenceLayer.add`, so a reference reaches every pixel with or
+without looks. A reference on a look acts inside that look's per-frame mask (positions and
+coefficients: the same form as a look's `Blend`). diffusers' IP-Adapter masks cannot do
+that: one static mask per image for all frames and both CFG branches.
 
 Weight 0 (or no reference) installs nothing: the frames are bit for bit those without.
 """
@@ -34,11 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from storyshade.bundle import Region
 from storyshade.cancel import CancelToken
-from storyshade.engine.pipeline_edits import PipelineEdits
+from storyshade.engine.cross_attention import unet_cross_attentions
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.progress import Reporter
 from storyshade.references import file_hash, load_image
@@ -173,27 +172,28 @@ class ReferenceState:
         return self._parts[key]
 
 
-class ReferenceAttnProcessor:
-    """Cross-attention over the text plus each reference's tokens (one UNet layer)."""
+class ReferenceLayer:
+    """The reference images' tokens on one UNet cross-attention layer (its adapter weights
+    are the layer's own), added after the text attention."""
 
-    whole_batch = True  # rows map to CFG branches by position: never sliced
-
-    def __init__(self, original: Any, state: ReferenceState, layer: int) -> None:
-        self.original = original
+    def __init__(self, state: ReferenceState, layer: int) -> None:
         self.state = state
         self.layer = layer
 
-    def residual(self, attn: Any, query: torch.Tensor) -> torch.Tensor | None:
+    def acts(self, tokens: int, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether a reference acts at a layer with `tokens` cells in this window."""
+        return bool(self.state.parts(tokens, device, dtype))
+
+    def add(self, attn: Any, query: torch.Tensor) -> torch.Tensor:
         """(rows, L, C) to add before `to_out`: sum_r weight_r * mask_r * attention(query,
         ref_r), mask_r being 1 for a whole-frame reference and its look's per-frame mask
-        at this layer's resolution otherwise; None when no reference acts here.
+        at this layer's resolution otherwise (the Extra step of engine/cross_attention.py,
+        called where `acts`).
 
         `query` is `attn.to_q(hidden_states)` (rows = branches * frames)."""
         state = self.state
         rows, length, channels = query.shape
         parts = state.parts(length, query.device, query.dtype)
-        if not parts:
-            return None
         branches = len(state.rows)
         n = rows // branches
         heads = attn.heads
@@ -216,55 +216,6 @@ class ReferenceAttnProcessor:
         out = out.view(branches, heads, n, length, d).permute(0, 2, 3, 1, 4)
         return out.reshape(rows, length, channels)
 
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        if (
-            encoder_hidden_states is None
-            or hidden_states.ndim != 3
-            or not self.state.parts(
-                hidden_states.shape[1], hidden_states.device, hidden_states.dtype
-            )
-        ):  # no reference acts here: the original processor, bit for bit
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        rows, length, _ = hidden_states.shape
-        query = attn.to_q(hidden_states)
-        channels = query.shape[-1]
-        heads, d = attn.heads, channels // attn.heads
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, key.shape[1], rows)
-            attention_mask = attention_mask.view(rows, heads, -1, attention_mask.shape[-1])
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(rows, -1, heads, d).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(
-            split(query), split(key), split(value), attn_mask=attention_mask, dropout_p=0.0
-        )
-        out = out.transpose(1, 2).reshape(rows, length, channels)
-        extra = self.residual(attn, query)
-        if extra is not None:
-            out = out + extra
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out / attn.rescale_output_factor
-
-
-def _unet_cross_attentions(unet: nn.Module) -> list[Any]:
-    from storyshade.engine.regions import _check_plain, _cross_attentions
-
-    modules = list(_cross_attentions(unet))
-    for module in modules:
-        _check_plain(module)
-    return modules
-
 
 def check_fits(modules: Sequence[Any], adapter: Any, checkpoint: str) -> None:
     """The adapter has one key/value pair per cross-attention layer, of the layer's shape."""
@@ -277,17 +228,6 @@ def check_fits(modules: Sequence[Any], adapter: Any, checkpoint: str) -> None:
             "use an IP-Adapter trained for this checkpoint's architecture (SD1.5)",
             field="settings.ip_adapter",
         )
-
-
-def install_references(edits: PipelineEdits, unet: nn.Module, state: ReferenceState | None) -> int:
-    """Put the reference processors on the UNet's spatial cross-attention until `edits` are
-    undone; how many. With no state, nothing."""
-    if state is None:
-        return 0
-    modules = _unet_cross_attentions(unet)
-    for i, module in enumerate(modules):
-        edits.processor(module, ReferenceAttnProcessor(module.processor, state, i))
-    return len(modules)
 
 
 def encode_references(
@@ -319,7 +259,7 @@ def encode_references(
         places.append(names[ref.look] if ref.look is not None else None)
     adapter_path, encoder_path = reference_files(roots, settings)
     refs = loaded_references(pipe, adapter_path, encoder_path)
-    check_fits(_unet_cross_attentions(pipe.unet), refs.adapter, settings.checkpoint)
+    check_fits(unet_cross_attentions(pipe.unet), refs.adapter, settings.checkpoint)
     cond = []
     job: dict[str, torch.Tensor] = {}  # one encoding per image per job, even without a store
     p = next(refs.adapter.image_proj.parameters())

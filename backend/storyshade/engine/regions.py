@@ -15,23 +15,21 @@ frame): conditional rows attend to each look's prompt, unconditional rows to its
 
 Why not diffusers' IP-Adapter masks: they are one static mask per image for every frame
 and both CFG branches, resized by guessing the layer's aspect; these move with the objects.
-Where no look is visible in a window the original processor runs, bit for bit. When the
-original is a reference-image processor (engine/references.py), its `residual` (the
-reference tokens' attention) is added to the blend, so references and looks compose.
+Where no look is visible in a window the original processor runs, bit for bit. The blend
+is the Text step of the chain in engine/cross_attention.py, which adds the reference
+images' attention (engine/references.py) after it: references and looks compose there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from storyshade.bundle import Region
-from storyshade.engine.pipeline_edits import PipelineEdits
 from storyshade.errors import StoryShadeError
 from storyshade.settings import Settings
 
@@ -147,120 +145,52 @@ class RegionState:
         where = shot.nonzero().squeeze(1)
         return Blend((where, shot[where]), parts)
 
+    def acts(self, tokens: int, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether any look shows at a layer with `tokens` cells in this window."""
+        return self.masks(tokens, device, dtype) is not None
+
+    def attend(
+        self, attn: Any, query: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """(rows, L, C): each position attends to the shot's text and to each look's whose
+        mask covers it, blended by the masks (the Text step of engine/cross_attention.py).
+
+        Every frame of a CFG branch attends to the same text, so the frames are folded into
+        the query length; each text is attended to only by the positions it shades, so the
+        cost stays near one attention however many looks there are."""
+        rows, tokens, channels = query.shape
+        blend = self.masks(tokens, query.device, query.dtype)
+        assert blend is not None, "attend only where acts()"
+        branches = len(self.rows)
+        n = rows // branches
+        heads = attn.heads
+        head_dim = channels // heads
+        # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share their keys
+        folded = query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
+        folded = folded.reshape(branches, heads, n * tokens, head_dim)
+        out = torch.zeros_like(folded)
+
+        def add(text: torch.Tensor, where: torch.Tensor, coef: torch.Tensor) -> None:
+            """Attend the positions `where` to `text`; add the result times `coef`."""
+            text = text.to(query.device, query.dtype)
+            key = attn.to_k(text).view(branches, -1, heads, head_dim).transpose(1, 2)
+            value = attn.to_v(text).view(branches, -1, heads, head_dim).transpose(1, 2)
+            part = F.scaled_dot_product_attention(folded[:, :, where], key, value, dropout_p=0.0)
+            out[:, :, where] += coef * part
+
+        if blend.shot[0].numel():
+            add(encoder_hidden_states[::n], *blend.shot)  # a branch's rows hold one text
+        for k, where, coef in blend.looks:
+            add(self.text(k), where, coef)
+        out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
+        return out.reshape(rows, tokens, channels)
+
     def text(self, k: int) -> torch.Tensor:
         """Look k's text per CFG branch of the call (B, tokens, dim): its prompt for the
         conditional branch, its negative for the unconditional one."""
         return torch.cat(
             [(self.cond if r == "cond" else self.uncond)[k : k + 1] for r in self.rows]
         )
-
-
-class RegionalAttnProcessor:
-    """Cross-attention with the shot's text and each look's, blended by the looks' masks.
-
-    Every frame of a CFG branch attends to the same text, so the frames are folded into
-    the query length; each text is attended to only by the positions it shades, so the
-    cost stays near one attention however many looks there are."""
-
-    whole_batch = True  # rows map to frames by position: never sliced (engine/chunking.py)
-
-    def __init__(self, original: Any, state: RegionState) -> None:
-        self.original = original
-        self.state = state
-
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        blend = None
-        if encoder_hidden_states is not None and hidden_states.ndim == 3:
-            blend = self.state.masks(
-                hidden_states.shape[1], hidden_states.device, hidden_states.dtype
-            )
-        if blend is None:
-            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        rows, tokens, _ = hidden_states.shape
-        branches = len(self.state.rows)
-        n = rows // branches
-        heads = attn.heads
-        flat_query = attn.to_q(hidden_states)
-        channels = flat_query.shape[-1]
-        head_dim = channels // heads
-        # (B*n, L, C) -> (B, heads, n*L, d): frames of a branch share their keys
-        query = flat_query.view(branches, n, tokens, heads, head_dim).permute(0, 3, 1, 2, 4)
-        query = query.reshape(branches, heads, n * tokens, head_dim)
-        out = torch.zeros_like(query)
-
-        def add(text: torch.Tensor, where: torch.Tensor, coef: torch.Tensor) -> None:
-            """Attend the positions `where` to `text`; add the result times `coef`."""
-            text = text.to(hidden_states.device, hidden_states.dtype)
-            key = attn.to_k(text).view(branches, -1, heads, head_dim).transpose(1, 2)
-            value = attn.to_v(text).view(branches, -1, heads, head_dim).transpose(1, 2)
-            part = F.scaled_dot_product_attention(query[:, :, where], key, value, dropout_p=0.0)
-            out[:, :, where] += coef * part
-
-        if blend.shot[0].numel():
-            add(encoder_hidden_states[::n], *blend.shot)  # a branch's rows hold one text
-        for k, where, coef in blend.looks:
-            add(self.state.text(k), where, coef)
-        out = out.view(branches, heads, n, tokens, head_dim).permute(0, 2, 3, 1, 4)
-        out = out.reshape(rows, tokens, channels)
-        residual = getattr(self.original, "residual", None)  # reference images, if any
-        if residual is not None:
-            out = out + residual(attn, flat_query)
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out / attn.rescale_output_factor
-
-
-def _cross_attentions(model: nn.Module) -> Iterator[Any]:
-    """The spatial cross-attention modules (`.attentions.*.attn2`); the motion modules'
-    attn2 is temporal self-attention and is left alone."""
-    from diffusers.models.attention_processor import Attention
-
-    for name, module in model.named_modules():
-        if (
-            isinstance(module, Attention)
-            and name.endswith("attn2")
-            and ".attentions." in f".{name}"
-        ):
-            yield module
-
-
-def _check_plain(module: Any) -> None:
-    plain = (
-        module.spatial_norm is None
-        and module.group_norm is None
-        and not module.norm_cross
-        and not module.residual_connection
-        and module.norm_q is None
-        and module.norm_k is None
-    )
-    if not plain:
-        raise StoryShadeError(
-            "this model's cross-attention is not the SD1.5 kind that per-object looks support",
-            "shade without looks, or use an SD1.5-class checkpoint",
-            field="regions",
-        )
-
-
-def install_regions(
-    edits: PipelineEdits, models: Sequence[nn.Module], state: RegionState | None
-) -> int:
-    """Put the regional processors on `models` until `edits` are undone; how many. With no
-    state (no looks), nothing. Every module is checked before any is changed."""
-    if state is None:
-        return 0
-    modules = [m for model in models for m in _cross_attentions(model)]
-    for module in modules:
-        _check_plain(module)
-    for module in modules:
-        edits.processor(module, RegionalAttnProcessor(module.processor, state))
-    return len(modules)
 
 
 def encode_looks(

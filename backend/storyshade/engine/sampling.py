@@ -23,13 +23,14 @@ from torch import nn
 from storyshade.cancel import CancelToken
 from storyshade.engine.chunking import Plan, slice_models
 from storyshade.engine.compiled import ModelCalls
+from storyshade.engine.cross_attention import install_cross_attention
 from storyshade.engine.latent_preview import preview_strip
 from storyshade.engine.motion import scale_motion
 from storyshade.engine.noise import step_generators
 from storyshade.engine.oom import Fallback, free_cached_memory, ladder
 from storyshade.engine.pipeline_edits import PipelineEdits, edited
-from storyshade.engine.references import install_references
-from storyshade.engine.regions import RegionState, install_regions
+from storyshade.engine.references import ReferenceLayer
+from storyshade.engine.regions import RegionState
 from storyshade.engine.step_cache import StepCache
 from storyshade.engine.windows import context_windows, fusion_weights
 from storyshade.progress import Reporter
@@ -392,8 +393,14 @@ class WindowedSampler:
         if self.settings.channels_last and self.device.type == "cuda":
             for model in (self.unet, self.controlnet):
                 edits.memory_format(model, torch.channels_last)
-        install_references(edits, self.unet, self.references)  # first: looks wrap it
-        install_regions(edits, [self.unet, self.controlnet], self.regions)
+        refs = self.references
+        install_cross_attention(  # looks, then references, in each cross-attention
+            edits,
+            self.unet,
+            [self.controlnet],
+            self.regions,
+            (lambda layer: [ReferenceLayer(refs, layer)]) if refs is not None else None,
+        )
         scale_motion(edits, self.unet, self.settings.motion_scale)
         edits.callback(self.placement.restore)  # offloaded models back on the device
 
