@@ -100,8 +100,8 @@ def test_overrides_control_weights_only_for_controls_the_presets_define(scene) -
     opts.use_control_weights = True
     opts.depth_weight, opts.normal_weight = 1.25, 0.5
     assert props.overrides(opts)["controls"] == {"depth": {"scale": 1.25}, "normal": {"scale": 0.5}}
-    opts.preset = "tiny"  # extra presets come after the pickers, replacing their layer
-    assert props.overrides(opts)["preset"].endswith(",standard,tiny")
+    opts.preset = "tiny"  # an extra preset replaces its layer's pick (quality: standard)
+    assert props.overrides(opts)["preset"] == "anime-cel,static,512x512,tiny"
     opts.use_control_weights = False
     assert "controls" not in props.overrides(opts)
 

@@ -250,7 +250,7 @@ def test_cancel_before_submit_sends_nothing(tmp_path: Path) -> None:
 
 def test_unexpected_worker_error_still_ends_the_run(tmp_path: Path) -> None:
     class Broken(FakeClient):
-        def submit(self, bundle_dir, settings):
+        def submit(self, bundle_dir, settings, **_kw):
             return {}  # no "id": a KeyError inside the thread
 
     last = _all_messages(NetworkJob(Broken(), _run(tmp_path), _bundle(tmp_path)).start())[-1]

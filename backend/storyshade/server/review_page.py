@@ -1,7 +1,8 @@
 """GET /v1/review: a page that plays the finished takes of a sequence side by side.
 
 A row per shot, a column per take (the server's finished jobs of that shot, oldest first),
-all playing in step at the shot's frame rate, each with its settings underneath. The page
+all playing in step at the shot's frame rate, each with its name (the job's tag: the add-on
+sends the take strip's name) and settings underneath. The page
 is static and holds no data: its script reads the same API as every client (`/v1/jobs`,
 `/v1/jobs/{id}/frames/{n}`), sending the token the user types when the server has one, so
 the page itself is served without a token (docs/server.md).
@@ -45,9 +46,15 @@ async function api(path) {
   return resp;
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function caption(job) {
+  // The take strip's name (the add-on sends it as the job's tag), else the job's id.
   const when = new Date(job.created * 1000).toLocaleString();
-  return [job.preset || "default", job.engine, job.id.slice(0, 6), when].join(" · ");
+  const name = job.tag || `job ${job.id.slice(0, 6)}`;
+  return [name, job.preset || "default", job.engine, when].join(" · ");
 }
 
 async function frames(job) {
@@ -75,7 +82,7 @@ async function show() {
     const row = document.createElement("section");
     row.className = "shot";
     row.innerHTML = "<h2></h2><div class=takes></div>";
-    row.querySelector("h2").textContent = `${shot} (${takes.length} takes)`;
+    row.querySelector("h2").textContent = `${shot} (${plural(takes.length, "take")})`;
     for (const job of takes) {
       const fig = document.createElement("figure");
       const img = document.createElement("img");
@@ -94,8 +101,9 @@ async function show() {
   };
   step();
   setInterval(step, 1000 / fps);
-  status.textContent = `${byShot.size} shots, ${players.length} takes, ${fps} fps`;
-  document.title = `StoryShade review: ${players.length} takes`;
+  status.textContent =
+    `${plural(byShot.size, "shot")}, ${plural(players.length, "take")}, ${fps} fps`;
+  document.title = `StoryShade review: ${plural(players.length, "take")}`;
 }
 
 function start() {
