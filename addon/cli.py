@@ -290,10 +290,11 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
             said["index"] = seq.index
             stages.reset()
             shot = seq.shot
+            left = seq.eta()
             _say(
                 f"shot {seq.index + 1}/{len(seq.shots)} '{shot.name}': scene "
                 f"'{shot.scene_name}', camera '{shot.camera}', frames {shot.frame_start}-"
-                f"{shot.frame_end}" + (f", about {seq.eta():.0f} s left" if seq.eta() else "")
+                f"{shot.frame_end}" + (f", about {left:.0f} s left" if left else "")
             )
         if seq.current is not None and seq.shot is not None:
             stages.prefix = f"[{seq.shot.name}] "

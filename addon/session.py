@@ -107,6 +107,7 @@ class ShadeSession:
         self.stage = "checking"
         self.stage_since = time.monotonic()
         self._decoded = 0
+        self.eta_s: float | None = None  # the server's latest estimate of the seconds left
         self.note = ""  # the server's latest remark while running ("control images ready")
         self.lasting_note = ""  # what still matters after the run (temp folder, Sequencer)
         self.unsaved_note = ""  # the note that the .blend is not saved (a save ends it)
@@ -359,6 +360,8 @@ class ShadeSession:
         if msg.kind == protocol.SUBMITTED:
             self._progress("submitted", f"Job {msg.job_id} submitted", None)
         elif msg.kind == protocol.PROGRESS:
+            eta = msg.data.get("eta_s")
+            self.eta_s = float(eta) if isinstance(eta, int | float) else None
             if msg.stage in FRAME_STAGES:  # the server decodes while we receive: one bar
                 self._decoded = max(self._decoded, int(msg.data.get("done", 0) or 0))
                 self._frames_progress()

@@ -227,7 +227,7 @@ class NetworkJob:
                 text=text,
                 fraction=fraction,
                 stage=str(event.get("stage", "")),
-                data={"done": event.get("done"), "total": event.get("total")},
+                data={k: event.get(k) for k in ("done", "total", "eta_s")},
             )
         elif kind == Event.NOTE and event.get("message"):
             self._put(protocol.NOTE, text=str(event["message"]))

@@ -20,6 +20,14 @@ from addon.errors import StoryShadeError
 PREVIEW = json.dumps({"width": 64, "height": 64})
 
 
+@pytest.fixture(autouse=True)
+def registered():
+    """The add-on is enabled wherever its CLI runs (its command comes from it)."""
+    from test_addon_helpers import ensure_registered
+
+    ensure_registered()
+
+
 def _camera(scene, name: str, x: float):
     cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
     scene.collection.objects.link(cam)

@@ -31,7 +31,7 @@ from storyshade.job_input import JobInput, prepare
 from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.presets import search_dirs
 from storyshade.progress import Reporter
-from storyshade.server.eta import Pace, RunClock
+from storyshade.server.eta import JobEta, JobSize, Rates
 from storyshade.server.events import EventLog
 from storyshade.server.job_queue import JobQueue
 from storyshade.server.records import Job, Records
@@ -75,10 +75,10 @@ class JobStore:
         self.cancels: dict[str, CancelToken] = {}  # job id → its token; the cancel route sets it
         self.lock = threading.Condition(threading.RLock())
         self.queue = JobQueue()
-        self.pace = Pace()
+        self.rates = Rates()  # what this server measured, per engine and size
         self.runner = runner  # the Ray runner, when there is one (health, CLI)
         self.renders: Runner = runner or LocalRunner(roots, self.models, stages)
-        self.clocks: dict[str, RunClock] = {}  # running job id → its stopwatch
+        self.clocks: dict[str, JobEta] = {}  # running job id → its clock and estimate
         self._announced: dict[str, int] = {}
         self._load_existing()
         self.workers = [
@@ -211,7 +211,7 @@ class JobStore:
                         event["eta_start_s"] = round(ahead, 2)
                     job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
                     self._emit(job, event)
-                predicted = self.pace.predict(len(job.frame_numbers), self.settings[job_id].steps)
+                predicted = self.rates.predict(self._size(job))
                 slots = len(self.workers)
                 ahead = None if ahead is None or predicted is None else ahead + predicted / slots
             for job_id in list(self._announced):
@@ -222,7 +222,7 @@ class JobStore:
         """Seconds until a worker thread frees up (0 if one is free; None if unknown)."""
         if len(self.clocks) < len(self.workers):
             return 0.0
-        waits = [clock.remaining(self.pace) for clock in self.clocks.values()]
+        waits = [clock.remaining() for clock in self.clocks.values()]
         return None if None in waits else min(w for w in waits if w is not None)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -310,7 +310,7 @@ class JobStore:
                 job.state, job.started, job.error = JobState.RUNNING, time.time(), None
                 job.attempts += 1
                 job.progress = {}
-                self.clocks[job_id] = RunClock(len(job.frame_numbers), self.settings[job_id].steps)
+                self.clocks[job_id] = JobEta(self._size(job), self.rates)
                 self._save(job)
                 self._emit(
                     job, {"type": Event.STATE, "state": JobState.RUNNING, "attempt": job.attempts}
@@ -322,7 +322,10 @@ class JobStore:
                 with self.lock:
                     self.clocks.pop(job_id, None)
 
-    def _listener(self, job: Job, clock: RunClock):
+    def _size(self, job: Job) -> JobSize:
+        return JobSize.of(self.settings[job.id], len(job.frame_numbers))
+
+    def _listener(self, job: Job, clock: JobEta):
         def listen(event: dict[str, Any]) -> None:
             kind = event.get("type")
             if kind == Event.FRAME:
@@ -333,7 +336,7 @@ class JobStore:
                         job.frames_done = sorted([*job.frames_done, frame])
                         self._save(job)
             elif kind == Event.PROGRESS:
-                event = {**event, **clock.update(event, self.pace)}
+                event = {**event, **clock.update(event)}
                 with self.lock:  # read by status requests on other threads
                     job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
             elif kind == Event.NOTE and event.get("reused"):
@@ -346,7 +349,7 @@ class JobStore:
 
     def _run(self, job: Job) -> None:
         settings = self.settings[job.id]
-        clock = self.clocks.get(job.id) or RunClock(len(job.frame_numbers), settings.steps)
+        clock = self.clocks.get(job.id) or JobEta(self._size(job), self.rates)
         reporter = Reporter(self._listener(job, clock))
         cancel = self.cancels[job.id]
         try:
@@ -359,11 +362,14 @@ class JobStore:
             )
             self.renders.render(job.id, self.job_dir(job.id), work, reporter, cancel)
         except Cancelled:
+            clock.finish(learn=False)
             self._finish(job, JobState.CANCELLED)
         except StoryShadeError as exc:
+            clock.finish(learn=False)
             self._finish(job, JobState.FAILED, exc.to_json())
         except Exception as exc:  # keep the server alive; the job says what broke
             log.exception("job %s failed", job.id)
+            clock.finish(learn=False)
             self._finish(
                 job,
                 JobState.FAILED,
@@ -374,8 +380,5 @@ class JobStore:
                 },
             )
         else:
-            if "frames" not in job.reused:
-                self.pace.learn(
-                    time.monotonic() - clock.started, len(job.frame_numbers), settings.steps
-                )
+            clock.finish(learn="frames" not in job.reused)  # its last phase, measured
             self._finish(job, JobState.DONE)
