@@ -43,6 +43,9 @@ def save_post(filepath: str = "", *_args) -> None:
         unsaved_takes.point_absolute(_moved)
     else:
         runtime.forget_unsaved_notes()
+    for entry in _moved:  # "Take untitled_take_001 added" names what is now first_take_001
+        for before, after in entry.renamed.items():
+            runtime.rename_take(before, after)
     _moved.clear()
 
 

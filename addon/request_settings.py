@@ -39,6 +39,8 @@ class Choices:
 def preset_names(choices: Choices) -> list[str]:
     """The presets in layer order: each extra name replaces its layer's pick (a name the
     add-on does not ship, e.g. a server's own preset, is added after the picks)."""
+    if not choices.extra:
+        return list(choices.picks)
     replaced = {info.layer for name in choices.extra if (info := presets.find(name))}
     picks = [
         n for n in choices.picks if (info := presets.find(n)) is None or info.layer not in replaced

@@ -82,6 +82,13 @@ def forget_unsaved_notes() -> None:
             st.note, st.unsaved_note = "", False
 
 
+def rename_take(before: str, after: str) -> None:
+    """A take strip was renamed (moved beside the saved .blend): say its new name."""
+    for st in _status.values():
+        if before in st.text:
+            st.text = st.text.replace(before, after)
+
+
 def clear() -> None:
     """Another file was loaded: nothing said about the last one applies."""
     _status.clear()

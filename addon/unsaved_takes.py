@@ -30,6 +30,7 @@ class Moved:
     strip_names: list[tuple[str, str]]  # (scene, strip) pointing at the take
     old: Path
     new: Path
+    renamed: dict[str, str]  # strip names before the move → after
 
 
 def temporary_strips() -> list:
@@ -76,9 +77,11 @@ def move_beside(blend_path: str, pattern: str, busy: set[Path] = frozenset()) ->
     for strip in temporary_strips():
         scene = strip.id_data
         old = Path(bpy.path.abspath(strip.get("storyshade_folder", "")))
+        before = strip.name
         if old in moved:  # a second strip of the same take
             done = moved[old]
             _point(strip, _relative(done.new, blend_path), *_names(strip, done))
+            done.renamed[before] = strip.name
             done.strip_names.append((scene.name, strip.name))
             del strip[TEMPORARY]
             continue
@@ -93,7 +96,7 @@ def move_beside(blend_path: str, pattern: str, busy: set[Path] = frozenset()) ->
         _move_files(old, folder, shot, name)
         _point(strip, _relative(folder, blend_path), shot, name)
         del strip[TEMPORARY]
-        moved[old] = Moved([(scene.name, strip.name)], old, folder)
+        moved[old] = Moved([(scene.name, strip.name)], old, folder, {before: strip.name})
     return list(moved.values())
 
 

@@ -183,6 +183,14 @@ def open_sidebar(area):
     raise RuntimeError("could not open the StoryShade sidebar tab")
 
 
+def park_pointer() -> None:
+    """The mouse pointer in the middle of the 3D viewport, where nothing has a tooltip (one
+    left over a button showed its tooltip across the sidebar's screenshots)."""
+    view = area_of("VIEW_3D")
+    region = region_of(view, "WINDOW")
+    window().cursor_warp(region.x + region.width // 2, region.y + region.height // 2)
+
+
 def ctx(area=None):
     area = area or area_of("VIEW_3D")
     win = window()
@@ -713,12 +721,37 @@ def press_run(view, operator, timeout: float = 300):
     yield 1.0
 
 
+def stale_error_step(view, prefs):
+    """A Shade that cannot reach the server says so; once a Check reaches it, the old
+    "cannot reach" under Shade is gone (it stayed, saved in the .blend, before)."""
+    main = addon_module("panel").STORYSHADE_PT_main
+    prefs.server_url = "http://127.0.0.1:9"  # nothing listens there
+    yield from press_run(view, bpy.ops.storyshade.shade, timeout=60)
+    note("unreachable", main=panel_texts(main))
+    screenshot("unreachable")
+    if "cannot reach" not in status().text:
+        raise RuntimeError(f"Shade with no server: {status().text}")
+    prefs.server_url = ARGS.server
+    with ctx(view):
+        bpy.ops.storyshade.server_check()
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield 1.0
+    texts = panel_texts(main)
+    note("checked after the error", main=texts)
+    screenshot("checked-after-error")
+    if any("cannot reach" in text for text in texts):
+        raise RuntimeError(f"the old error is still shown after a good Check: {texts}")
+
+
 def fresh_user_steps():
     """What a person does after downloading the extension: Install from Disk (its
     operator, in the running window), no Save Preferences, a new unsaved file, Shade.
     Then Save As: the take must move beside the .blend."""
     userpref = Path(bpy.utils.user_resource("CONFIG")) / "userpref.blend"
     LOG["preferences_saved_before"] = userpref.exists()
+    with ctx():
+        bpy.ops.wm.read_homefile()  # File > New: also closes the first start's splash
+    yield 1.0
     with ctx():
         result = bpy.ops.extensions.package_install_files(
             filepath=str(ARGS.fresh_user), repo="user_default", enable_on_install=True
@@ -730,6 +763,7 @@ def fresh_user_steps():
     LOG["preferences_saved_after_install"] = userpref.exists()
     build_shot(save=False)
     view = area_of("VIEW_3D")
+    park_pointer()
     yield from open_sidebar(view)
     opts().quality = "preview"
     yield 1.0
@@ -786,6 +820,7 @@ def steps():
     bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
     build_shot()
     view = area_of("VIEW_3D")
+    park_pointer()
     yield from open_sidebar(view)
     yield 1.0
 
@@ -796,7 +831,10 @@ def steps():
         yield from bank_step(view)
         return
 
-    # 0. Looks: the Crate's own, the Buildings collection's (the Block inherits it).
+    # 0a. No stale text: Shade with no server there, then a good Check clears its error.
+    yield from stale_error_step(view, prefs)
+
+    # 0b. Looks: the Crate's own, the Buildings collection's (the Block inherits it).
     yield from looks_step(view)
     if ARGS.looks_only:
         return

@@ -102,7 +102,9 @@ def test_headless_cli_shades_two_takes_on_two_channels(live, scene, capsys) -> N
     for strip in strips:
         folder = Path(strip["storyshade_folder"])
         assert sorted(p.name for p in folder.glob("*.png")) == ["0001.png", "0002.png"]
-        assert strip["storyshade_preset"] == "tiny" and strip["storyshade_seed"] == 5
+        # the sidebar's picks, --preset's tiny replacing its layer's (quality)
+        assert strip["storyshade_preset"] == "anime-cel,static,512x512,tiny"
+        assert strip["storyshade_seed"] == 5
         assert len(strip["storyshade_job"]) > 0
     assert strips[1]["storyshade_prompt"] == "night" and strips[0]["storyshade_prompt"] == ""
     assert strips[0]["storyshade_job"] != strips[1]["storyshade_job"]

@@ -164,3 +164,18 @@ def test_countdown_counts_down_between_news_and_caps_a_jump_up() -> None:
     assert countdown.show(40.0) == 40.0  # down at once
     countdown.done()
     assert countdown.show(30.0) is None
+
+
+def test_phases_already_done_are_not_counted_again() -> None:
+    """The models load after the controls are built: what is left then is the denoising
+    and the frames, not the reading and controls again."""
+    rates, clock = learned(), Clock()
+    eta = JobEta(SIZE, rates, clock)
+    for stage in ("reading passes", "controls"):
+        clock.now += 2.0
+        eta.update({"stage": stage, "done": 32, "total": 32})
+    clock.now += 1.0
+    shown = eta.update({"stage": "loading", "done": 0, "total": 1})["eta_s"]
+    assert shown == pytest.approx(
+        rates.expected(SIZE, "denoising") + rates.expected(SIZE, "frames"), abs=0.05
+    )

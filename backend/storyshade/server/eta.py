@@ -114,6 +114,7 @@ class JobEta:
     phase_started: float = 0.0
     fraction: float = 0.0  # of the current phase, done
     cached: bool = False  # some of the phase came from the stage cache: it teaches nothing
+    reached: str = ""  # the furthest phase this job has been in (loading can come after some)
     last_event: float = 0.0
     countdown: Countdown = field(init=False)
 
@@ -129,6 +130,8 @@ class JobEta:
             self._phase_ended(self.last_event or now)
             self.phase, self.fraction, self.cached = phase, 0.0, False
             self.phase_started = self.last_event or self.started
+            if phase and (not self.reached or ORDER.index(phase) > ORDER.index(self.reached)):
+                self.reached = phase
         done, total = int(event.get("done") or 0), int(event.get("total") or 0)
         if total > 0:
             self.fraction = max(self.fraction, min(1.0, done / total))
@@ -156,7 +159,7 @@ class JobEta:
                 speed = min(max(whole / expected, 1 / SPEED_LIMIT), SPEED_LIMIT)
         elif expected is not None:
             current = max(0.0, expected - spent)
-        later = self.rates.after(self.size, self.phase)
+        later = self.rates.after(self.size, self.reached)  # not the phases already done
         if current is None and later is None:
             return None
         return (current or 0.0) + (later or 0.0) * speed
