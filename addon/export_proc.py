@@ -32,6 +32,7 @@ from pathlib import Path
 
 import bpy
 
+from . import prefs
 from .errors import StoryShadeError
 
 PREFIX = "storyshade: "
@@ -44,9 +45,8 @@ saving_copy = False
 
 
 def addon_module() -> str:
-    """The module name Blender enables the add-on by: the package above `addon/`."""
-    package = __package__ or "addon"
-    return package.rpartition(".")[0] or package
+    """The module name Blender enables the add-on by (prefs.root_package)."""
+    return prefs.ADDON_ID
 
 
 def blender_binary() -> str:

@@ -44,8 +44,7 @@ def save_post(filepath: str = "", *_args) -> None:
     else:
         runtime.forget_unsaved_notes()
     for entry in _moved:  # "Take untitled_take_001 added" names what is now first_take_001
-        for before, after in entry.renamed.items():
-            runtime.rename_take(before, after)
+        runtime.take_moved(entry.renamed, str(entry.old), str(entry.new))
     _moved.clear()
 
 

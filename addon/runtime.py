@@ -10,6 +10,7 @@ once its cause was gone. Here a file load clears it (addon.handlers), a save cle
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -82,11 +83,14 @@ def forget_unsaved_notes() -> None:
             st.note, st.unsaved_note = "", False
 
 
-def rename_take(before: str, after: str) -> None:
-    """A take strip was renamed (moved beside the saved .blend): say its new name."""
+def take_moved(names: dict[str, str], old: str, new: str) -> None:
+    """A take moved beside the saved .blend, its strip renamed (`names`: before → after):
+    the status says the new name and the preview shows the frame where it is now."""
     for st in _status.values():
-        if before in st.text:
+        for before, after in names.items():
             st.text = st.text.replace(before, after)
+        if st.preview_path.startswith(old.rstrip("/\\") + os.sep):
+            st.preview_path = new + st.preview_path[len(old) :]
 
 
 def clear() -> None:

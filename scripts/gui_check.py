@@ -183,12 +183,15 @@ def open_sidebar(area):
     raise RuntimeError("could not open the StoryShade sidebar tab")
 
 
-def park_pointer() -> None:
-    """The mouse pointer in the middle of the 3D viewport, where nothing has a tooltip (one
-    left over a button showed its tooltip across the sidebar's screenshots)."""
-    view = area_of("VIEW_3D")
-    region = region_of(view, "WINDOW")
-    window().cursor_warp(region.x + region.width // 2, region.y + region.height // 2)
+def park_pointer():
+    """The mouse pointer moved to the middle of the 3D viewport, where nothing has a
+    tooltip (one over a button covered the sidebar in screenshots); the move also closes
+    the popup an operator's error report leaves at the pointer."""
+    region = region_of(area_of("VIEW_3D"), "WINDOW")
+    x, y = region.x + region.width // 2, region.y + region.height // 2
+    for dx in (40, 0):
+        window().cursor_warp(x + dx, y)
+        yield 0.3
 
 
 def ctx(area=None):
@@ -727,6 +730,7 @@ def stale_error_step(view, prefs):
     main = addon_module("panel").STORYSHADE_PT_main
     prefs.server_url = "http://127.0.0.1:9"  # nothing listens there
     yield from press_run(view, bpy.ops.storyshade.shade, timeout=60)
+    yield from park_pointer()  # Blender's error report popup goes with a move
     note("unreachable", main=panel_texts(main))
     screenshot("unreachable")
     if "cannot reach" not in status().text:
@@ -763,7 +767,7 @@ def fresh_user_steps():
     LOG["preferences_saved_after_install"] = userpref.exists()
     build_shot(save=False)
     view = area_of("VIEW_3D")
-    park_pointer()
+    yield from park_pointer()
     yield from open_sidebar(view)
     opts().quality = "preview"
     yield 1.0
@@ -820,7 +824,7 @@ def steps():
     bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
     build_shot()
     view = area_of("VIEW_3D")
-    park_pointer()
+    yield from park_pointer()
     yield from open_sidebar(view)
     yield 1.0
 

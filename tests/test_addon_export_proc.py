@@ -60,6 +60,9 @@ def shade(case):
     os.environ.pop("BLENDER_CLI_ABORT_AFTER", None)
     if case == "crash":
         os.environ["BLENDER_CLI_ABORT_AFTER"] = "storyshade: Exporting 1/2"
+    module = export_proc.addon_module
+    if case == "no_addon":  # a module the background Blender cannot enable
+        export_proc.addon_module = lambda: "bl_ext.user_default.not_installed"
     bundle = session.temp_bundle_dir
     if case == "unwritable":  # the export folder is below a file: nothing can go there
         blocker = os.path.join(work, "a-file")
@@ -79,6 +82,7 @@ def shade(case):
         if not texts or texts[-1] != run.status_line():
             texts.append(run.status_line())
     session.temp_bundle_dir = bundle
+    export_proc.addon_module = module
     return {{
         "outcome": run.outcome,
         "problem": run.error.problem if run.error else "",
@@ -93,7 +97,7 @@ def shade(case):
 print("RESULT " + json.dumps({{case: shade(case) for case in {cases!r}}}), flush=True)
 """
 
-CASES = ("first_shade", "crash", "no_blender", "unwritable")
+CASES = ("first_shade", "crash", "no_blender", "unwritable", "no_addon")
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +184,23 @@ def test_an_export_folder_that_cannot_be_written_is_named(shaded) -> None:
     _scene_untouched(case)
 
 
+def test_an_add_on_the_background_blender_cannot_enable_is_named(shaded) -> None:
+    """What a new user met (`Unrecognized command: "storyshade"`), said as what it means,
+    with a fix for it rather than "check that the scene renders with Cycles"."""
+    case = shaded["no_addon"]
+    assert case["outcome"] == "failed" and case["submitted"] == 0
+    problem = case["problem"]
+    assert problem.startswith("the background Blender could not enable StoryShade")
+    assert "bl_ext.user_default.not_installed" in problem
+    assert 'Unrecognized command: "storyshade"' in _says_log(problem).read_text()
+    assert "reinstall StoryShade" in case["fix"] and "Cycles" not in case["fix"]
+    _scene_untouched(case)
+
+
 def test_a_good_export_leaves_no_log_behind(shaded) -> None:
     named = {
         Path(shaded[c]["problem"].rsplit("; its output is in ", 1)[1])
-        for c in ("crash", "no_blender", "unwritable")
+        for c in ("crash", "no_blender", "unwritable", "no_addon")
     }
     assert set(shaded["_logs"]) == named, "the good export's log is gone, the failed ones stay"
 
@@ -199,13 +216,12 @@ def test_the_command_enables_the_add_on_before_its_command() -> None:
     assert cmd[cmd.index("-c") + 1 : cmd.index("-c") + 3] == ["storyshade", "export"]
 
 
-def test_the_module_name_is_the_add_on_package_above_addon(monkeypatch) -> None:
-    from addon import export_proc
+def test_the_module_name_is_the_add_on_package_above_addon() -> None:
+    from addon import prefs
 
     for package, module in (
         ("bl_ext.user_default.storyshade.addon", "bl_ext.user_default.storyshade"),
         ("bl_ext.studio_repo.storyshade.addon", "bl_ext.studio_repo.storyshade"),
         ("storyshade.addon", "storyshade"),  # a legacy add-on folder
     ):
-        monkeypatch.setattr(export_proc, "__package__", package)
-        assert export_proc.addon_module() == module
+        assert prefs.root_package(package) == module

@@ -113,6 +113,7 @@ def test_takes_of_an_unsaved_file_survive_save_as_and_a_moved_project(scene, tmp
     assert (record["shot"], record["take"]) == ("film", "take_001")
     assert runtime.status(scene).note == "", "the 'not saved' note went with the save"
     assert runtime.status(scene).text.startswith("Take film_take_001 added"), "its new name"
+    assert runtime.status(scene).preview_path == str(project / "storyshade/film/take_001/0004.png")
     assert not any("not saved" in text for text in _labels(scene))
 
     moved = shutil.move(str(project), str(tmp_path / "elsewhere"))
