@@ -105,6 +105,13 @@ class Client:
                 return None
             raise
 
+    def pull_models(self, names: list[str], dry_run: bool = False) -> dict:
+        """Ask the server to download what presets need into its models folder
+        (POST /v1/models/pull, its administrator only): the plan (files, bytes, free
+        space) with `dry_run`, else the pull job, followed like a render with `events`."""
+        body = json.dumps({"names": names, "dry_run": dry_run}).encode("utf-8")
+        return self._json("POST", "/v1/models/pull", body, {"Content-Type": "application/json"})
+
     def submit(
         self,
         bundle_dir: Path,

@@ -10,7 +10,7 @@ import os
 
 import bpy
 
-from . import compat, presets, preview, props, runtime, text_fit
+from . import compat, op_pull, presets, preview, props, runtime, text_fit
 from .op_take import active_take
 from .presets import LAYERS, load
 from .reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
@@ -63,6 +63,7 @@ def _readiness(layout, context, opts) -> None:
         return
     ok = answer.get("ready", False)
     wrapped(layout, context, answer.get("summary", ""), "CHECKMARK" if ok else "ERROR")
+    op_pull.draw(layout, context, answer, wrapped)  # Download Models for <quality>
 
 
 def _look(layout, context, opts) -> None:

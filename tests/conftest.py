@@ -111,3 +111,24 @@ def server(tmp_path: Path, tiny_models: Path):
 
     with ServerProcess(tmp_path / "data", tiny_models) as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path):
+    """A stand-in for the model hub (tests/hubstandin.py) as a real process on loopback,
+    serving the tiny models under the real repository ids (tests/hub_repos.py)."""
+    from hub_repos import write_repos
+    from hubstandin import HubStandin
+
+    root = write_repos(tmp_path_factory.mktemp("hub"), tiny_models)
+    with HubStandin(root) as standin:
+        yield standin
+
+
+@pytest.fixture
+def fresh_hub(hub):
+    """The stand-in with no switches set and an empty request log."""
+    hub.configure()
+    hub.clear_log()
+    yield hub
+    hub.configure()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +32,12 @@ class ServerProcess:
         *extra: str,
         port: int = 0,
         python: str | None = None,
+        prefix: Sequence[str] = (),
+        entry: Sequence[str] = ("-m", "storyshade"),
     ):
         self.python = python or sys.executable  # another venv's, for the bpy 4.2 suite
+        self.prefix = list(prefix)  # e.g. nsenter into a mount namespace (test_server_faults)
+        self.entry = list(entry)  # e.g. tests/faultserve.py RULES (a fault-injecting launcher)
         self.data = data
         self.models = models
         self.extra = list(extra)
@@ -42,7 +47,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        cmd = [self.python, "-m", "storyshade", "serve", "--port", str(self.port)]
+        cmd = [*self.prefix, self.python, *self.entry, "serve", "--port", str(self.port)]
         cmd += ["--data", str(self.data)]
         if self.models:
             cmd += ["--models", str(self.models)]

@@ -90,12 +90,17 @@ def test_clip_and_fixed_ranges(box_bundle: Path) -> None:
 
 
 def test_fixed_range_needs_near_and_far(box_bundle: Path) -> None:
-    with pytest.raises(StoryShadeError, match="needs both depth_near and depth_far"):
-        build_controls(load_bundle(box_bundle), settings(depth_range="fixed", depth_near=1))
+    # refused where settings are made (a submit, the CLI, presets), naming the field...
+    with pytest.raises(StoryShadeError, match="needs depth_far") as err:
+        validate_settings({"depth_range": "fixed", "depth_near": 1})
+    assert err.value.field == "settings.depth_far"
     with pytest.raises(StoryShadeError, match="greater than depth_near"):
-        build_controls(
-            load_bundle(box_bundle), settings(depth_range="fixed", depth_near=5, depth_far=2)
-        )
+        validate_settings({"depth_range": "fixed", "depth_near": 5, "depth_far": 2})
+    # ...and still by the controls, for settings copied past validation
+    for update in ({"depth_near": 1.0}, {"depth_near": 5.0, "depth_far": 2.0}):
+        unchecked = settings().model_copy(update={"depth_range": "fixed", **update})
+        with pytest.raises(StoryShadeError, match="depth_near"):
+            build_controls(load_bundle(box_bundle), unchecked)
 
 
 def test_range_is_recorded_in_the_job_events(box_bundle: Path) -> None:

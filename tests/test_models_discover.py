@@ -149,5 +149,8 @@ def test_cli_models_list_and_check(tiny_models: Path, capsys) -> None:
     assert "MISSING" in out and "not ready" in out
     assert "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5" in out
     assert "https://huggingface.co/guoyww/animatediff-motion-lora-zoom-in" in out
-    assert f"--local-dir {tiny_models / 'motion' / 'animatediff-motion-adapter-v1-5-2'}" in out
+    assert (
+        f"$ storyshade models pull animatediff-motion-adapter-v1-5-2 --models {tiny_models}" in out
+    )
+    assert f"all at once: storyshade models pull anime-cel,zoom-in --models {tiny_models}" in out
     assert main(["models", "check", "preview"]) == 0  # no models needed

@@ -1,6 +1,7 @@
 """Reviewing a sequence: `storyshade sheet` (a row per shot, a column per take, from the take
 folders beside the .blend) and the server's /v1/review page, played in real headless
-Chromium (Debian's package; `make setup` installs it where it can)."""
+Chromium (Debian's package; `make setup` installs it where it can), under the page's
+Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -83,13 +84,18 @@ def test_review_page_plays_the_takes_side_by_side(tmp_path, tiny_models) -> None
                 tag = f"{shot}_take_00{i + 1}" if i < 2 else ""  # the add-on's strip name
                 job = post_job(client, zip_dir(bundle), settings, tag=tag).json()
                 assert srv.wait_job(job["id"])["state"] == "done"
-        dom = _chromium(f"{srv.url}/v1/review", "--dump-dom")
+        # under its Content-Security-Policy (no inline script, scripts from itself only)
+        csp = httpx.get(f"{srv.url}/v1/review").headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        dom = _chromium(f"{srv.url}/v1/review", "--dump-dom", "--enable-logging=stderr", "--v=0")
         assert "2 shots, 3 takes" in dom.stdout, dom.stdout[-2000:] + dom.stderr[-2000:]
         assert dom.stdout.count('src="blob:') == 3  # every take is playing a frame
         # one take is "1 take"; takes are named by their strip, a job without one by its id
         assert "sh010 (2 takes)" in dom.stdout and "sh020 (1 take)" in dom.stdout
         assert "sh010_take_001 · preview" in dom.stdout and "sh010_take_002" in dom.stdout
         assert f"job {job['id'][:6]} · preview" in dom.stdout
+        blocked = [line for line in dom.stderr.splitlines() if "Content Security Policy" in line]
+        assert not blocked, blocked  # the browser refused nothing the page needs
         shot = tmp_path / "review.png"
         _chromium(f"{srv.url}/v1/review", f"--screenshot={shot}", "--window-size=1000,600")
         image = cv2.imread(str(shot))

@@ -3,6 +3,7 @@ only its own jobs; the admin token sees every job; bad client files are refused 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,3 +118,20 @@ def test_clients_alone_are_credentials_for_other_addresses(tmp_path) -> None:
     finally:
         if env_token is not None:
             os.environ["STORYSHADE_TOKEN"] = env_token
+
+
+def test_health_shows_a_client_nothing_about_the_others(shared, tmp_path, tiny_models) -> None:
+    with _as(shared, ALICE) as alice, _as(shared, BOB) as bob, _as(shared, ADMIN) as admin:
+        assert post_job(bob, bundle_zip(tmp_path / "b"), PREVIEW).status_code == 201
+        everyone = admin.get("/v1/health").json()
+        mine = alice.get("/v1/health").json()
+    with _as(shared, ALICE) as alice:
+        own = alice.get("/v1/jobs").json()["jobs"]
+    assert sum(mine["jobs"].values()) == len(own)  # her own jobs' counts only
+    assert sum(everyone["jobs"].values()) > sum(mine["jobs"].values())
+    assert everyone["model_roots"] == [str(tiny_models)]
+    assert mine["model_roots"] == ["<models>"]  # how many folders, not where
+    assert str(tiny_models) not in json.dumps(mine)
+    for admin_only in ("models", "workers", "worker_restarts", "disk"):
+        assert mine[admin_only] is None, admin_only
+    assert everyone["models"] is not None and everyone["disk"]["free_bytes"] > 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from serverproc import ServerProcess
-from test_server_helpers import TINY, TokenServer, bundle_zip, post_job
+from test_server_helpers import TINY, TokenServer, bundle_zip, post_job, wait_state
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-for-tests"
@@ -150,3 +150,92 @@ def test_server_and_stage_cache_never_unpickle() -> None:
     for path in sources:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"\bpickle\b|torch\.load|allow_pickle=True", text), path
+
+
+def _security_headers(resp: httpx.Response) -> None:
+    where = f"{resp.request.method} {resp.request.url.path} ({resp.status_code})"
+    assert resp.headers.get("x-frame-options") == "DENY", where
+    assert resp.headers.get("x-content-type-options") == "nosniff", where
+    assert resp.headers.get("referrer-policy") == "no-referrer", where
+    csp = resp.headers.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, (where, csp)
+    assert "default-src 'none'" in csp, (where, csp)
+
+
+def _declared_too_large(port: int) -> httpx.Response:
+    """A POST declaring a body over the limit, sent by hand (httpx sends what it declares)."""
+    import socket
+
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {1 << 40}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while data := sock.recv(65536):
+            reply += data
+    status_line, *lines = reply.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    request = httpx.Request("POST", f"http://127.0.0.1:{port}/v1/jobs")
+    return httpx.Response(int(status_line.split()[1]), headers=headers, request=request)
+
+
+def test_every_response_carries_the_security_headers(plain, guarded, tmp_path) -> None:
+    """HTML, JSON, PNG, SSE and the door's own refusals alike: nothing can be framed,
+    sniffed into another type, run inline script or send a Referer."""
+    with httpx.Client(base_url=plain.url, timeout=60) as c:
+        job = post_job(
+            c, bundle_zip(tmp_path / "b"), {"preset": "preview", "width": 64, "height": 64}
+        )
+        job_id = job.json()["id"]
+        _security_headers(job)
+        assert wait_state(c, job_id)["state"] == "done"
+        responses = [
+            c.get("/v1/health"),
+            c.get("/v1/jobs"),
+            c.get(f"/v1/jobs/{job_id}"),
+            c.get(f"/v1/jobs/{job_id}/frames/1"),
+            c.get(f"/v1/jobs/{job_id}/events"),
+            c.get("/v1/jobs/0123456789ab"),
+            c.get("/v1/review"),
+            c.get("/v1/review.js"),
+            c.get("/v1/review.css"),
+            c.get("/openapi.json"),
+            c.get("/docs"),
+            c.get("/v1/no-such-endpoint"),
+            c.put("/v1/jobs"),
+            c.get("/v1/jobs", headers={"Host": f"evil.example:{plain.port}"}),  # 421
+            c.get("/v1/jobs", headers={"Origin": "http://evil.example"}),  # 403
+        ]
+    responses.append(_declared_too_large(plain.port))  # 413 from the headers alone
+    with httpx.Client(base_url=guarded.url, timeout=60) as c:
+        responses += [c.get("/v1/jobs"), c.get("/v1/review")]  # 401, and the public page
+    assert {r.status_code for r in responses} >= {200, 401, 403, 404, 405, 413, 421}
+    for resp in responses:
+        _security_headers(resp)
+    assert responses[4].headers["content-type"].startswith("text/event-stream")
+
+
+def test_the_review_page_runs_no_inline_script(plain) -> None:
+    page = httpx.get(f"{plain.url}/v1/review")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page.text), "an inline script"
+    assert not re.search(r"<style|\son\w+=|\sstyle=", page.text), "inline style or handler"
+    script = httpx.get(f"{plain.url}/v1/review.js")
+    assert script.status_code == 200 and "text/javascript" in script.headers["content-type"]
+    assert "fetch(path" in script.text
+
+
+def test_docs_page_allows_only_its_own_inline_script(plain) -> None:
+    """/docs (Swagger UI) needs one inline script: its hash, not 'unsafe-inline'."""
+    import base64
+    import hashlib
+
+    page = httpx.get(f"{plain.url}/docs")
+    assert page.status_code == 200
+    inline = re.findall(r"<script>(.*?)</script>", page.text, re.S)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in page.headers["content-security-policy"]

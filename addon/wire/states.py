@@ -34,6 +34,7 @@ class Stage(StrEnum):
     SHADING = "shading"  # the model-free preview engine
     DECODING = "decoding"  # latents to pictures
     SAVING = "saving"  # pictures to PNG files
+    DOWNLOADING = "downloading"  # a model pull: done/total are bytes (`storyshade models pull`)
 
 
 # Stages whose amount is unknown up front: a client shows a busy bar, not a fraction.

@@ -310,21 +310,26 @@ class StageCache:
         return written
 
     def save_frames(self, key: str | None, written: list[Path]) -> None:
-        """Keep a finished shot's frames; only complete shots are kept."""
+        """Keep a finished shot's frames; only complete shots are kept. Raises OSError when
+        the disk cannot take them (nothing half-kept stays behind)."""
         if key is None or not written:
             return
         entry = self.root / "frames" / key
         tmp = entry.with_name(f"{key}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for path in written:
-            try:
-                os.link(path, tmp / path.name)
-            except OSError:
-                shutil.copyfile(path, tmp / path.name)
-        (tmp / "complete").write_text(json.dumps({"time": time.time()}), encoding="utf-8")
-        shutil.rmtree(entry, ignore_errors=True)
-        tmp.rename(entry)
+        try:
+            tmp.mkdir(parents=True)
+            for path in written:
+                try:
+                    os.link(path, tmp / path.name)
+                except OSError:
+                    shutil.copyfile(path, tmp / path.name)
+            (tmp / "complete").write_text(json.dumps({"time": time.time()}), encoding="utf-8")
+            shutil.rmtree(entry, ignore_errors=True)
+            tmp.rename(entry)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         self.evict()
 
     # -- size budget -----------------------------------------------------------------------
@@ -398,5 +403,13 @@ def through_stages(
             return done
     written = produce(keys)
     if stages and keys and len(written) == len(frames):
-        stages.save_frames(keys.frames, written)
+        try:
+            stages.save_frames(keys.frames, written)
+        except OSError as exc:  # a cache: the job has every frame, only a rerun pays
+            reporter.note(
+                f"the frames were not kept in the stage cache ({exc.strerror}); an identical "
+                "rerun renders them again",
+                stage=Stage.FRAMES,
+                cache="not kept",
+            )
     return written

@@ -305,10 +305,16 @@ class Settings(BaseModel):
         "percentiles, from the camera's clip range, or depth_near/depth_far",
     )
     depth_near: float | None = Field(
-        default=None, gt=0, description="near distance for depth_range 'fixed' (scene units)"
+        default=None,
+        gt=0,
+        validate_default=True,
+        description="near distance for depth_range 'fixed' (scene units)",
     )
     depth_far: float | None = Field(
-        default=None, gt=0, description="far distance for depth_range 'fixed' (scene units)"
+        default=None,
+        gt=0,
+        validate_default=True,
+        description="far distance for depth_range 'fixed' (scene units), beyond depth_near",
     )
     normal_convention: Literal["bae", "midas"] = Field(
         default="bae", description="normal image encoding the normal ControlNet was trained on"
@@ -316,7 +322,11 @@ class Settings(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="weights' precision; auto = float16 on CUDA/MPS, else float32"
     )
-    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    device: str = Field(
+        default="auto",
+        max_length=40,
+        description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps': one the server has (/v1/health)",
+    )
 
     @property
     def full_prompt(self) -> str:
@@ -364,6 +374,34 @@ class Settings(BaseModel):
                 f"interval {value} is larger than steps {steps}: the deep blocks would run "
                 f"once for the whole schedule; set step_cache to at most {steps} (1 = off)"
             )
+        return value
+
+    # Fields the engine reads together, checked together here so a job that cannot run is
+    # refused when it is submitted, not when its render starts (tests/test_server_pairs.py).
+    @field_validator("context_overlap")
+    @classmethod
+    def _overlap_in_window(cls, value: int, info: ValidationInfo) -> int:
+        length = info.data.get("context_length")
+        if length is not None and value >= length:
+            raise ValueError(
+                f"context_overlap {value} must be smaller than context_length {length} "
+                "(windows that share every frame never move)"
+            )
+        return value
+
+    @field_validator("depth_near", "depth_far")
+    @classmethod
+    def _fixed_depth(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if info.data.get("depth_range") != "fixed":
+            return value
+        if value is None:
+            raise ValueError(
+                f"depth_range 'fixed' needs {info.field_name} (scene units), or use "
+                "depth_range 'robust'"
+            )
+        near = info.data.get("depth_near")
+        if info.field_name == "depth_far" and near is not None and value <= near:
+            raise ValueError(f"depth_far {value} must be greater than depth_near {near}")
         return value
 
 

@@ -42,6 +42,7 @@ def check_stock_shot(settings: Settings, num_frames: int, roots: list[Path]) -> 
     """
     if settings.engine != "animatediff-stock":
         return
+    check_stock_guess(settings, list(settings.controls))
     if settings.hires:
         raise StoryShadeError(
             "engine 'animatediff-stock' has no hires pass",
@@ -59,6 +60,19 @@ def check_stock_shot(settings: Settings, num_frames: int, roots: list[Path]) -> 
             "set free_noise = true (FreeNoise windows of context_length frames), use engine "
             f"'animatediff' (windowed, any length), or shade at most {limit} frames at a time",
             field="settings.engine",
+        )
+
+
+def check_stock_guess(settings: Settings, roles: list[str]) -> None:
+    """diffusers 0.42's AnimateDiff ControlNet pipeline takes one guess_mode for all
+    ControlNets, and with CFG it crashes on a batch mismatch: refuse what it cannot run."""
+    guess = [r for r in roles if settings.controls[r].guess_mode]
+    if guess and (len(guess) < len(roles) or settings.guidance_scale > 1):
+        raise StoryShadeError(
+            "engine 'animatediff-stock' runs guess_mode only on every ControlNet at once "
+            "and without CFG (guidance_scale <= 1)",
+            "use engine 'animatediff' (per-control guess mode, with CFG)",
+            field=f"settings.controls.{guess[0]}.guess_mode",
         )
 
 
@@ -126,16 +140,7 @@ class StockAnimateDiffEngine:
         scales = [0.0 if e else c.scale for c, e in zip(specs, empty, strict=True)]
         starts = [0.0 if e else c.start for c, e in zip(specs, empty, strict=True)]
         ends = [1.0 if e else c.end for c, e in zip(specs, empty, strict=True)]
-        guess = [r for r, c in zip(roles, specs, strict=True) if c.guess_mode]
-        if guess and (len(guess) < len(roles) or settings.guidance_scale > 1):
-            # diffusers 0.42's AnimateDiff ControlNet pipeline takes one guess_mode for all
-            # ControlNets, and with CFG it crashes on a batch mismatch.
-            raise StoryShadeError(
-                "engine 'animatediff-stock' runs guess_mode only on every ControlNet at once "
-                "and without CFG (guidance_scale <= 1)",
-                "use engine 'animatediff' (per-control guess mode, with CFG)",
-                field=f"settings.controls.{guess[0]}.guess_mode",
-            )
+        check_stock_guess(settings, roles)
 
         def on_step(_pipe, step: int, _t, kwargs):  # diffusers' step-end callback
             reporter.stage(Stage.DENOISING, step + 1, settings.steps)

@@ -73,7 +73,7 @@ def _where_to_get(roots: list[Path], kind: str, name: str) -> str:
     if src is None:
         return f"not a known download; put it at {root / KIND_DIRS[kind] / name}"
     note = f" ({src.note})" if src.note else ""
-    return f"{src.url()}{note}\n$ {src.command(root, kind, name)}"
+    return f"{src.url()}{note}\n$ storyshade models pull {src.name} --models {root}"
 
 
 def check_preset(roots: list[Path], settings: Settings) -> Report:

@@ -1,4 +1,5 @@
-"""`storyshade models list|check|tiny`: what is on disk, and what a preset still needs."""
+"""`storyshade models list|check|tiny|pull`: what is on disk, what a preset still needs, and
+(`pull`, models/pull_cli.py) fetching it."""
 
 from __future__ import annotations
 
@@ -72,8 +73,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         overrides["references"] = [parse_reference_arg(r) for r in args.reference]
     settings = resolve(args.preset, overrides)
-    report = check_preset(model_roots(args.models), settings)
+    roots = model_roots(args.models)
+    report = check_preset(roots, settings)
     print(report.text())
+    if any("models pull" in n.fix for n in report.needs):
+        from storyshade.wire.layering import DEFAULTS
+
+        where = f" --models {roots[0]}" if roots else ""
+        spec = args.preset or DEFAULTS["style"]  # one preset over the default layers
+        print(f"all at once: storyshade models pull {spec}{where}")
     return 0 if report.ok else 2
 
 
@@ -93,7 +101,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from storyshade.models.discover import KINDS
 
-    models = sub.add_parser("models", help="find and check models").add_subparsers(
+    models = sub.add_parser("models", help="find, check and pull models").add_subparsers(
         dest="models_command", required=True
     )
     p = models.add_parser("list", help="every model found under the roots and the HF cache")
@@ -117,3 +125,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir")
     p.add_argument("--single-file", action="store_true", help="also write single-file versions")
     p.set_defaults(func=cmd_tiny)
+    from storyshade.models.pull_cli import add_pull_arguments
+
+    p = models.add_parser(
+        "pull",
+        help="download what presets or models need (the only command that downloads)",
+        description="Download exactly the files the named presets' models need (or the named "
+        "models) into the first --models folder, in the layout discovery reads.",
+    )
+    add_models_flag(p)
+    add_pull_arguments(p)

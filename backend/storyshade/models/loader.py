@@ -13,14 +13,16 @@ strength or style costs no reload. Engines that build a pipeline another way cal
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storyshade.errors import ModelError
+from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models import compat
 from storyshade.models.locate import check_checkpoint, check_folder_weights, find
 from storyshade.models.lora import LoraSpec, apply_loras, lora_file
@@ -79,6 +81,30 @@ def pick_device(requested: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+@functools.cache
+def local_devices() -> tuple[str, ...]:
+    """The devices this machine has, as `settings.device` names them ('auto' first)."""
+    import torch
+
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append("mps")
+    return tuple(found)
+
+
+def check_device(requested: str, have: Sequence[str] | None) -> None:
+    """A device the machine that renders has (None: not known here, e.g. Ray workers)."""
+    if have is not None and requested not in have:
+        raise StoryShadeError(
+            f"device '{requested[:40]}' is not on this server (it has: "
+            f"{', '.join(d for d in have if d != 'auto')})",
+            "set device to 'auto' (the best one it has) or one of those",
+            field="settings.device",
+        )
 
 
 def pick_dtype(requested: str, device: str) -> Any:

@@ -4,7 +4,7 @@ Roots come from `--models`, then $STORYSHADE_MODELS (os.pathsep-separated); the 
 preference reaches the server as `--models`. The recommended layout of a root is
 `checkpoints/`, `motion/`, `controlnet/`, `lora/`, but any layout works: models are
 recognised by content (see `discover`), and the Hugging Face cache is searched last.
-Nothing is ever downloaded.
+Nothing here downloads (only `storyshade models pull`, models/pull.py, does, when asked).
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def find(roots: list[Path], kind: str, name: str) -> Path:
     where = roots[0] / KIND_DIRS[kind] / name if roots else KIND_DIRS[kind] + "/" + name
     raise ModelError(
         f"{kind} '{name}' not found (searched {', '.join(map(str, searched))})",
-        f"put the model at {where} or choose another preset "
-        "(`storyshade models check PRESET` says where to get it)",
+        f"put the model at {where}, or download a preset's models with `storyshade models "
+        "pull PRESET --models DIR`, or choose another preset (`storyshade models check "
+        "PRESET` says what is missing)",
         field=kind,
     )
 

@@ -17,11 +17,11 @@ def build_config(args: argparse.Namespace):
     from storyshade.server.config import ServerConfig, is_loopback
 
     token = args.token or os.environ.get("STORYSHADE_TOKEN") or None
-    clients = {}
+    clients, quotas = {}, {}
     if args.clients:
-        from storyshade.server.clients import load_clients
+        from storyshade.server.clients import load_client_table
 
-        clients = load_clients(args.clients, token)
+        clients, quotas = load_client_table(args.clients, token)
     if not is_loopback(args.host) and not (token or clients):
         raise StoryShadeError(
             f"refusing to listen on {args.host} without a token: anyone who can reach this "
@@ -33,6 +33,12 @@ def build_config(args: argparse.Namespace):
     for name in ("max_upload_mb", "max_frames", "max_resolution"):
         if getattr(args, name) < 1:
             raise StoryShadeError(f"--{name.replace('_', '-')} must be at least 1", field=name)
+    if args.min_free_mb < 0:
+        raise StoryShadeError("--min-free-mb must be 0 (no floor) or more", field="min_free_mb")
+    if not 0 <= args.keep_days < 100_000:
+        raise StoryShadeError(
+            "--keep-days must be 0 (keep every job) or a number of days", field="keep_days"
+        )
     if args.ray_workers < 0:
         raise StoryShadeError("--ray-workers must be 0 (one per GPU) or more", field="ray_workers")
     if args.ray:
@@ -47,6 +53,9 @@ def build_config(args: argparse.Namespace):
         max_resolution=args.max_resolution,
         token=token,
         clients=clients,
+        quotas=quotas,
+        min_free_bytes=args.min_free_mb << 20,
+        keep_seconds=args.keep_days * 86400.0,
         cors_origins=list(args.cors_origin or []),
         cache_bytes=max(0, args.cache_mb) << 20,
         model_memory_bytes=max(0, args.model_memory_mb) << 20,
@@ -107,6 +116,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(docs/server.md)",
     )
     p.add_argument("--max-upload-mb", type=int, default=2048, help="largest request body")
+    p.add_argument(
+        "--min-free-mb",
+        type=int,
+        default=1024,
+        help="free space the data folder's disk keeps: below it submits get 507 and "
+        "/v1/health says degraded (0: no floor)",
+    )
+    p.add_argument(
+        "--keep-days",
+        type=float,
+        default=0.0,
+        metavar="DAYS",
+        help="delete finished jobs (and their frames) this long after they end; fractions "
+        "allowed; 0 (default) keeps every job",
+    )
     p.add_argument("--max-frames", type=int, default=1024, help="most frames in one shot")
     p.add_argument(
         "--max-resolution", type=int, default=4096, help="longest side of a bundle, in pixels"

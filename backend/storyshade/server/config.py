@@ -18,6 +18,9 @@ class ServerConfig:
     max_resolution: int = 4096  # longest side of the bundle's render resolution, in pixels
     token: str | None = None  # the administrator's: sees and cancels every job
     clients: dict[str, str] = field(default_factory=dict)  # client name → its own token
+    quotas: dict[str, int] = field(default_factory=dict)  # client name → bytes its jobs may use
+    min_free_bytes: int = 1 << 30  # below this free on the data disk, submits get 507
+    keep_seconds: float = 0.0  # finished jobs older than this are deleted; 0 keeps them
     cors_origins: list[str] = field(default_factory=list)
     cache_bytes: int = 4 << 30  # finished frames kept for identical reruns; 0 disables
     model_memory_bytes: int = 8 << 30  # loaded pipelines kept resident between jobs

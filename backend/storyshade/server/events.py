@@ -3,6 +3,10 @@
 Event ids are 1-based positions in the file, so `Last-Event-ID: N` means "send N+1 on".
 SSE streams wait on an asyncio.Event that the worker thread sets through the stream's own
 loop, so a waiting client holds no thread.
+
+An event that cannot be written (a full disk) is still kept in memory and streamed, and
+waits to be written, in order, by the next append or `flush()`: the file never skips an
+id, and never keeps half a line.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class EventLog:
         self.items: list[dict[str, Any]] = self._load()
         self.waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.lock = threading.Lock()
+        self.pending: list[str] = []  # lines kept in memory that the file does not have yet
 
     def _load(self) -> list[dict[str, Any]]:
         """Read the history; a torn last line (a crash mid-write) is cut off for good."""
@@ -47,12 +52,18 @@ class EventLog:
         return len(self.items)
 
     def append(self, job_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Add an event (streamed at once) and write it; raises the OSError when the file
+        could not take it, the event then waiting in memory for the next write."""
+        failed: OSError | None = None
         with self.lock:
             own = {"id": len(self.items) + 1, "job": job_id, "time": round(time.time(), 3)}
             event = {**own, **{k: v for k, v in event.items() if k not in own}}
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(event) + "\n")
             self.items.append(event)
+            self.pending.append(json.dumps(event) + "\n")
+            try:
+                self._write_pending()
+            except OSError as exc:
+                failed = exc
             waiters = list(self.waiters)
         for loop, waiter in waiters:
             try:
@@ -60,7 +71,35 @@ class EventLog:
             except RuntimeError:  # that client's loop is gone
                 with self.lock:
                     self.waiters.discard((loop, waiter))
+        if failed is not None:
+            raise failed
         return event
+
+    def flush(self) -> bool:
+        """Write what earlier appends could not; True when the file has every event."""
+        with self.lock:
+            try:
+                self._write_pending()
+            except OSError:
+                return False
+            return True
+
+    def _write_pending(self) -> None:
+        """All pending lines or none: a failed write is cut back to whole lines."""
+        if not self.pending:
+            return
+        with self.path.open("ab") as fh:
+            start = fh.tell()
+            try:
+                fh.write("".join(self.pending).encode("utf-8"))
+                fh.flush()
+            except OSError:
+                try:
+                    fh.truncate(start)
+                except OSError:
+                    pass  # _load cuts a torn last line on the next start
+                raise
+        self.pending.clear()
 
     def after(self, last_id: int) -> list[dict[str, Any]]:
         return self.items[max(0, last_id) :]

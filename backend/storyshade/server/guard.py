@@ -13,6 +13,8 @@ A pure ASGI middleware, so it runs before FastAPI reads a byte of the body:
   the request's state (`client`) so routes show that client only its own jobs.
 - Size: a body declared larger than the limit is refused from its Content-Length before it
   is read; a body without one (chunked) is counted as it streams and cut off at the limit.
+- Room: a submit (`POST /v1/jobs`) is refused with 507 before its body is read while the
+  data disk is under its free-space floor, or the client is over its quota (`admit`).
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from storyshade.server.config import ServerConfig, is_loopback
-from storyshade.server.review_page import PATH as REVIEW_PAGE
+from storyshade.server.review_page import PUBLIC
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# (status, problem, fix, field) refusing a submit by `client`, or None to let it in
+Admit = Callable[[str | None], tuple[int, str, str, str | None] | None]
+SUBMIT = ("POST", "/v1/jobs")
 
 
 def error_body(problem: str, fix: str = "", field: str | None = None) -> bytes:
@@ -56,9 +63,10 @@ async def send_error(
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
+    def __init__(self, app: ASGIApp, config: ServerConfig, admit: Admit | None = None) -> None:
         self.app = app
         self.config = config
+        self.admit = admit
         self.token = (config.token or "").encode("utf-8")
         self.clients = [(name, t.encode("utf-8")) for name, t in config.clients.items()]
 
@@ -99,7 +107,7 @@ class Guard:
                 "Origin",
                 [],
             )
-        public = scope.get("method") == "GET" and scope.get("path") == REVIEW_PAGE
+        public = scope.get("method") == "GET" and scope.get("path") in PUBLIC
         if cfg.needs_auth and not public:  # the review page holds no data; its script asks
             auth = headers.get(b"authorization", b"")
             scheme, _, given = auth.partition(b" ")
@@ -126,6 +134,11 @@ class Guard:
             status, problem, fix, field, extra = refusal
             await send_error(send, status, problem, fix, field, extra)
             return
+        if self.admit and (scope.get("method"), scope.get("path")) == SUBMIT:
+            full = await run_in_threadpool(self.admit, scope.get("state", {}).get("client"))
+            if full:
+                await send_error(send, *full)
+                return
         limit = self.config.max_upload_bytes
         declared = headers.get(b"content-length")
         if declared is not None:

@@ -11,14 +11,23 @@ server), keeping its frames.
 A runner (server/runners.py) renders each job: in this process on one worker thread by
 default, or elsewhere (storyshade.cluster for `serve --ray`), `runner.slots` at a time;
 records, events and cancel stay here either way.
+
+No fault stops the queue: whatever goes wrong with a job (a full disk while writing its
+frames, events or record, a bug) fails that job with its reason and the worker takes the
+next; a worker thread that ends anyway is replaced, and the job it was running says so. A
+record or event that cannot be written stays in memory and is written again every few
+seconds (`flush`), so freeing space needs no restart. With a retention time, finished jobs
+older than it are deleted with their folders.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,7 @@ from storyshade.job_input import JobInput, prepare
 from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.presets import search_dirs
 from storyshade.progress import Reporter
+from storyshade.server.disk import Disk, os_error
 from storyshade.server.eta import JobEta, JobSize, Rates
 from storyshade.server.events import EventLog
 from storyshade.server.job_queue import JobQueue
@@ -60,8 +70,17 @@ class JobStore:
         stages: StageCache | None = None,
         start: bool = True,
         runner: Runner | None = None,
+        *,
+        disk: Disk | None = None,
+        keep_seconds: float = 0.0,
+        tick: float = 2.0,
+        devices: Sequence[str] | None = None,
     ) -> None:
         self.records = Records(data_dir / "jobs")
+        self.disk = disk or Disk(data_dir, 0)
+        self.keep_seconds = keep_seconds  # finished jobs older than this are deleted; 0: never
+        self.tick = tick  # seconds between retries of unwritten records and retention sweeps
+        self.devices = devices  # what settings.device may name (None: the runner knows)
         # errors name models and presets by name, never the server's folders
         self.redact = Redactor(
             {"<data>": data_dir, "<models>": list(roots), "<presets>": search_dirs()}
@@ -79,37 +98,60 @@ class JobStore:
         self.runner = runner  # the Ray runner, when there is one (health, CLI)
         self.renders: Runner = runner or LocalRunner(roots, self.models, stages)
         self.clocks: dict[str, JobEta] = {}  # running job id → its clock and estimate
+        self.running: dict[int, str] = {}  # worker slot → the job it runs
+        self.unsaved: set[str] = set()  # jobs whose record on disk is behind memory
+        self.worker_restarts = 0
         self._announced: dict[str, int] = {}
         self._load_existing()
-        self.workers = [
-            threading.Thread(target=self._run_forever, name=f"storyshade-worker-{i}", daemon=True)
-            for i in range(self.renders.slots)
-        ]
+        self.workers = [self._worker_thread(i) for i in range(self.renders.slots)]
         if start:
+            self.expire()
             for worker in self.workers:
                 worker.start()
+            threading.Thread(target=self._upkeep, name="storyshade-upkeep", daemon=True).start()
 
     # -- records ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
         return self.records.job_dir(job_id)
 
     def _save(self, job: Job) -> None:
+        """Write the record; raises when it cannot (the caller fails what it was doing)."""
         self.records.save(job)
+        self.unsaved.discard(job.id)
+
+    def _save_quietly(self, job: Job) -> None:
+        """Write the record, or keep it in memory to be written again by `flush`."""
+        try:
+            self._save(job)
+        except OSError as exc:
+            self.unsaved.add(job.id)
+            log.warning("job %s: record not written (%s); retrying", job.id, exc)
 
     def _load_existing(self) -> None:
         for job, settings in self.records.load():
+            try:
+                self._register(job, settings)
+            except (OSError, ValueError) as exc:  # e.g. events.jsonl unreadable
+                self._forget(job.id)
+                self.records.damaged(self.job_dir(job.id), f"{type(exc).__name__}: {exc}")
+                continue
             self.queue.seen(job.seq)
-            self._register(job, settings)
             if job.state == JobState.RUNNING:
                 self._recover(job)
             elif job.state == JobState.QUEUED:
                 self.queue.push(job.id, job.priority, job.seq)
 
     def _register(self, job: Job, settings: Settings) -> None:
+        events = EventLog(self.job_dir(job.id) / "events.jsonl")
         self.jobs[job.id] = job
         self.settings[job.id] = settings
         self.cancels[job.id] = CancelToken()
-        self.logs[job.id] = EventLog(self.job_dir(job.id) / "events.jsonl")
+        self.logs[job.id] = events
+
+    def _forget(self, job_id: str) -> None:
+        for table in (self.jobs, self.settings, self.cancels, self.logs, self.inputs):
+            table.pop(job_id, None)
+        self.unsaved.discard(job_id)
 
     def _recover(self, job: Job) -> None:
         """A job the last server process was running when it stopped."""
@@ -133,14 +175,16 @@ class JobStore:
             )
         else:
             job.state, job.progress = JobState.QUEUED, {}
-            self._save(job)
+            self._save_quietly(job)
             self._note(
                 job,
                 f"resuming after the server stopped; {len(on_disk)} frames already written "
                 "are kept",
                 resumed=True,
             )
-            self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED, "resumed": True})
+            self._emit_quietly(
+                job, {"type": Event.STATE, "state": JobState.QUEUED, "resumed": True}
+            )
             self.queue.push(job.id, job.priority, job.seq)
 
     def frame_path(self, job_id: str, frame: int) -> Path:
@@ -181,10 +225,18 @@ class JobStore:
 
     # -- events ----------------------------------------------------------------------------
     def _emit(self, job: Job, event: dict[str, Any]) -> dict[str, Any]:
+        """Stream and write an event; raises when it could not be written (it is still
+        streamed, and written later)."""
         return self.logs[job.id].append(job.id, event)
 
+    def _emit_quietly(self, job: Job, event: dict[str, Any]) -> None:
+        try:
+            self._emit(job, event)
+        except OSError as exc:
+            log.warning("job %s: event not written (%s); retrying", job.id, exc)
+
     def _note(self, job: Job, message: str, **info: Any) -> None:
-        self._emit(job, {"type": Event.NOTE, "message": message, **info})
+        self._emit_quietly(job, {"type": Event.NOTE, "message": message, **info})
 
     def positions(self) -> dict[str, int]:
         """Queue position (1 = next to run) of every queued job."""
@@ -210,7 +262,7 @@ class JobStore:
                     if ahead is not None:
                         event["eta_start_s"] = round(ahead, 2)
                     job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
-                    self._emit(job, event)
+                    self._emit_quietly(job, event)
                 predicted = self.rates.predict(self._size(job))
                 slots = len(self.workers)
                 ahead = None if ahead is None or predicted is None else ahead + predicted / slots
@@ -262,7 +314,7 @@ class JobStore:
             self.inputs[job.id] = work
             self._save(job)  # the commit point: from here on the job survives a restart
             self._register(job, settings)
-            self._emit(job, {"type": Event.STATE, "state": JobState.QUEUED})
+            self._emit_quietly(job, {"type": Event.STATE, "state": JobState.QUEUED})
             self.queue.push(job.id, job.priority, job.seq)
             self._announce_positions()
             self.lock.notify_all()
@@ -280,47 +332,174 @@ class JobStore:
                 self._finish(job, JobState.CANCELLED)
                 self._announce_positions()
             else:
-                self._save(job)
+                self._save_quietly(job)
                 self._note(job, "cancel requested; the job stops at its next step", cancel=True)
             return job
 
     def _finish(self, job: Job, state: str, error: dict[str, Any] | None = None) -> None:
-        error = self.redact.error(error) if error else None
+        """End a job; never raises for a disk that cannot take the news (memory has it, and
+        `flush` writes it once the disk can)."""
+        if error:
+            error = self.redact.error(
+                {"error": str(error.get("error")), "fix": str(error.get("fix") or "")}
+                | {"field": error.get("field") if isinstance(error.get("field"), str) else None}
+            )
         with self.lock:
             # The event goes first: an SSE stream that sees a terminal state has its event.
             event: dict[str, Any] = {"type": Event.STATE, "state": state}
             if error:
                 event["error"] = error
             event["frames_done"] = len(job.frames_done)
-            self._emit(job, event)
-            job.state, job.error, job.finished = state, error, time.time()
-            self._save(job)
+            job.state, job.error, job.finished = JobState(state), error, time.time()
+            self._emit_quietly(job, event)
+            self._save_quietly(job)
             self.inputs.pop(job.id, None)
             self.lock.notify_all()
 
-    def _run_forever(self) -> None:
-        while True:
-            with self.lock:
+    def job_error(self, exc: BaseException) -> dict[str, Any]:
+        """What a job that raised `exc` says: a full disk names the data folder's free space."""
+        if isinstance(exc, StoryShadeError):
+            return exc.to_json()
+        oserror = os_error(exc)
+        if oserror is not None:
+            log.error("job failed on the disk: %s", oserror)
+            return self.disk.job_error(oserror)
+        log.error("job failed", exc_info=exc)
+        return {
+            "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
+            "fix": "see the server log; frames written so far are kept",
+            "field": None,
+        }
+
+    # -- workers ---------------------------------------------------------------------------
+    def _worker_thread(self, slot: int) -> threading.Thread:
+        return threading.Thread(
+            target=self._worker, args=(slot,), name=f"storyshade-worker-{slot}", daemon=True
+        )
+
+    def _worker(self, slot: int) -> None:
+        try:
+            self._run_forever(slot)
+        except BaseException as exc:  # the loop never ends by itself; it did
+            self._replace_worker(slot, exc)
+
+    def _replace_worker(self, slot: int, exc: BaseException) -> None:
+        """A worker thread ended (say a render called sys.exit): start another in its slot
+        first, then fail the job it was running, saying so."""
+        what = f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+        log.error("worker %d stopped (%s); a new worker takes its place", slot, what)
+        with self.lock:
+            self.worker_restarts += 1
+            job = self.jobs.get(self.running.pop(slot, ""))
+            self.clocks.pop(job.id if job else "", None)
+            self.workers[slot] = self._worker_thread(slot)
+            self.workers[slot].start()
+            if job is not None and job.state == JobState.RUNNING:
+                message = (
+                    f"the worker running this job stopped ({what}); a new worker took its place"
+                )
+                self._note(job, message, worker_replaced=True)
+                self._finish(
+                    job,
+                    JobState.FAILED,
+                    {
+                        "error": message,
+                        "fix": "see the server log; frames written so far are kept",
+                        "field": None,
+                    },
+                )
+
+    def _next(self, slot: int) -> Job:
+        """Wait for the next queued job and mark it running (in memory)."""
+        with self.lock:
+            while True:
                 while not self.queue:
                     self.lock.wait()
-                job_id = self.queue.pop()
-                job = self.jobs.get(job_id)
-                if job is None or job.state != JobState.QUEUED:
-                    continue
-                job.state, job.started, job.error = JobState.RUNNING, time.time(), None
-                job.attempts += 1
-                job.progress = {}
-                self.clocks[job_id] = JobEta(self._size(job), self.rates)
+                job = self.jobs.get(self.queue.pop())
+                if job is not None and job.state == JobState.QUEUED:
+                    break
+            job.state, job.started, job.error = JobState.RUNNING, time.time(), None
+            job.attempts += 1
+            job.progress = {}
+            self.running[slot] = job.id
+            self.clocks[job.id] = JobEta(self._size(job), self.rates)
+            self._announce_positions()
+            return job
+
+    def _run_forever(self, slot: int) -> None:
+        while True:
+            job = self._next(slot)
+            try:
                 self._save(job)
                 self._emit(
                     job, {"type": Event.STATE, "state": JobState.RUNNING, "attempt": job.attempts}
                 )
-                self._announce_positions()
-            try:
                 self._run(job)
-            finally:
-                with self.lock:
-                    self.clocks.pop(job_id, None)
+            except Exception as exc:  # the job could not even start: say why, go on
+                self._finish(job, JobState.FAILED, self.job_error(exc))
+            # not in a `finally`: a thread ending here leaves its job for _replace_worker
+            with self.lock:
+                self.clocks.pop(job.id, None)
+                self.running.pop(slot, None)
+
+    # -- upkeep ----------------------------------------------------------------------------
+    def _upkeep(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            try:
+                self.flush()
+                self.expire()
+            except Exception:  # upkeep must outlive any one bad folder
+                log.exception("upkeep failed; trying again in %.0f s", self.tick)
+
+    def flush(self) -> bool:
+        """Write records and events that could not be written before; True when all are."""
+        with self.lock:
+            for job_id in sorted(self.unsaved):
+                job = self.jobs.get(job_id)
+                if job is None:
+                    self.unsaved.discard(job_id)
+                    continue
+                try:
+                    self._save(job)
+                except OSError:
+                    break
+            logs = list(self.logs.values())
+        events = all([events.flush() for events in logs if events.pending])
+        return events and not self.unsaved
+
+    def expire(self) -> list[str]:
+        """Delete finished jobs older than the retention time, folders and all."""
+        if self.keep_seconds <= 0:
+            return []
+        cutoff = time.time() - self.keep_seconds
+        with self.lock:
+            old = [
+                j.id
+                for j in self.jobs.values()
+                if j.state in TERMINAL and (j.finished or j.created) < cutoff
+            ]
+            for job_id in old:
+                self._forget(job_id)
+        for job_id in old:
+            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+            log.info(
+                "job %s expired (finished over %.0f s ago): deleted", job_id, self.keep_seconds
+            )
+        return old
+
+    def usage(self, owner: str | None) -> int:
+        """Bytes on disk of `owner`'s jobs (frames, bundles, events)."""
+        with self.lock:
+            folders = [self.job_dir(j.id) for j in self.jobs.values() if j.owner == owner]
+        total = 0
+        for folder in folders:
+            for path in folder.rglob("*"):
+                try:
+                    total += path.lstat().st_size
+                except OSError:
+                    continue
+        return total
 
     def _size(self, job: Job) -> JobSize:
         return JobSize.of(self.settings[job.id], len(job.frame_numbers))
@@ -364,21 +543,10 @@ class JobStore:
         except Cancelled:
             clock.finish(learn=False)
             self._finish(job, JobState.CANCELLED)
-        except StoryShadeError as exc:
-            clock.finish(learn=False)
-            self._finish(job, JobState.FAILED, exc.to_json())
         except Exception as exc:  # keep the server alive; the job says what broke
-            log.exception("job %s failed", job.id)
+            log.warning("job %s failed: %s", job.id, exc)
             clock.finish(learn=False)
-            self._finish(
-                job,
-                JobState.FAILED,
-                {
-                    "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
-                    "fix": "see the server log; frames written so far are kept",
-                    "field": None,
-                },
-            )
+            self._finish(job, JobState.FAILED, self.job_error(exc))
         else:
             clock.finish(learn="frames" not in job.reused)  # its last phase, measured
             self._finish(job, JobState.DONE)

@@ -7,137 +7,62 @@ is static and holds no data: its script reads the same API as every client (`/v1
 `/v1/jobs/{id}/frames/{n}`), sending the token the user types when the server has one, so
 the page itself is served without a token (docs/server.md).
 
+Its script and style are files the app serves (`static/review.js`, `static/review.css`),
+never inline, so the page's Content-Security-Policy allows no inline script at all.
+
 Query: `?shot=NAME` (repeatable) limits the rows; `?fps=N` sets the playback rate.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 PATH = "/v1/review"
+SCRIPT = "/v1/review.js"
+STYLE = "/v1/review.css"
+PUBLIC = frozenset({PATH, SCRIPT, STYLE})  # served without a token: they hold no data
 
-PAGE = """<!doctype html>
+# Scripts and styles from this server only; frames arrive as blob: URLs made by the script.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+PAGE = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>StoryShade review</title>
-<style>
- body { background:#1e1e22; color:#ebebeb; font:14px system-ui, sans-serif; margin:16px; }
- h1 { font-size:18px; margin:0 0 12px; } .shot { margin:0 0 18px; }
- .shot h2 { font-size:15px; margin:0 0 6px; } .takes { display:flex; gap:10px; flex-wrap:wrap; }
- figure { margin:0; } figure img { display:block; width:320px; height:auto; background:#000; }
- figcaption { font-size:12px; color:#bbb; margin-top:3px; } #status { color:#bbb; }
- #auth { display:none; margin-bottom:12px; } .err { color:#f88; }
-</style></head>
+<link rel="stylesheet" href="{STYLE}"></head>
 <body>
 <h1>StoryShade review <span id="status">loading...</span></h1>
 <form id="auth"><label>Token <input id="token" type="password" size="32"></label>
  <button>Show takes</button></form>
 <div id="shots"></div>
-<script>
-const params = new URLSearchParams(location.search);
-const only = params.getAll("shot");
-const fps = Math.max(1, Math.min(60, Number(params.get("fps")) || 12));
-let token = sessionStorage.getItem("storyshade-token") || "";
-
-async function api(path) {
-  const headers = token ? {Authorization: "Bearer " + token} : {};
-  const resp = await fetch(path, {headers});
-  if (resp.status === 401) { throw new Error("token"); }
-  if (!resp.ok) { throw new Error(path + ": " + resp.status); }
-  return resp;
-}
-
-function plural(n, word) {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
-}
-
-function caption(job) {
-  // The take strip's name (the add-on sends it as the job's tag), else the job's id.
-  const when = new Date(job.created * 1000).toLocaleString();
-  const name = job.tag || `job ${job.id.slice(0, 6)}`;
-  return [name, job.preset || "default", job.engine, when].join(" · ");
-}
-
-async function frames(job) {
-  const urls = [];
-  for (const n of job.frame_numbers) {
-    const blob = await (await api(`/v1/jobs/${job.id}/frames/${n}`)).blob();
-    urls.push(URL.createObjectURL(blob));
-  }
-  return urls;
-}
-
-async function show() {
-  const status = document.getElementById("status");
-  const jobs = (await (await api("/v1/jobs?state=done")).json()).jobs;
-  const byShot = new Map();
-  for (const job of jobs) {
-    if (only.length && !only.includes(job.shot)) continue;
-    if (!byShot.has(job.shot)) byShot.set(job.shot, []);
-    byShot.get(job.shot).push(job);
-  }
-  const root = document.getElementById("shots");
-  root.textContent = "";
-  const players = [];
-  for (const [shot, takes] of [...byShot].sort()) {
-    const row = document.createElement("section");
-    row.className = "shot";
-    row.innerHTML = "<h2></h2><div class=takes></div>";
-    row.querySelector("h2").textContent = `${shot} (${plural(takes.length, "take")})`;
-    for (const job of takes) {
-      const fig = document.createElement("figure");
-      const img = document.createElement("img");
-      const cap = document.createElement("figcaption");
-      cap.textContent = caption(job);
-      fig.append(img, cap);
-      row.querySelector(".takes").append(fig);
-      players.push({img, urls: await frames(job)});
-    }
-    root.append(row);
-  }
-  let tick = 0;
-  const step = () => {
-    for (const p of players) p.img.src = p.urls[tick % p.urls.length];
-    tick += 1;
-  };
-  step();
-  setInterval(step, 1000 / fps);
-  status.textContent =
-    `${plural(byShot.size, "shot")}, ${plural(players.length, "take")}, ${fps} fps`;
-  document.title = `StoryShade review: ${plural(players.length, "take")}`;
-}
-
-function start() {
-  show().catch(err => {
-    const status = document.getElementById("status");
-    if (err.message === "token") {
-      document.getElementById("auth").style.display = "block";
-      status.textContent = "this server needs a token";
-    } else {
-      status.textContent = String(err);
-      status.className = "err";
-    }
-  });
-}
-
-document.getElementById("auth").addEventListener("submit", ev => {
-  ev.preventDefault();
-  token = document.getElementById("token").value;
-  sessionStorage.setItem("storyshade-token", token);
-  document.getElementById("auth").style.display = "none";
-  start();
-});
-start();
-</script>
+<script src="{SCRIPT}"></script>
 </body></html>
 """
 
 
+def _static(name: str) -> bytes:
+    return resources.files("storyshade.server").joinpath("static", name).read_bytes()
+
+
 def review_router() -> APIRouter:
     api = APIRouter()
+    script, style = _static("review.js"), _static("review.css")
 
     @api.get(PATH, response_class=HTMLResponse, include_in_schema=False)
     def review() -> HTMLResponse:
         """The finished takes of a sequence, playing side by side (docs/server.md)."""
-        return HTMLResponse(PAGE)
+        return HTMLResponse(PAGE, headers={"Content-Security-Policy": CSP})
+
+    @api.get(SCRIPT, include_in_schema=False)
+    def review_script() -> Response:
+        return Response(script, media_type="text/javascript; charset=utf-8")
+
+    @api.get(STYLE, include_in_schema=False)
+    def review_style() -> Response:
+        return Response(style, media_type="text/css; charset=utf-8")
 
     return api

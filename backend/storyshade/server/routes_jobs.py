@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from storyshade.errors import NotFound
 from storyshade.server.config import ServerConfig
 from storyshade.server.jobs import JobStore
+from storyshade.server.pulls import PullJobs
 from storyshade.server.schemas import ERRORS, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
 from storyshade.server.upload import Limits
@@ -28,15 +29,26 @@ def _client(request: Request) -> str | None:
     return getattr(request.state, "client", None)
 
 
-def jobs_router(config: ServerConfig, store: JobStore, limits: Limits) -> APIRouter:
+def jobs_router(
+    config: ServerConfig, store: JobStore, limits: Limits, pulls: PullJobs | None = None
+) -> APIRouter:
+    """Render jobs live in `store`, model pulls in `pulls`: the same records, events and
+    cancel, so these routes serve both."""
     api = APIRouter()
+
+    def book(job_id: str) -> JobStore | PullJobs:
+        return pulls if pulls is not None and job_id in pulls.jobs else store
 
     @api.post("/v1/jobs", status_code=201, response_model=Submitted, responses=ERRORS)
     def submit(
         request: Request,
         bundle: Annotated[UploadFile, File(description="the bundle folder as a zip")],
         settings: Annotated[
-            str, Form(description='JSON object: {"preset": NAME, ...setting overrides}')
+            str,
+            Form(
+                description='JSON object: {"preset": NAME, ...setting overrides}, the overrides '
+                "as in components/schemas/Settings"
+            ),
         ] = "{}",
         priority: Annotated[
             int, Form(ge=-100, le=100, description="higher runs first; equal: first come")
@@ -64,19 +76,25 @@ def jobs_router(config: ServerConfig, store: JobStore, limits: Limits) -> APIRou
         state: Annotated[State | None, Query(description="only jobs in this state")] = None,
         tag: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
-        """Every job, oldest first, with its state and queue position."""
-        return {"jobs": store.list(state, tag, _client(request))}
+        """Every job (renders and model pulls), oldest first, with its state and queue
+        position."""
+        jobs = store.list(state, tag, _client(request))
+        if pulls is not None:
+            jobs = sorted(jobs + pulls.list(state, tag, _client(request)), key=_created)
+        return {"jobs": jobs}
 
     @api.get("/v1/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
     def get_job(request: Request, job_id: str) -> dict[str, Any]:
-        return store.public(store.get(job_id, _client(request)))
+        jobs = book(job_id)
+        return jobs.public(jobs.get(job_id, _client(request)))
 
     @api.delete("/v1/jobs/{job_id}", response_model=JobOut, responses=ERRORS)
     def cancel(request: Request, job_id: str) -> dict[str, Any]:
         """Cancel: a queued job at once, a running one at its next step. Idempotent; a
         finished job is returned unchanged. Frames already written are kept."""
-        store.get(job_id, _client(request))  # a named client cancels only its own jobs
-        return store.public(store.cancel(job_id))
+        jobs = book(job_id)
+        jobs.get(job_id, _client(request))  # a named client cancels only its own jobs
+        return jobs.public(jobs.cancel(job_id))
 
     @api.get(
         "/v1/jobs/{job_id}/frames/{frame}",
@@ -117,12 +135,13 @@ def jobs_router(config: ServerConfig, store: JobStore, limits: Limits) -> APIRou
     ) -> StreamingResponse:
         """The job's events from the start, or after Last-Event-ID; ends after the final
         state event. Disconnecting never cancels the job."""
-        job = store.get(job_id, _client(request))
+        jobs = book(job_id)
+        job = jobs.get(job_id, _client(request))
         start = after or 0
         if last_event_id and last_event_id.strip().isdigit():
             start = int(last_event_id.strip())
         return StreamingResponse(
-            _stream(store, job.id, start),
+            _stream(jobs, job.id, start),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -130,7 +149,11 @@ def jobs_router(config: ServerConfig, store: JobStore, limits: Limits) -> APIRou
     return api
 
 
-async def _stream(store: JobStore, job_id: str, last: int) -> AsyncIterator[str]:
+def _created(job: dict[str, Any]) -> float:
+    return job["created"]
+
+
+async def _stream(store: JobStore | PullJobs, job_id: str, last: int) -> AsyncIterator[str]:
     """Replay, then follow, one job's event log; a keep-alive comment when quiet."""
     log_ = store.logs[job_id]
     waiter = log_.subscribe()
@@ -138,7 +161,8 @@ async def _stream(store: JobStore, job_id: str, last: int) -> AsyncIterator[str]
         yield "retry: 2000\n\n"
         while True:
             waiter.clear()
-            terminal = store.jobs[job_id].state in TERMINAL  # read before the events
+            job = store.jobs.get(job_id)  # None: expired (--keep-days) while followed
+            terminal = job is None or job.state in TERMINAL  # read before the events
             for event in log_.after(last):
                 last = event["id"]
                 yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import shutil
@@ -16,10 +15,11 @@ from storyshade.engine.references import check_reference_looks, check_references
 from storyshade.engine.regions import check_looks_engine
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.job_input import needs_models
-from storyshade.models.loader import ModelKey, model_key
+from storyshade.models.loader import ModelKey, check_device, model_key
 from storyshade.presets import resolve
 from storyshade.references import check_references, image_fields, resolve_paths
 from storyshade.server.jobs import Job, JobStore
+from storyshade.server.records import settings_text
 from storyshade.server.upload import Limits, unpack_bundle
 from storyshade.settings import Settings, hires_size
 from storyshade.wire import manifest
@@ -46,10 +46,6 @@ def check_request_references(overrides: dict[str, Any]) -> None:
                 '(e.g. "references/girl.png")',
                 field=field,
             )
-
-
-class OutOfDisk(StoryShadeError):
-    status = 507
 
 
 def parse_settings(text: str) -> tuple[str | None, dict[str, Any]]:
@@ -135,6 +131,7 @@ def resolve_settings(
     preset, overrides = parse_settings(text)
     check_request_references(overrides)
     settings = merge_settings(preset, overrides)
+    settings_text(settings)  # as stored: the style-folded prompt within its limit, say
     for side in ("width", "height"):
         if getattr(settings, side) > max_resolution:
             raise StoryShadeError(
@@ -169,6 +166,7 @@ def accept_job(
     owner: str | None = None,
 ) -> Job:
     preset, settings, key = resolve_settings(settings_text, store.roots, max_resolution)
+    check_device(settings.device, store.devices)  # a device this server has, or a 400 now
     job_id = store.new_id()
     job_dir = store.job_dir(job_id)
     try:
@@ -196,10 +194,6 @@ def accept_job(
     except StoryShadeError:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
-    except OSError as exc:
+    except OSError as exc:  # a full disk is a 507 naming the free space, never a 500
         shutil.rmtree(job_dir, ignore_errors=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutOfDisk(
-                "the server's disk is full", "free space in its data folder", field=None
-            ) from None
-        raise
+        raise store.disk.error_for(exc) from None

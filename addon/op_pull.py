@@ -1,0 +1,137 @@
+"""The sidebar's Download Models button, under the readiness line: when the server lacks a
+quality's models, offer to pull them there (its size first, then a progress bar and Cancel).
+
+Works for the server this Blender started and for a remote server whose administrator token
+is set in the preferences (another token gets the server's "administrator only" answer).
+In background mode, where timers never fire, each step runs to its end before returning.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import prefs, props, runtime
+from .client import Client
+from .operators import redraw
+from .pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, PullRun
+
+PULL_TIMEOUT = 120.0  # the dry run asks the hub about every repository first
+
+_run: PullRun | None = None
+
+
+def current(spec: str) -> PullRun | None:
+    return _run if _run is not None and _run.spec == spec else None
+
+
+def draw(layout, context, answer: dict, wrapped) -> None:
+    """Below the readiness summary (panel.py, which hands over its `wrapped` label
+    writer): the offer, the question, the progress."""
+    run = current(answer.get("preset", ""))
+    quality = answer.get("quality") or "these presets"
+    if run is None or run.state not in (ASKING, ASKED, PULLING, DONE, FAILED):
+        if not answer.get("ready") and any(m.get("get") for m in answer.get("missing", [])):
+            layout.operator(
+                "storyshade.models_pull", text=f"Download Models for {quality}", icon="IMPORT"
+            )
+        return
+    if run.state == ASKING:
+        layout.label(text="Asking the server what is missing…", icon="TIME")
+    elif run.state == ASKED:
+        wrapped(layout, context, run.question(), "IMPORT")
+        row = layout.row(align=True)
+        row.operator("storyshade.models_pull", text="Download", icon="IMPORT").confirm = True
+        row.operator("storyshade.models_pull_cancel", text="Cancel", icon="X")
+    elif run.state == PULLING:
+        layout.progress(factor=run.fraction, text=run.line())
+        layout.operator("storyshade.models_pull_cancel", text="Cancel Download", icon="X")
+    elif run.state == DONE:
+        layout.label(text=f"Models for {run.quality} downloaded", icon="CHECKMARK")
+    elif run.error is not None:
+        wrapped(layout, context, run.error.problem, "ERROR")
+        if run.error.fix:
+            wrapped(layout, context, run.error.fix, "INFO")
+        layout.operator("storyshade.models_pull", text="Try Again", icon="FILE_REFRESH")
+
+
+def _recheck(context) -> None:
+    """Ask the server again whether the presets are ready now."""
+    url, token = prefs.server(context)
+    runtime.health.start(Client(url, token, timeout=5.0), preset=_run.spec if _run else None)
+
+
+def _watch():
+    """Timer: redraw while a step runs; after a download, re-check readiness."""
+    redraw(bpy.context)
+    if _run is not None and _run.state in ACTIVE:
+        return 0.5
+    if _run is not None and _run.state == DONE:
+        _recheck(bpy.context)
+    return None
+
+
+class STORYSHADE_OT_models_pull(bpy.types.Operator):
+    """Download the models the chosen presets need onto the server (its first models folder);
+    shows the size first"""
+
+    bl_idname = "storyshade.models_pull"
+    bl_label = "Download Models"
+
+    confirm: bpy.props.BoolProperty(
+        name="Confirm",
+        description="Start the download (after its size was shown)",
+        options={"SKIP_SAVE"},
+    )
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and (_run is None or _run.state not in ACTIVE)
+
+    def execute(self, context):
+        global _run
+        opts = context.scene.storyshade
+        spec = props.preset_spec(opts)
+        url, token = prefs.server(context)
+        if self.confirm and _run is not None and _run.spec == spec and _run.state == ASKED:
+            _run.download()
+        else:
+            answer = runtime.health.readiness_for(spec) or {}
+            _run = PullRun(
+                Client(url, token, timeout=PULL_TIMEOUT),
+                spec,
+                answer.get("quality") or opts.quality,
+            )
+            _run.ask()
+        if bpy.app.background:
+            _run.join()
+            if _run.state == DONE:
+                _recheck(context)
+                runtime.health.join(30.0)
+            if _run.state == FAILED and _run.error is not None:
+                self.report({"ERROR"}, str(_run.error))
+                return {"CANCELLED"}
+            if _run.state == ASKED:
+                self.report({"INFO"}, _run.question())
+        elif not bpy.app.timers.is_registered(_watch):
+            bpy.app.timers.register(_watch, first_interval=0.25)
+        return {"FINISHED"}
+
+
+class STORYSHADE_OT_models_pull_cancel(bpy.types.Operator):
+    """Stop the model download (what the server fetched is kept: downloading again continues)"""
+
+    bl_idname = "storyshade.models_pull_cancel"
+    bl_label = "Cancel Download"
+
+    @classmethod
+    def poll(cls, context):
+        return _run is not None and _run.state in (ASKING, ASKED, PULLING)
+
+    def execute(self, context):
+        _run.cancel()
+        if bpy.app.background:
+            _run.join()
+        return {"FINISHED"}
+
+
+CLASSES = (STORYSHADE_OT_models_pull, STORYSHADE_OT_models_pull_cancel)
