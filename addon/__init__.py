@@ -11,6 +11,7 @@ import bpy
 
 from . import (
     cli,
+    handlers,
     looks,
     op_bank,
     op_cancel,
@@ -81,6 +82,7 @@ def register() -> None:
         name="Seeds", items=sequence.SEED_POLICIES, default=sequence.SAME
     )
     preview.register()
+    handlers.register()
     # A server started from the panel must not outlive Blender.
     atexit.register(runtime.local_server.stop)
     if hasattr(bpy.utils, "register_cli_command"):
@@ -97,6 +99,7 @@ def unregister() -> None:
         runtime.current = None
     atexit.unregister(runtime.local_server.stop)
     runtime.local_server.stop()
+    handlers.unregister()
     preview.unregister()
     del bpy.types.Scene.storyshade_seed_policy
     del bpy.types.Scene.storyshade_skip_shots

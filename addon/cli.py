@@ -11,18 +11,22 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import bpy
 
-from . import export, prefs, reshade, shots, take
+from . import export, prefs, props, request_settings, reshade, shots, take
 from .client import DEFAULT_URL, Client
-from .errors import StoryShadeError
+from .errors import InputError, StoryShadeError
 from .looks import load_looks_file
 from .reference_files import check_image
 from .references import style_of
+from .request_settings import Choices
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
+from .session_setup import reshade_request, shade_request
+from .wire.layering import parse_names
 from .wire.references import parse_reference_arg
 
 
@@ -73,8 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         "made from --seed and the shot's name",
     )
     p.add_argument("--preset", help="comma-separated preset names, e.g. anime-cel,draft")
-    p.add_argument("--prompt", help="the prompt (replaces the preset's)")
-    p.add_argument("--negative-prompt", help="the negative prompt (replaces the preset's)")
+    p.add_argument(
+        "--prompt", help="the prompt, wrapped in the style's words (replaces the sidebar's)"
+    )
+    p.add_argument(
+        "--negative-prompt",
+        help="added after the presets' negative prompt (replaces the sidebar's)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--settings", help="JSON object of setting overrides")
     p.add_argument(
@@ -130,26 +139,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    settings: dict = {}
+def _given(args: argparse.Namespace, choices: Choices) -> Choices:
+    """`choices` with the flags that were given over them (each replaces its field)."""
+    out = replace(choices)
     if args.settings:
         try:
-            settings = json.loads(args.settings)
+            raw = json.loads(args.settings)
         except ValueError as exc:
-            raise StoryShadeError(f"--settings is not JSON ({exc})") from None
-        if not isinstance(settings, dict):
-            raise StoryShadeError("--settings must be a JSON object")
-    if args.preset:
-        settings["preset"] = args.preset
-    if args.prompt:
-        settings["prompt"] = args.prompt
-    if args.negative_prompt:
-        settings["negative_prompt"] = args.negative_prompt
+            raise InputError(f"--settings is not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise InputError("--settings must be a JSON object")
+        out.raw = raw
+    if args.preset is not None:  # like the sidebar's Extra Presets: each replaces its layer's
+        out.extra = parse_names(args.preset)
+    if args.prompt is not None:
+        out.prompt = args.prompt
+    if args.negative_prompt is not None:
+        out.negative_prompt = args.negative_prompt
     if args.seed is not None:
-        settings["seed"] = args.seed
+        out.seed = args.seed
     if args.reference:  # checked with the shot's looks when its session starts
-        settings["references"] = [parse_reference_arg(text) for text in args.reference]
-    return settings
+        out.references = [parse_reference_arg(text) for text in args.reference]
+    return out
+
+
+def _choices(args: argparse.Namespace, scene) -> Choices:
+    """What the .blend's sidebar says, with the flags given over it."""
+    return _given(args, props.choices(scene.storyshade))
+
+
+def _settings(args: argparse.Namespace, scene) -> dict:
+    """The settings JSON a `shade` of `scene` with these flags sends."""
+    return request_settings.build(_choices(args, scene))
+
+
+def _take_overrides(args: argparse.Namespace, scene) -> dict:
+    """--take: the take's own settings change only where a flag was given."""
+    strip = reshade.find_take(scene, args.take)
+    stored = parse_names(take.strip_settings(strip).get("preset"))
+    out = request_settings.build(_given(args, Choices(picks=stored)))
+    if args.preset is None:
+        out.pop("preset", None)
+    return out
 
 
 def _say(text: str) -> None:
@@ -168,6 +199,8 @@ def run_export(args: argparse.Namespace) -> int:
             names = ", ".join(s.name for s in bpy.data.scenes)
             raise StoryShadeError(f"there is no scene '{args.scene}'", f"pick one of: {names}")
     start, end = parse_frames(args.frames)
+    first, last = export.frame_range(scene, start, end)
+    _say(f"Exporting 0/{last - first + 1}")  # Blender is up: frames start rendering now
     frames = export.iter_export(
         scene, Path(args.out), start, end, _looks(args, scene), shot=args.shot, camera=args.camera
     )
@@ -177,15 +210,38 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace, scene, url: str, **shot) -> ShadeRequest:
-    return ShadeRequest(
-        settings=_settings(args),
-        take_mode=args.take_mode or take.KEEP,
-        output_pattern=args.output or prefs.value("output_pattern", default=take.DEFAULT_PATTERN),
-        server_url=url,
+def _request(
+    args: argparse.Namespace, scene, url: str, frames=None, choices=None, **shot
+) -> ShadeRequest:
+    """The request the sidebar of `scene` would make, with the flags over it."""
+    return shade_request(
+        scene,
+        url,
+        choices=choices if choices is not None else _choices(args, scene),
+        frames=frames,
+        take_mode=args.take_mode,
+        output_pattern=args.output,
         looks=_looks(args, scene),
         **shot,
     )
+
+
+def build_request(args: argparse.Namespace, scene, url: str) -> ShadeRequest:
+    """What `shade` (one shot, or --take) asks for: the sidebar's request with the flags
+    over it, as the panel's Shade and Re-shade Frames build it."""
+    start, end = parse_frames(args.frames)
+    if not args.take:
+        return _request(args, scene, url, (start, end) if start is not None else None)
+    if start is None:
+        raise StoryShadeError("--take needs --frames A-B: the frames to shade again")
+    again = reshade.plan(scene, args.take, start, end, _take_overrides(args, scene))
+    request = reshade_request(scene, url, again, args.take_mode, args.output)
+    request.looks = _looks(args, scene) or request.looks
+    _say(
+        f"re-shading frames {again.start}-{again.end} of {again.strip} "
+        f"(exporting {again.span[0]}-{again.span[1]}; the rest is copied)"
+    )
+    return request
 
 
 def run_shade(args: argparse.Namespace) -> int:
@@ -195,22 +251,10 @@ def run_shade(args: argparse.Namespace) -> int:
     if args.all_shots or args.shots:
         if args.frames or args.take:
             raise StoryShadeError("--frames/--take and --all-shots/--shots do not go together")
-        for ref in _settings(args).get("references", []):
+        for ref in _choices(args, scene).references or []:
             check_image(ref["image"])  # a wrong file stops the sequence before its first shot
         return run_shots(args, scene, Client(url, token), url)
-    start, end = parse_frames(args.frames)
-    if args.take:
-        if start is None:
-            raise StoryShadeError("--take needs --frames A-B: the frames to shade again")
-        again = reshade.plan(scene, args.take, start, end, _settings(args))
-        request = _request(args, scene, url, reshade=again)
-        request.settings = again.settings
-        _say(
-            f"re-shading frames {again.start}-{again.end} of {again.strip} "
-            f"(exporting {again.span[0]}-{again.span[1]}; the rest is copied)"
-        )
-    else:
-        request = _request(args, scene, url, frame_start=start, frame_end=end)
+    request = build_request(args, scene, url)
     _run_session(ShadeSession(scene, Client(url, token), request))
     _save(args)
     return 0
@@ -226,9 +270,13 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
 
     policy = args.seed_policy.upper().replace("-", "_")
 
+    choices = _choices(args, edit_scene)  # the edit's sidebar, for every shot (as the panel)
+
     def session_for(shot: shots.Shot) -> ShadeSession:
         scene = bpy.data.scenes[shot.scene_name]
-        request = _request(args, scene, url, **shot_request(shot))
+        request = _request(
+            args, scene, url, choices=choices, sidebar=edit_scene, **shot_request(shot)
+        )
         request.settings = shot_settings(request.settings, shot, policy)
         request.style_references = style_of(edit_scene)  # the edit's, in every shot's scene
         return ShadeSession(scene, client, request)
@@ -242,10 +290,11 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
             said["index"] = seq.index
             stages.reset()
             shot = seq.shot
+            left = seq.eta()
             _say(
                 f"shot {seq.index + 1}/{len(seq.shots)} '{shot.name}': scene "
                 f"'{shot.scene_name}', camera '{shot.camera}', frames {shot.frame_start}-"
-                f"{shot.frame_end}" + (f", about {seq.eta():.0f} s left" if seq.eta() else "")
+                f"{shot.frame_end}" + (f", about {left:.0f} s left" if left else "")
             )
         if seq.current is not None and seq.shot is not None:
             stages.prefix = f"[{seq.shot.name}] "

@@ -8,7 +8,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib import error, parse, request
 
@@ -34,6 +34,22 @@ def _multipart(
         out.write(data + b"\r\n")
     out.write(f"--{boundary}--\r\n".encode())
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+TAG_LIMIT = 200  # the server's limit on a job's tag
+CHUNK = 256 * 1024  # upload chunk: a cancel is noticed within one
+
+
+class UploadCancelled(Exception):
+    """The user cancelled while the bundle was still on its way: no job was made."""
+
+
+def _chunks(body: bytes, cancelled: Callable[[], bool] | None) -> Iterator[bytes]:
+    view = memoryview(body)
+    for start in range(0, len(body), CHUNK):
+        if cancelled is not None and cancelled():
+            raise UploadCancelled
+        yield view[start : start + CHUNK]
 
 
 class Client:
@@ -96,12 +112,25 @@ class Client:
         body = json.dumps({"names": names, "dry_run": dry_run}).encode("utf-8")
         return self._json("POST", "/v1/models/pull", body, {"Content-Type": "application/json"})
 
-    def submit(self, bundle_dir: Path, settings: dict) -> dict:
+    def submit(
+        self,
+        bundle_dir: Path,
+        settings: dict,
+        tag: str = "",
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict:
+        """Upload the bundle; `tag` names the job in lists and the review page (the take
+        strip's name). The body goes in chunks, and `cancelled()` is asked before each:
+        a cancel stops the upload within a chunk (raising UploadCancelled), and a server
+        that did not get the whole body makes no job of it."""
+        fields = {"settings": json.dumps(settings)}
+        if tag:
+            fields["tag"] = tag[:TAG_LIMIT]
         body, ctype = _multipart(
-            {"settings": json.dumps(settings)},
-            {"bundle": ("bundle.zip", zip_bundle(bundle_dir), "application/zip")},
+            fields, {"bundle": ("bundle.zip", zip_bundle(bundle_dir), "application/zip")}
         )
-        return self._json("POST", "/v1/jobs", body, {"Content-Type": ctype})
+        headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
+        return self._json("POST", "/v1/jobs", _chunks(body, cancelled), headers)
 
     def jobs(self) -> list[dict]:
         """Every job the server knows (to tell the user their place in the queue)."""

@@ -25,10 +25,14 @@ from .looks import LookOverrides, shot_regions
 from .wire import manifest as shot_json
 from .wire.layout import FORMAT, LOOKS_VERSION, pass_file
 
+UNSAVED = "untitled"  # the .blend's name in shot names until it is saved
 
-def shot_name(scene) -> str:
-    """A file-system-safe shot name from the .blend and scene names."""
-    blend = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
+
+def shot_name(scene, blend: str | None = None) -> str:
+    """A file-system-safe shot name from the .blend (or `blend`, a file name) and scene
+    names."""
+    path = blend if blend is not None else bpy.data.filepath
+    blend = Path(path).stem if path else UNSAVED
     raw = f"{blend}-{scene.name}" if scene.name != "Scene" else blend
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "shot"
 
@@ -177,7 +181,13 @@ def iter_export(
     start, end = frame_range(scene, frame_start, frame_end)
     regions, ids = shot_regions(scene, looks)  # a bad look fails before any frame renders
     out_dir = Path(out_dir)
-    (out_dir / "frames").mkdir(parents=True, exist_ok=True)
+    try:
+        (out_dir / "frames").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoryShadeError(
+            f"cannot write the shot's passes to {out_dir} ({exc.strerror or exc})",
+            "free disk space in the temporary folder, or point TMPDIR at a writable folder",
+        ) from None
     pct = scene.render.resolution_percentage / 100.0
     resolution = [
         max(1, int(scene.render.resolution_x * pct)),

@@ -72,10 +72,33 @@ class StoryShadeLook(bpy.types.PropertyGroup):
 
 @dataclass
 class LookOverrides:
-    """Looks from a file, by object and collection name."""
+    """Looks from a file (or a take), by object and collection name. `only`: these are
+    all the looks (a take's, re-shaded as it was); else they add to the .blend's."""
 
     objects: dict[str, Look]
     collections: dict[str, Look]
+    only: bool = False
+
+
+def take_looks(regions: list[dict], scene) -> LookOverrides:
+    """The looks a take was shaded with (its regions table), on the scene's objects and
+    collections of those names, and no others."""
+    out = LookOverrides({}, {}, only=True)
+    objects = {o.name for o in scene.objects}
+    for region in regions:
+        if not isinstance(region, dict) or not region.get("name"):
+            continue
+        color = region.get("color")
+        look = Look(
+            str(region["name"]),
+            str(region.get("prompt", "")),
+            str(region.get("negative", "")),
+            float(region.get("weight", 1.0)),
+            tuple(color) if isinstance(color, list) and len(color) == 3 else None,  # type: ignore[arg-type]
+        )
+        table = out.objects if look.name in objects else out.collections
+        table[look.name] = look
+    return out
 
 
 def _from_props(name: str, props) -> Look | None:
@@ -86,10 +109,13 @@ def _from_props(name: str, props) -> Look | None:
     return Look(name, props.prompt, props.negative, props.weight, color, refs)  # type: ignore[arg-type]
 
 
-def own_look(idblock, table: dict[str, Look] | None = None) -> Look | None:
-    """The object's or collection's own look: the file's first, else the .blend's."""
+def own_look(idblock, table: dict[str, Look] | None = None, only: bool = False) -> Look | None:
+    """The object's or collection's own look: the file's first, else (unless `only`) the
+    .blend's."""
     if table and idblock.name in table:
         return table[idblock.name]
+    if only:
+        return None
     return _from_props(idblock.name, getattr(idblock, "storyshade_look", None))
 
 
@@ -113,7 +139,8 @@ def look_and_holder(obj, scene, overrides: LookOverrides | None = None) -> tuple
     (None, None)."""
     objects = overrides.objects if overrides else None
     collections = overrides.collections if overrides else None
-    look = own_look(obj, objects)
+    only = bool(overrides and overrides.only)
+    look = own_look(obj, objects, only)
     if look:
         return look, obj
     if obj.parent is not None:
@@ -125,7 +152,7 @@ def look_and_holder(obj, scene, overrides: LookOverrides | None = None) -> tuple
     seen: set[str] = set()
     while level:  # breadth first: the nearest collection with a look wins
         for coll in level:
-            look = own_look(coll, collections) if coll != scene.collection else None
+            look = own_look(coll, collections, only) if coll != scene.collection else None
             if look:
                 return look, coll
         seen.update(c.name for c in level)

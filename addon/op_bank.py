@@ -12,7 +12,7 @@ from pathlib import Path
 
 import bpy
 
-from . import prefs
+from . import prefs, runtime
 from .bank import default_folder, list_characters, read_character, save_character
 from .errors import StoryShadeError
 from .looks import look_and_holder, own_look
@@ -27,8 +27,8 @@ def bank_folder(context) -> Path:
 
 
 def _say(context, text: str, error: bool = False) -> None:
-    opts = context.scene.storyshade
-    opts.bank_note, opts.bank_error = text, error
+    st = runtime.status(context.scene)
+    st.bank_note, st.bank_error = text, error
 
 
 def character_of(holder) -> Look:
@@ -92,7 +92,7 @@ class STORYSHADE_OT_bank_save(bpy.types.Operator):
             return {"CANCELLED"}
         holder.storyshade_look.bank = str(folder)
         _say(context, f"Saved '{holder.name}' to the bank: {folder}")
-        self.report({"INFO"}, context.scene.storyshade.bank_note)
+        self.report({"INFO"}, runtime.status(context.scene).bank_note)
         return {"FINISHED"}
 
 
@@ -130,7 +130,7 @@ class STORYSHADE_OT_bank_load(bpy.types.Operator):
         _say(
             context, f"{char.name} ({refs} reference{'s' * (refs != 1)}) is now the look of {names}"
         )
-        self.report({"INFO"}, context.scene.storyshade.bank_note)
+        self.report({"INFO"}, runtime.status(context.scene).bank_note)
         return {"FINISHED"}
 
 

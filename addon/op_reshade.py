@@ -1,8 +1,9 @@
 """Re-shade frames of the active take, and the sequence's contact sheet and review page.
 
 Re-shade Frames shades frames From-To of the take strip selected in the Sequencer again
-with the panel's settings (Use Take's Settings first to start from the take's own), on the
-same modal machinery as Shade; the new take copies the take's other frames (reshade.py).
+with the take's own settings (seed, presets, prompts, looks, references), or with the
+sidebar's when the Take sub-panel says so, on the same modal machinery as Shade; the new
+take copies the take's other frames (reshade.py).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from . import operators, prefs, props, reshade, server_local, take
 from .client import Client
 from .errors import StoryShadeError
 from .op_take import active_take
-from .session import ShadeRequest, ShadeSession
+from .session import ShadeSession
+from .session_setup import reshade_request
 
 SHEET_NAME = "sequence_sheet.png"
 SHEET_TIMEOUT = 300.0  # seconds: a sheet reads one frame per take, so minutes is plenty
 
 
 def build_reshade_session(context) -> ShadeSession:
+    """Re-shade From-To of the selected take: with the take's own settings unless the
+    Take sub-panel's "Use the Sidebar's Settings" is ticked."""
     strip = active_take(context)
     if strip is None:
         raise StoryShadeError(
@@ -31,21 +35,17 @@ def build_reshade_session(context) -> ShadeSession:
     scene = context.scene
     opts = scene.storyshade
     url, token = prefs.server(context)
-    again = reshade.plan(scene, strip.name, opts.reshade_start, opts.reshade_end)
-    request = ShadeRequest(
-        settings=props.overrides(opts),
-        take_mode=take.KEEP,
-        output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
-        server_url=url,
-        inputs=props.inputs(opts),
-        reshade=again,
+    sidebar = props.overrides(opts) if opts.reshade_use_sidebar else None
+    again = reshade.plan(scene, strip.name, opts.reshade_start, opts.reshade_end, settings=sidebar)
+    request = reshade_request(
+        scene, url, again, context=context, use_sidebar=opts.reshade_use_sidebar
     )
     return ShadeSession(scene, Client(url, token), request)
 
 
 class STORYSHADE_OT_reshade_take(operators.ShadeRun, bpy.types.Operator):
-    """Shade frames From-To of the selected take again with the panel's settings; the new
-    take keeps the take's other frames exactly"""
+    """Shade frames From-To of the selected take again, with the take's own settings (or
+    the sidebar's, if ticked); the new take keeps the take's other frames exactly"""
 
     bl_idname = "storyshade.reshade_take"
     bl_label = "Re-shade Frames"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, prefs, props, runtime, shots, take
+from . import operators, prefs, runtime, shots
 from .client import Client
 from .errors import StoryShadeError
 from .references import style_of
 from .sequence import SequenceRun, shot_request, shot_settings
-from .session import DONE, ShadeRequest, ShadeSession
+from .session import DONE, ShadeSession
+from .session_setup import shade_request
 
 SKIP_SEPARATOR = "\n"
 
@@ -34,24 +35,22 @@ def chosen_shots(scene) -> list[shots.Shot]:
 
 def build_sequence(context) -> SequenceRun:
     """A run over the chosen shots with the sidebar's settings and the preferences."""
-    opts = context.scene.storyshade
     url, token = prefs.server(context)
     client = Client(url, token)
 
     def session_for(shot: shots.Shot) -> ShadeSession:
-        scene = bpy.data.scenes[shot.scene_name]
-        request = ShadeRequest(
-            settings=shot_settings(
-                props.overrides(opts), shot, context.scene.storyshade_seed_policy
-            ),
-            take_mode=opts.take_mode,
-            output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
-            server_url=url,
-            inputs=props.inputs(opts),
+        request = shade_request(
+            bpy.data.scenes[shot.scene_name],
+            url,
+            context=context,
+            sidebar=context.scene,  # the edit's sidebar, for every shot
             style_references=style_of(context.scene),  # the edit's, for every shot's scene
             **shot_request(shot),
         )
-        return ShadeSession(scene, client, request)
+        request.settings = shot_settings(
+            request.settings, shot, context.scene.storyshade_seed_policy
+        )
+        return ShadeSession(bpy.data.scenes[shot.scene_name], client, request)
 
     return SequenceRun(chosen_shots(context.scene), session_for)
 
@@ -97,7 +96,7 @@ class STORYSHADE_OT_shade_sequence(operators.ShadeRun, bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return None
         runtime.sequence = seq
-        context.scene.storyshade.preview_path = ""  # the last take's frame is not this run's
+        runtime.status(context.scene).preview_path = ""  # the last take's frame is not this run's
         return seq
 
     def _end(self, context, seq: SequenceRun) -> set[str]:
@@ -107,9 +106,9 @@ class STORYSHADE_OT_shade_sequence(operators.ShadeRun, bpy.types.Operator):
         last = getattr(self, "_last", None)
         if last is not None:  # what the shots learnt about the server, into the Server box
             operators.adopt_server_state(last)
-        opts = context.scene.storyshade
-        opts.status, opts.is_error = seq.headline(), bool(seq.failed)
-        opts.fix = "see each shot's take, or its error in the Info editor" if seq.failed else ""
+        st = runtime.status(context.scene)
+        st.text, st.is_error, st.unreachable = seq.headline(), bool(seq.failed), False
+        st.fix = "see each shot's take, or its error in the Info editor" if seq.failed else ""
         for name, why in seq.failed:
             self.report({"ERROR"}, f"shot '{name}': {why}")
         operators.redraw(context, whole=True)

@@ -118,8 +118,7 @@ class STORYSHADE_OT_server_start(bpy.types.Operator):
                 poll = _watch_start(client, time.monotonic() + START_TIMEOUT, spec)
                 bpy.app.timers.register(poll, first_interval=0.5)
         except StoryShadeError as exc:
-            context.scene.storyshade.status, context.scene.storyshade.fix = exc.problem, exc.fix
-            context.scene.storyshade.is_error = True
+            runtime.set_error(context.scene, exc.problem, exc.fix)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Starting: {' '.join(runtime.local_server.command)}")

@@ -8,6 +8,8 @@ fires timers, so there the same session runs to the end synchronously.
 
 from __future__ import annotations
 
+import time
+
 import bpy
 
 from . import runtime
@@ -49,15 +51,18 @@ def show(session: ShadeSession, context, shot: str = "") -> None:
     session.shown = shown
     scene = bpy.data.scenes.get(session.scene_name)
     if scene is not None:
-        opts = scene.storyshade
-        opts.status = session.status_line()
-        opts.progress_known = session.fraction is not None
-        opts.progress = min(max(session.fraction or 0.0, 0.0), 1.0)
-        opts.note = session.note
-        opts.job_id = session.job_id
-        opts.is_error = session.error is not None
-        opts.fix = session.error.fix if session.error else ""
-        opts.preview_path = session.preview_path
+        st = runtime.status(scene)
+        st.text = session.status_line()
+        st.progress_known = session.fraction is not None
+        st.progress = min(max(session.fraction or 0.0, 0.0), 1.0)
+        st.note = session.note
+        st.unsaved_note = bool(session.note) and session.note == session.unsaved_note
+        st.job_id = session.job_id
+        st.is_error = session.error is not None
+        st.unreachable = isinstance(session.error, ConnectionLost)
+        st.fix = session.error.fix if session.error else ""
+        st.preview_path = session.preview_path
+        st.at = time.time()
     workspace = getattr(context, "workspace", None)
     if workspace is not None:
         workspace.status_text_set(
@@ -77,8 +82,7 @@ def adopt_server_state(session: ShadeSession) -> None:
 
 
 def show_error(context, exc: StoryShadeError) -> None:
-    opts = context.scene.storyshade
-    opts.status, opts.fix, opts.is_error = exc.problem, exc.fix, True
+    runtime.set_error(context.scene, exc.problem, exc.fix, isinstance(exc, ConnectionLost))
     redraw(context)
 
 
@@ -109,8 +113,7 @@ class ShadeRun:
             self.report({"ERROR"}, str(exc))
             return None
         runtime.current = session
-        opts = context.scene.storyshade
-        opts.preview_path = ""  # the last take's frame is not this run's preview
+        runtime.status(context.scene).preview_path = ""  # the last take's frame is not this run's
         show(session, context)
         return session
 

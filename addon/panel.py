@@ -10,10 +10,11 @@ import os
 
 import bpy
 
-from . import compat, op_pull, preview, props, runtime, text_fit
+from . import compat, op_pull, presets, preview, props, runtime, text_fit
 from .op_take import active_take
 from .presets import LAYERS, load
 from .reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
+from .request_settings import NO_COLOR_MATCH
 
 UNIT = text_fit.UNIT
 PREVIEW_SHARE = 0.4  # of the region's height: the rest of the panel stays in view
@@ -92,7 +93,25 @@ def _look(layout, context, opts) -> None:
     sub.enabled = opts.use_control_weights
     sub.prop(opts, "depth_weight")
     sub.prop(opts, "normal_weight")
+    _color_match(body, context, opts, infos)
     draw_references(body, context, opts.references, "Style References")
+
+
+def _color_match(layout, context, opts, infos) -> None:
+    """Colour Match: on/off, its strength and an optional key frame; greyed, with the
+    reason, when the chosen quality's engine has no windows to match."""
+    col = layout.column(align=True)
+    col.prop(opts, "use_color_match")
+    engine = presets.layered_settings(props.preset_names(opts)).get("engine", "")
+    if engine in NO_COLOR_MATCH:
+        col.active = False
+        if opts.use_color_match:
+            wrapped(col, context, f"The '{engine}' engine cannot match colours", "ERROR")
+        return
+    sub = col.column(align=True)
+    sub.enabled = opts.use_color_match
+    sub.prop(opts, "color_match_strength", slider=True)
+    sub.prop(opts, "color_match_image", text="", placeholder="Key frame (empty: first window)")
 
 
 def _reference_problem(image: str) -> str:
@@ -111,11 +130,12 @@ def draw_references(layout, context, refs, label: str, owner: str = "", collecti
     """A reference list: one row per image (path, weight, remove), problems named under it;
     `owner` names the look's object or collection (empty: the scene's style references)."""
     col = layout.column(align=True)
-    head = col.row(align=True)
-    head.label(text=f"{label}:" if refs else f"{label}: none")
-    add = head.row(align=True)
+    # The label on its own line: beside the Add button, "Style References: none" was cut
+    # to "Style References: n..." at the default width (4.3 and 5.2 windows).
+    wrapped(col, context, f"{label}: {len(refs)} of {MAX_REFERENCES}" if refs else f"{label}: none")
+    add = col.row(align=True)
     add.enabled = len(refs) < MAX_REFERENCES
-    op = add.operator("storyshade.reference_add", text="Add", icon="ADD")
+    op = add.operator("storyshade.reference_add", text="Add Image", icon="ADD")
     op.owner, op.collection = owner, collection
     for i, ref in enumerate(refs):
         # Two rows: beside a weight and an X, a path at the default sidebar width shows
@@ -152,6 +172,7 @@ def _shot(layout, context, opts) -> None:
 
 
 def _run(layout, context, opts) -> None:
+    st = runtime.peek(context.scene)
     col = layout.column()
     seq = runtime.sequence
     if runtime.busy() and seq is not None and seq.running and seq.current is runtime.current:
@@ -159,23 +180,24 @@ def _run(layout, context, opts) -> None:
         wrapped(col, context, seq.headline(), "SEQ_STRIP_DUPLICATE")
     if runtime.busy():
         # The stage above the bar, wrapped: inside the bar a long stage text is cut off.
-        if opts.progress_known:
-            wrapped(col, context, opts.status or "Working…")
-            col.progress(factor=opts.progress, type="BAR", text=f"{opts.progress:.0%}")
+        if st.progress_known:
+            wrapped(col, context, st.text or "Working…")
+            col.progress(factor=st.progress, type="BAR", text=f"{st.progress:.0%}")
         else:  # honest about not knowing how far along it is: no bar at all
-            wrapped(col, context, opts.status or "Working…", "TIME")
+            wrapped(col, context, st.text or "Working…", "TIME")
         col.operator("storyshade.cancel", text="Cancel (Esc)", icon="CANCEL")
     else:
         row = col.row()
         row.scale_y = 1.5
         row.operator("storyshade.shade", icon="RENDER_ANIMATION")
         col.operator("storyshade.reattach", icon="LINKED")
-        if opts.status:
-            wrapped(col, context, opts.status, "ERROR" if opts.is_error else "INFO")
-        if opts.is_error and opts.fix:
-            wrapped(col, context, f"Fix: {opts.fix}", "BLANK1")
-    if opts.note:
-        wrapped(col, context, opts.note, "INFO")
+        error = runtime.shown_error(st)
+        if st.text and (error or not st.is_error):  # a cause that is gone is not shown
+            wrapped(col, context, st.text, "ERROR" if error else "INFO")
+        if error and st.fix:
+            wrapped(col, context, f"Fix: {st.fix}", "BLANK1")
+    if st.note:
+        wrapped(col, context, st.note, "INFO")
     scene = context.scene
     if (
         not runtime.busy()
@@ -199,8 +221,9 @@ def preview_scale(context) -> float:
     return max(2.0, min(across, down))
 
 
-def _preview(layout, context, opts) -> None:
-    icon = preview.icon_for(bpy.path.abspath(opts.preview_path) if opts.preview_path else "")
+def _preview(layout, context) -> None:
+    path = runtime.peek(context.scene).preview_path
+    icon = preview.icon_for(bpy.path.abspath(path) if path else "")
     if not icon:
         return
     header, body = layout.panel("storyshade_preview", default_closed=False)
@@ -228,9 +251,18 @@ def _take(layout, context) -> None:
             wrapped(body, context, f"{key.capitalize()}: {value}")
     body.operator("storyshade.take_use_settings", icon="IMPORT")
     opts = context.scene.storyshade
-    row = body.row(align=True)
+    col = body.column(align=True)
+    col.label(text="Re-shade Frames:")
+    row = col.row(align=True)
     row.prop(opts, "reshade_start")
     row.prop(opts, "reshade_end")
+    col.prop(opts, "reshade_use_sidebar")
+    # Which settings the button will use, said before it is pressed.
+    if opts.reshade_use_sidebar:
+        used = f"With the sidebar's settings: {props.preset_spec(opts) or 'server defaults'}, seed {opts.seed}"
+    else:
+        used = "With this take's own settings (presets, seed, prompts, looks, references)"
+    wrapped(col, context, used, "INFO")
     body.operator("storyshade.reshade_take", icon="FILE_REFRESH")
 
 
@@ -240,7 +272,7 @@ def draw(layout, context, take_info: bool = False) -> None:
     _server(layout, context)
     # Shade, its progress and the preview above the fold, whatever else is open.
     _run(layout, context, opts)
-    _preview(layout, context, opts)
+    _preview(layout, context)
     if take_info:
         _take(layout, context)
     _look(layout, context, opts)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import bpy
 
+from . import runtime
 from .looks import REGION_KINDS, look_of, own_look
 from .op_bank import bank_folder
 from .panel import draw_references, wrapped
 
-PLACEHOLDER = "What is it? e.g. a wooden crate"
+PLACEHOLDER = "What is it? e.g. a crate"  # longer was cut off at the default width
 NO_PROMPT = "No prompt: Shade stops until you describe it"
 
 
@@ -33,11 +34,12 @@ def _draw_look(layout, context, idblock, collection: bool = False) -> None:
     col = layout.column()
     col.prop(look, "negative")
     col.prop(look, "weight")
-    row = col.row(heading="Base Colour")
-    row.prop(look, "use_color", text="")
-    sub = row.row()
+    # The tick box carries its own label: as a row heading, "Base Colour" was cut to
+    # "Base C..." at the default Properties width.
+    col.prop(look, "use_color")
+    sub = col.row()
     sub.active = look.use_color
-    sub.prop(look, "color", text="")
+    sub.prop(look, "color", text="Colour")
     refs = layout.column()
     refs.use_property_split = False
     draw_references(refs, context, look.references, "References", idblock.name, collection)
@@ -176,7 +178,8 @@ def _bank(layout, context) -> None:
     col.menu("STORYSHADE_MT_bank", text="Load Character for Selected", icon="IMPORT")
     col.operator("storyshade.bank_save", icon="EXPORT")
     col = body.column(align=True)
-    col.label(text="Folder (empty: preferences'):")
+    col.label(text="Bank Folder:")  # empty: the preferences' (its path is the placeholder)
     col.prop(opts, "bank_dir", text="", placeholder=str(bank_folder(context)))
-    if opts.bank_note:
-        wrapped(body, context, opts.bank_note, "ERROR" if opts.bank_error else "INFO")
+    st = runtime.peek(context.scene)
+    if st.bank_note:
+        wrapped(body, context, st.bank_note, "ERROR" if st.bank_error else "INFO")

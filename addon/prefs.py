@@ -8,8 +8,15 @@ import bpy
 from . import server_local, take
 from .client import DEFAULT_URL
 
-# The extension's root package (bl_ext.<repo>.storyshade) owns the preferences.
-ADDON_ID = __package__.rpartition(".")[0] or __package__
+
+def root_package(package: str) -> str:
+    """The add-on's module name as Blender knows it: the package above `addon/`
+    (`bl_ext.<repo>.storyshade` for an extension, the folder's name for a legacy add-on)."""
+    return package.rpartition(".")[0] or package
+
+
+# The extension's root package owns the preferences (and is what `--addons` enables).
+ADDON_ID = root_package(__package__)
 
 
 class StoryShadePreferences(bpy.types.AddonPreferences):

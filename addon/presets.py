@@ -8,6 +8,7 @@ prompt so the user's text is *added* to it rather than replacing it. No bpy here
 
 from __future__ import annotations
 
+import time
 import tomllib
 import zlib
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ def presets_dir() -> Path:
 
 
 _cache: dict[Path, tuple[tuple, dict[str, list[PresetInfo]]]] = {}
+_checked: dict[Path, float] = {}  # when each root's files were last looked at
 
 
 def _read(path: Path, layer: str) -> PresetInfo:
@@ -46,12 +48,19 @@ def _read(path: Path, layer: str) -> PresetInfo:
     )
 
 
+FRESH_S = 1.0  # the panel draws often: look at the folders at most this often
+
+
 def load(root: Path | None = None) -> dict[str, list[PresetInfo]]:
-    """Presets per layer, sorted by name; re-read only when a file is added or changed."""
+    """Presets per layer, sorted by name; re-read only when a file is added or changed
+    (looked for at most every FRESH_S seconds: the sidebar asks at each redraw)."""
     root = root or presets_dir()
+    cached = _cache.get(root)
+    if cached and time.monotonic() - _checked.get(root, 0.0) < FRESH_S:
+        return cached[1]
+    _checked[root] = time.monotonic()
     paths = {layer: sorted((root / layer).glob("*.toml")) for layer in LAYERS}
     key = tuple((str(p), p.stat().st_mtime_ns) for ps in paths.values() for p in ps if p.exists())
-    cached = _cache.get(root)
     if cached and cached[0] == key:
         return cached[1]
     out = {layer: [_read(p, layer) for p in ps] for layer, ps in paths.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import presets, take
+from . import presets, request_settings, take
 from .references import StoryShadeReference
 
 SERVER_DEFAULT = "SERVER_DEFAULT"  # shown when the layer's default preset file is missing
@@ -103,10 +103,35 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
         subtype="DIR_PATH",
         default="",
     )
-    bank_note: bpy.props.StringProperty(name="Bank", default="")
-    bank_error: bpy.props.BoolProperty(default=False)
     depth_weight: bpy.props.FloatProperty(name="Depth", default=0.8, min=0.0, max=2.0)
     normal_weight: bpy.props.FloatProperty(name="Normal", default=0.6, min=0.0, max=2.0)
+    use_color_match: bpy.props.BoolProperty(
+        name="Colour Match",
+        description="Keep one palette along the shot (and across shots, with a key frame): "
+        "every context window's colours are pulled towards the first window's, or the key "
+        "frame's",
+        default=False,
+    )
+    color_match_strength: bpy.props.FloatProperty(
+        name="Strength",
+        description="How far the colours move (1 = matched, 0 = not at all)",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+    )
+    color_match_image: bpy.props.StringProperty(
+        name="Key Frame",
+        description="A frame whose colours every shot should share, e.g. one of another "
+        "shot's takes (empty: the shot's own first window)",
+        subtype="FILE_PATH",
+        default="",
+    )
+    reshade_use_sidebar: bpy.props.BoolProperty(
+        name="Use the Sidebar's Settings",
+        description="Re-shade with the presets, prompt, seed and looks set in the sidebar now, "
+        "not those the take was shaded with",
+        default=False,
+    )
     take_mode: bpy.props.EnumProperty(
         name="Takes",
         items=[
@@ -120,17 +145,7 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
         ],
         default=take.KEEP,
     )
-    # Run-time display, written by the operator on the main thread.
-    status: bpy.props.StringProperty(name="Status", default="")
-    fix: bpy.props.StringProperty(name="Fix", default="")
-    note: bpy.props.StringProperty(name="Note", default="")
-    progress: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0)
-    progress_known: bpy.props.BoolProperty(
-        name="Progress Known", description="False while the stage's amount is unknown"
-    )
-    is_error: bpy.props.BoolProperty(default=False)
-    preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH", default="")
-    job_id: bpy.props.StringProperty(name="Job", default="")
+    # What a run says (status, progress, errors) is runtime.Status: never saved.
 
 
 # Functions, not methods: under bpy 4.2 (the PyPI module) a PropertyGroup with Python
@@ -141,9 +156,7 @@ def preset_spec(opts) -> str:
 
 
 def preset_names(opts) -> list[str]:
-    picked = [getattr(opts, layer) for layer in presets.LAYERS]
-    extra = [s.strip() for s in opts.preset.split(",") if s.strip()]
-    return [name for name in picked if name and name != SERVER_DEFAULT] + extra
+    return request_settings.preset_names(choices(opts))
 
 
 def frame_range(opts) -> tuple[int | None, int | None]:
@@ -152,51 +165,58 @@ def frame_range(opts) -> tuple[int | None, int | None]:
     return opts.frame_start, opts.frame_end
 
 
-def overrides(opts) -> dict:
-    """The settings JSON for the server: preset names plus the user's changes.
-
-    The user's prompt goes as is: the server wraps it in the style's prompt_prefix and
-    prompt_suffix. The negative prompt is the presets' one with the user's words added,
-    since a plain override would drop the style's. (A style with a `prompt` of its own,
-    the older schema, gets the same treatment as the negative prompt.)
-    """
-    names = preset_names(opts)
-    base = presets.layered_settings(names)
-    out: dict = {"seed": opts.seed}
-    if names:
-        out["preset"] = ",".join(names)
-    if opts.prompt.strip():
-        out["prompt"] = presets.join_prompt(base.get("prompt", ""), opts.prompt)
-    if opts.negative_prompt.strip():
-        out["negative_prompt"] = presets.join_prompt(
-            base.get("negative_prompt", ""), opts.negative_prompt
-        )
+def choices(opts) -> request_settings.Choices:
+    """The sidebar's fields as request_settings.Choices (references go separately: the
+    .blend's are attached by the session, with its looks')."""
+    weights = None
     if opts.use_control_weights:
-        # Only controls the presets define: a scale without its model is invalid.
         weights = {"depth": opts.depth_weight, "normal": opts.normal_weight}
-        controls = {
-            name: {"scale": round(weights[name], 3)}
-            for name in base.get("controls", {})
-            if name in weights
-        }
-        if controls:
-            out["controls"] = controls
-    return out
-
-
-def inputs(opts) -> dict:
-    """The panel's own fields, stored on each take so it can be re-run as it was."""
-    keys = (
-        *presets.LAYERS,
-        "preset",
-        "prompt",
-        "negative_prompt",
-        "seed",
-        "use_control_weights",
-        "depth_weight",
-        "normal_weight",
+    color_match = None
+    if opts.use_color_match:
+        color_match = {"strength": round(opts.color_match_strength, 3)}
+        if opts.color_match_image.strip():
+            color_match["image"] = bpy.path.abspath(opts.color_match_image)
+    picked = [getattr(opts, layer) for layer in presets.LAYERS]
+    return request_settings.Choices(
+        picks=[name for name in picked if name and name != SERVER_DEFAULT],
+        extra=[s.strip() for s in opts.preset.split(",") if s.strip()],
+        prompt=opts.prompt,
+        negative_prompt=opts.negative_prompt,
+        seed=opts.seed,
+        control_weights=weights,
+        color_match=color_match,
     )
-    out = {k: getattr(opts, k) for k in keys}
+
+
+def overrides(opts) -> dict:
+    """The settings JSON for the server (request_settings.build of the sidebar)."""
+    return request_settings.build(choices(opts))
+
+
+INPUT_KEYS = (
+    *presets.LAYERS,
+    "preset",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "use_control_weights",
+    "depth_weight",
+    "normal_weight",
+    "use_color_match",
+    "color_match_strength",
+    "color_match_image",
+)
+
+
+def inputs(opts, given: request_settings.Choices | None = None) -> dict:
+    """The panel's fields, stored on each take so it can be re-run as it was; `given`:
+    the choices actually shaded with (the CLI's flags over the sidebar)."""
+    out = {k: getattr(opts, k) for k in INPUT_KEYS}
+    if given is not None:
+        out["preset"] = ",".join(given.extra)
+        out["prompt"], out["negative_prompt"] = given.prompt, given.negative_prompt
+        if given.seed is not None:
+            out["seed"] = given.seed
     out["references"] = [{"image": r.image, "weight": r.weight} for r in opts.references]
     return out
 
@@ -208,7 +228,7 @@ def apply_inputs(opts, inputs: dict) -> list[str]:
         if key == "references" and isinstance(value, list):
             set_references(opts.references, value)
             continue
-        if not hasattr(opts, key) or key in ("status", "fix", "note"):
+        if key not in INPUT_KEYS:
             continue
         try:
             setattr(opts, key, value)

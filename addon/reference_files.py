@@ -129,24 +129,47 @@ def bundle_name(index: int, image: str) -> str:
     return f"{REFERENCE_DIR}/{index + 1}-{stem}{path.suffix.lower()}"
 
 
+def key_frame_name(image: str) -> str:
+    """Where the colour match key frame sits in the bundle."""
+    path = Path(image)
+    return f"{REFERENCE_DIR}/key-{plain_name(path.stem)[:60]}{path.suffix.lower()}"
+
+
+def _bundle_images(settings: dict) -> list[tuple[str, str]]:
+    """(absolute path, name inside the bundle) of every image the settings send."""
+    out = [
+        (ref["image"], bundle_name(i, ref["image"]))
+        for i, ref in enumerate(settings.get("references") or [])
+    ]
+    key = (settings.get("color_match") or {}).get("image")
+    if key:
+        out.append((key, key_frame_name(key)))
+    return out
+
+
 def wire_settings(settings: dict) -> dict:
     """The settings as the server gets them: each image named inside the bundle."""
+    out = dict(settings)
     refs = settings.get("references")
-    if not refs:
-        return settings
-    wire = [{**ref, "image": bundle_name(i, ref["image"])} for i, ref in enumerate(refs)]
-    return {**settings, "references": wire}
+    if refs:
+        out["references"] = [
+            {**ref, "image": bundle_name(i, ref["image"])} for i, ref in enumerate(refs)
+        ]
+    key = (settings.get("color_match") or {}).get("image")
+    if key:
+        out["color_match"] = {**settings["color_match"], "image": key_frame_name(key)}
+    return out
 
 
 def copy_into(bundle_dir: Path, settings: dict) -> None:
-    """Copy the settings' reference images into the bundle where wire_settings names them."""
-    for i, ref in enumerate(settings.get("references") or []):
-        target = Path(bundle_dir) / bundle_name(i, ref["image"])
+    """Copy the settings' images into the bundle where wire_settings names them."""
+    for image, name in _bundle_images(settings):
+        target = Path(bundle_dir) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.copyfile(ref["image"], target)
+            shutil.copyfile(image, target)
         except OSError as exc:
             raise InputError(
-                f"reference image {ref['image']} cannot be copied into the shot ({exc.strerror})",
+                f"image {image} cannot be copied into the shot ({exc.strerror})",
                 "check that the file is still there",
             ) from None

@@ -14,7 +14,7 @@ import bpy
 
 from .compat import blend_relative_path_options
 from .errors import InputError
-from .reference_files import check_references
+from .reference_files import check_image, check_references
 
 
 class StoryShadeReference(bpy.types.PropertyGroup):
@@ -65,8 +65,13 @@ def blend_references(looks: list, style: list[tuple[str, float]]) -> list[dict]:
 
 def attach(settings: dict, looks: list, style: list[tuple[str, float]]) -> dict:
     """The settings with checked references: those the settings name (CLI, re-shade), else
-    the .blend's; errors name the file and the fix before anything is exported."""
+    the .blend's; errors name the file and the fix before anything is exported. The
+    colour match key frame is checked by the same rules."""
     names = [look.name for look in looks]
+    key = (settings.get("color_match") or {}).get("image")
+    if key:
+        image = str(check_image(key, "colour match key frame"))
+        settings = {**settings, "color_match": {**settings["color_match"], "image": image}}
     if "references" in settings:
         return {**settings, "references": check_references(settings["references"], names)}
     refs = blend_references(looks, style)

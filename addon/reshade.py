@@ -8,6 +8,7 @@ outside A-B: the new take shares the untouched frames and differs only where it 
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Reshade:
     end: int
     settings: dict = field(default_factory=dict)
     margin: int = DEFAULT_CONTEXT // 2
+    regions: list[dict] = field(default_factory=list)  # the looks the take was shaded with
 
     @property
     def frames(self) -> list[int]:
@@ -77,8 +79,27 @@ def find_take(scene, name: str):
     )
 
 
-def plan(scene, name: str, start: int, end: int, overrides: dict | None = None) -> Reshade:
-    """Check the take and the range before any export: every problem named up front."""
+def take_regions(strip) -> list[dict]:
+    """The looks a take was shaded with (the regions table stored on its strip)."""
+    raw = strip.get("storyshade_looks", "")
+    try:
+        data = json.loads(raw) if isinstance(raw, str) and raw else []
+    except ValueError:
+        data = []
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def plan(
+    scene,
+    name: str,
+    start: int,
+    end: int,
+    overrides: dict | None = None,
+    settings: dict | None = None,
+) -> Reshade:
+    """Check the take and the range before any export: every problem named up front.
+    The frames are shaded with the take's own settings changed by `overrides`, or with
+    `settings` instead when given (the sidebar's: the user asked for them)."""
     strip = find_take(scene, name)
     first = int(strip.get("storyshade_frame_start", strip.frame_final_start))
     last = int(strip.get("storyshade_frame_end", strip.frame_final_end - 1))
@@ -90,7 +111,8 @@ def plan(scene, name: str, start: int, end: int, overrides: dict | None = None) 
             f"pick frames within {first}-{last}",
         )
     folder = Path(bpy.path.abspath(strip.get("storyshade_folder", "")))
-    settings = {**take.strip_settings(strip), **(overrides or {})}
+    if settings is None:
+        settings = {**take.strip_settings(strip), **(overrides or {})}
     context = settings.get("context_length", DEFAULT_CONTEXT)
     context = context if isinstance(context, int) and context > 0 else DEFAULT_CONTEXT
     reshade = Reshade(
@@ -103,6 +125,7 @@ def plan(scene, name: str, start: int, end: int, overrides: dict | None = None) 
         end=end,
         settings=settings,
         margin=max(2, context // 2),
+        regions=take_regions(strip),
     )
     if start == first and end == last:
         raise StoryShadeError(

@@ -15,22 +15,31 @@ from collections.abc import Callable
 from .errors import StoryShadeError
 from .session import CANCELLED, DONE, FAILED, ShadeSession
 from .shots import Shot
+from .wire.countdown import Countdown
 
 
 class SequenceRun:
     """Advance with `tick()`; `current` is the session of the shot under way."""
 
-    def __init__(self, shots: list[Shot], make_session: Callable[[Shot], ShadeSession]) -> None:
+    def __init__(
+        self,
+        shots: list[Shot],
+        make_session: Callable[[Shot], ShadeSession],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.shots = shots
         self.make_session = make_session
+        self.clock = clock
+        self.countdown = Countdown(clock)
+        self.shot_started = 0.0
+        self.shaded_seconds = 0.0  # the shots shaded so far took this long
+        self.shaded_frames = 0  # for this many frames
         self.index = -1  # the shot under way
         self.current: ShadeSession | None = None
         self.failed: list[tuple[str, str]] = []  # (shot, why)
         self.done: list[str] = []
         self.cancelled = False
-        self.started = time.monotonic()
-        self.total_frames = sum(s.frames for s in shots)
-        self.frames_done = 0
+        self.started = clock()
         self.on_shot_end: Callable[[Shot, ShadeSession | None], None] | None = None
 
     @property
@@ -52,11 +61,29 @@ class SequenceRun:
         return self.shots[self.index] if 0 <= self.index < len(self.shots) else None
 
     def eta(self) -> float | None:
-        """Seconds left for the whole sequence, from the pace of the shots done so far."""
-        if not self.frames_done:
+        """Seconds left for the whole sequence (None: not known yet, or done): the shots to
+        come at the pace of the shots shaded so far (or, before one is, of this shot as the
+        server estimates it), plus what the server says this shot needs. Shown through a
+        Countdown, so it never rises by more than the time that passed."""
+        if not self.running:
+            self.countdown.done()
             return None
-        pace = (time.monotonic() - self.started) / self.frames_done
-        return pace * (self.total_frames - self.frames_done)
+        return self.countdown.show(self._raw_eta())
+
+    def _raw_eta(self) -> float | None:
+        shot, session = self.shot, self.current
+        if shot is None:
+            return None
+        spent = self.clock() - self.shot_started
+        server = getattr(session, "eta_s", None) if session is not None else None
+        pace = self.shaded_seconds / self.shaded_frames if self.shaded_frames else None
+        if pace is None and server is not None:
+            pace = (spent + server) / max(1, shot.frames)  # this shot, as the server sees it
+        if pace is None:
+            return None
+        now = server if server is not None else max(0.0, pace * shot.frames - spent)
+        later = sum(s.frames for s in self.shots[self.index + 1 :])
+        return now + pace * later
 
     def headline(self) -> str:
         """'Shot 2/3 sh020 (frames 25-48), about 40 s left' while running; a summary after."""
@@ -81,11 +108,12 @@ class SequenceRun:
         if self.current is not None and self.shot is not None:
             if self.current.outcome == DONE:
                 self.done.append(self.shot.name)
+                self.shaded_seconds += self.clock() - self.shot_started
+                self.shaded_frames += self.shot.frames
             elif self.current.outcome == CANCELLED and self.cancelled:
                 pass
             else:
                 self.failed.append((self.shot.name, self.current.text))
-            self.frames_done += self.shot.frames
             if self.on_shot_end:
                 self.on_shot_end(self.shot, self.current)
             self.current = None
@@ -94,11 +122,11 @@ class SequenceRun:
             if self.index >= len(self.shots):
                 return
             try:
+                self.shot_started = self.clock()
                 self.current = self.make_session(self.shots[self.index])
                 return
             except StoryShadeError as exc:  # this shot cannot start: say so, go on
-                self.failed.append((self.shots[self.index].name, exc.message))
-                self.frames_done += self.shots[self.index].frames
+                self.failed.append((self.shots[self.index].name, exc.problem))
                 if self.on_shot_end:
                     self.on_shot_end(self.shots[self.index], None)
 

@@ -10,6 +10,7 @@ simulate Blender's event loop. Only this main-thread side touches bpy.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,17 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, export_proc, protocol, reference_files, references, reshade, take
+from . import (
+    compat,
+    export,
+    export_proc,
+    protocol,
+    reference_files,
+    references,
+    reshade,
+    take,
+    unsaved_takes,
+)
 from .errors import StoryShadeError
 from .looks import LookOverrides, looks_in_shot, shot_regions
 from .protocol import Message
@@ -96,8 +107,10 @@ class ShadeSession:
         self.stage = "checking"
         self.stage_since = time.monotonic()
         self._decoded = 0
+        self.eta_s: float | None = None  # the server's latest estimate of the seconds left
         self.note = ""  # the server's latest remark while running ("control images ready")
         self.lasting_note = ""  # what still matters after the run (temp folder, Sequencer)
+        self.unsaved_note = ""  # the note that the .blend is not saved (a save ends it)
         self.error: StoryShadeError | None = None
         self.preview_path = ""
         self.shown: tuple | None = None  # what the UI last displayed (operators.show)
@@ -253,10 +266,16 @@ class ShadeSession:
         ready = self.health.readiness
         if ready is not None and not ready.get("ready", True):
             raise not_ready_error(ready)  # before minutes of export and upload, not after
-        self._bundle_dir = temp_bundle_dir()
+        try:
+            self._bundle_dir = temp_bundle_dir()
+        except OSError as exc:
+            raise StoryShadeError(
+                f"cannot make the export folder in {tempfile.gettempdir()} ({exc.strerror or exc})",
+                "free disk space there, or point TMPDIR at a writable folder",
+            ) from None
         if export_proc.available() and self.request.looks is None:
             # A window: Cycles runs in a background Blender, the UI only reads progress.
-            self._export = export_proc.iter_export_process(
+            self._export = export_proc.ExportProcess(
                 self.scene(),
                 self._bundle_dir,
                 self.start,
@@ -275,7 +294,7 @@ class ShadeSession:
                 camera=self.request.camera or None,
             )
         self.phase = EXPORTING
-        self._progress("exporting", f"Exporting 0/{self.total}", 0.0)
+        self._progress("exporting", self._export_text(0, self.total), 0.0)
 
     def _export_step(self) -> None:
         try:
@@ -289,7 +308,23 @@ class ShadeSession:
                 f"Blender could not render the depth/normal passes ({exc})",
                 "check that Cycles is enabled and the scene renders (F12)",
             ) from None
-        self._progress("exporting", f"Exporting {done}/{total}", done / total)
+        self._progress("exporting", self._export_text(done, total), done / total)
+
+    def _export_text(self, done: int, total: int) -> str:
+        """ "Exporting 3/16", and from a background Blender what it is doing: starting,
+        or which frame it renders and how long a frame takes."""
+        text = f"Exporting {done}/{total}"
+        proc = self._export
+        if not isinstance(proc, export_proc.ExportProcess):
+            return text
+        if not proc.ready:
+            return f"{text}: starting Blender"
+        if done < total:
+            text += f": rendering frame {done + 1} of {total}"
+        per_frame = proc.seconds_per_frame()
+        if per_frame is not None:
+            text += f", {per_frame:.1f} s per frame"
+        return text
 
     def _start_network(self) -> None:
         scene = self.scene()
@@ -299,11 +334,12 @@ class ShadeSession:
             reshade.hold_frames(self._bundle_dir, self.request.reshade)
             frames = self.request.reshade.frames  # the server makes only these
         reference_files.copy_into(self._bundle_dir, self.request.settings)
-        self.run = TakeRun(self.shot, name, folder, temporary, frames)
+        self.run = TakeRun(self.shot, name, folder, temporary, frames, strip=f"{self.shot}_{name}")
         self.run.settings = dict(self.request.settings)
         if temporary:
-            self.lasting_note = (
-                f"The .blend is not saved: frames go to the temporary folder {folder}"
+            self.lasting_note = self.unsaved_note = (
+                f"The .blend is not saved: frames go to the temporary folder {folder} "
+                "(they move beside it when you save)"
             )
             self.note = self.lasting_note
         self.job = NetworkJob(self.client, self.run, self._bundle_dir).start()
@@ -324,6 +360,8 @@ class ShadeSession:
         if msg.kind == protocol.SUBMITTED:
             self._progress("submitted", f"Job {msg.job_id} submitted", None)
         elif msg.kind == protocol.PROGRESS:
+            eta = msg.data.get("eta_s")
+            self.eta_s = float(eta) if isinstance(eta, int | float) else None
             if msg.stage in FRAME_STAGES:  # the server decodes while we receive: one bar
                 self._decoded = max(self._decoded, int(msg.data.get("done", 0) or 0))
                 self._frames_progress()
@@ -360,9 +398,15 @@ class ShadeSession:
             reshade.complete_take(run.folder, again)
             frames = again.take_frames
             info["reshaded"] = f"{again.start}-{again.end} of {again.strip}"
+        if run.temporary:
+            info["temporary"] = 1  # the strip's storyshade_temporary (unsaved_takes)
         strip = take.add_take_strip(
             self.scene(), run.folder, frames, run.shot, run.take, info, self.request.take_mode
         )
+        if run.temporary and bpy.data.filepath:  # saved while it ran: beside the .blend now
+            pattern = self.request.output_pattern
+            unsaved_takes.move_beside(bpy.data.filepath, pattern)
+            self.lasting_note = self.unsaved_note = ""
         self.strip_name, self.channel = strip.name, strip.channel
         scene = self.scene()
         if not compat.show_in_sequencer(scene, getattr(bpy.context, "workspace", None)):
@@ -399,8 +443,9 @@ class ShadeSession:
         return time.monotonic() - self.stage_since
 
     def status_line(self) -> str:
-        """The text for the panel: an indeterminate stage counts its seconds."""
-        if self.running and self.fraction is None:
+        """The text for the panel: an indeterminate stage, and the export (whose frames
+        can take a minute each), count their seconds."""
+        if self.running and (self.fraction is None or self.phase == EXPORTING):
             return f"{self.text} · {self.stage_seconds():.0f} s"
         return self.text
 

@@ -4,29 +4,82 @@ button), or an earlier Blender's unfinished job (Reattach, and the headless CLI'
 
 from __future__ import annotations
 
-from . import export, prefs, props, take
+from . import export, prefs, props, request_settings, take
 from .client import Client
 from .errors import StoryShadeError
+from .looks import take_looks
+from .reshade import Reshade
 from .session import ShadeRequest, ShadeSession
 from .shade import unplaced_runs
 
 
-def build_session(context) -> ShadeSession:
-    """A run from the scene's sidebar settings and the add-on preferences."""
-    scene = context.scene
-    opts = scene.storyshade
-    url, token = prefs.server(context)
-    start, end = props.frame_range(opts)
-    request = ShadeRequest(
-        settings=props.overrides(opts),
+def shade_request(
+    scene,
+    url: str,
+    *,
+    choices: request_settings.Choices | None = None,
+    frames: tuple[int | None, int | None] | None = None,
+    take_mode: str | None = None,
+    output_pattern: str | None = None,
+    context=None,
+    sidebar=None,
+    **fields,
+) -> ShadeRequest:
+    """The one request a Shade makes: the scene's sidebar (or `sidebar`'s, the edit's for
+    a shot of a sequence), with anything given over it (the CLI's flags). The panel passes
+    nothing, the CLI what its flags say, so the same scene and flags make the same request
+    (tests/test_addon_request.py)."""
+    opts = (sidebar or scene).storyshade
+    choices = choices if choices is not None else props.choices(opts)
+    if "frame_start" in fields:  # a shot of an edit (sequence.shot_request)
+        frames = (fields.pop("frame_start"), fields.pop("frame_end"))
+    start, end = frames if frames is not None else props.frame_range(opts)
+    return ShadeRequest(
+        settings=request_settings.build(choices),
         frame_start=start,
         frame_end=end,
-        take_mode=opts.take_mode,
-        output_pattern=prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
+        take_mode=take_mode or opts.take_mode,
+        output_pattern=output_pattern
+        or prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
         server_url=url,
-        inputs=props.inputs(opts),
+        inputs=props.inputs(opts, choices),
+        **fields,
     )
-    return ShadeSession(scene, Client(url, token), request)
+
+
+def build_session(context) -> ShadeSession:
+    """A run from the scene's sidebar settings and the add-on preferences."""
+    url, token = prefs.server(context)
+    request = shade_request(context.scene, url, context=context)
+    return ShadeSession(context.scene, Client(url, token), request)
+
+
+def reshade_request(
+    scene,
+    url: str,
+    again: Reshade,
+    take_mode: str | None = None,
+    output_pattern: str | None = None,
+    context=None,
+    use_sidebar: bool = False,
+) -> ShadeRequest:
+    """Re-shade frames of a take: with the take's own settings, looks and references
+    (again.settings: the take's with any overrides), or, `use_sidebar`, with what the
+    sidebar says now (again.settings are then the sidebar's; looks and references the
+    .blend's)."""
+    request = ShadeRequest(
+        settings=again.settings,
+        take_mode=take_mode or take.KEEP,
+        output_pattern=output_pattern
+        or prefs.value("output_pattern", context, take.DEFAULT_PATTERN),
+        server_url=url,
+        inputs=props.inputs(scene.storyshade) if use_sidebar else {},
+        reshade=again,
+    )
+    if not use_sidebar:
+        request.looks = take_looks(again.regions, scene)
+        request.style_references = []  # the take's references are in its settings, or none
+    return request
 
 
 def reattach_session(

@@ -31,6 +31,7 @@ class TakeRun:
     job_id: str = ""
     received: list[int] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    strip: str = ""  # the take strip's name, `<shot>_<take>`: the job's tag on the server
 
 
 JOB_RECORD = "job.json"
@@ -79,11 +80,6 @@ def unplaced_runs(takes_root: Path) -> list[TakeRun]:
             )
         )
     return runs
-
-
-def submit_bundle(client, bundle_dir: Path, run: TakeRun) -> None:
-    job = client.submit(bundle_dir, run.settings)
-    run.job_id = job["id"]
 
 
 def describe(event: dict) -> str:

@@ -35,19 +35,23 @@ def take_number(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _format(pattern: str, shot: str, take: str, scene_name: str) -> tuple[str, bool]:
-    """The pattern with its tokens filled, absolute; True if it had to go to a temp folder."""
+def _format(
+    pattern: str, shot: str, take: str, scene_name: str, blend_path: str | None = None
+) -> tuple[str, bool]:
+    """The pattern with its tokens filled, absolute; True if it had to go to a temp folder.
+    `blend_path`: the .blend it is for (default: the open file)."""
     pattern = (pattern or DEFAULT_PATTERN).strip()
     if "{take}" not in pattern:  # every take needs its own folder, or runs overwrite each other
         pattern = pattern.rstrip("/\\") + "/{take}"
-    blend = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
+    blend_path = bpy.data.filepath if blend_path is None else blend_path
+    blend = Path(blend_path).stem if blend_path else "untitled"
     text = pattern.format_map(
         {"shot": shot, "take": take, "scene": re.sub(r"[^\w.-]+", "_", scene_name), "blend": blend}
     )
     temporary = False
     if text.startswith("//"):
-        if bpy.data.filepath:
-            text = bpy.path.abspath(text)
+        if blend_path:
+            text = str(Path(blend_path).parent / text[2:])
         else:
             text = str(Path(tempfile.gettempdir()) / text[2:])
             temporary = True
@@ -70,11 +74,14 @@ def shot_strips(scene, shot: str) -> list:
     return [s for s in compat.all_strips(ed) if s.get("storyshade_shot") == shot]
 
 
-def next_take_dir(shot: str, pattern: str = DEFAULT_PATTERN, scene=None) -> tuple[Path, str, bool]:
-    """Create the next take's folder: one past every take on disk or in the sequencer."""
+def next_take_dir(
+    shot: str, pattern: str = DEFAULT_PATTERN, scene=None, blend_path: str | None = None
+) -> tuple[Path, str, bool]:
+    """Create the next take's folder: one past every take on disk or in the sequencer
+    (`blend_path`: of the .blend being saved there; default: the open file)."""
     scene_name = scene.name if scene is not None else ""
     marker = "\x00"
-    probe, temporary = _format(pattern, shot, marker, scene_name)
+    probe, temporary = _format(pattern, shot, marker, scene_name, blend_path)
     head, _, tail = probe.partition(marker)
     matcher = re.compile(re.escape(head) + r"take_(\d+)" + re.escape(tail))
     used = {
@@ -87,9 +94,19 @@ def next_take_dir(shot: str, pattern: str = DEFAULT_PATTERN, scene=None) -> tupl
             n for s in shot_strips(scene, shot) if (n := take_number(s.get("storyshade_take", "")))
         }
     name = take_name(max(used, default=0) + 1)
-    folder = Path(_format(pattern, shot, name, scene_name)[0])
+    folder = Path(_format(pattern, shot, name, scene_name, blend_path)[0])
     folder.mkdir(parents=True, exist_ok=True)
     return folder, name, temporary
+
+
+def take_dir(shot: str, take: str, pattern: str, scene, blend_path: str) -> tuple[Path, str]:
+    """Create the folder for take `take` of `shot` beside `blend_path`, or, where that one
+    exists already, the next free take's."""
+    folder = Path(_format(pattern, shot, take, scene.name, blend_path)[0])
+    if folder.exists():
+        folder, take, _ = next_take_dir(shot, pattern, scene, blend_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, take
 
 
 def blend_relative(path: Path) -> str:

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import protocol
+from .client import UploadCancelled
 from .errors import ConnectionLost, JobFailed, StoryShadeError
 from .protocol import Message
 from .reference_files import wire_settings
@@ -127,7 +128,10 @@ class NetworkJob:
             if self.bundle_dir is not None:
                 self._submit()
             if self._cancel.is_set() and not self.run.job_id:
-                self._put(protocol.CANCELLED, text="Cancelled before the shot reached the server")
+                self._put(
+                    protocol.CANCELLED,
+                    text="Cancelled during the upload; nothing reached the server",
+                )
                 return
             self._follow()
         except StoryShadeError as exc:
@@ -151,7 +155,15 @@ class NetworkJob:
             if self._cancel.is_set():
                 return
             # The images are in the bundle: the server gets their names inside it.
-            job = self.client.submit(self.bundle_dir, wire_settings(self.run.settings))
+            try:
+                job = self.client.submit(
+                    self.bundle_dir,
+                    wire_settings(self.run.settings),
+                    tag=self.run.strip,
+                    cancelled=self._cancel.is_set,
+                )
+            except UploadCancelled:
+                return  # _main says so: nothing reached the server
             self.run.job_id = str(job["id"])
             try:
                 write_job_record(self.run)
@@ -215,7 +227,7 @@ class NetworkJob:
                 text=text,
                 fraction=fraction,
                 stage=str(event.get("stage", "")),
-                data={"done": event.get("done"), "total": event.get("total")},
+                data={k: event.get(k) for k in ("done", "total", "eta_s")},
             )
         elif kind == Event.NOTE and event.get("message"):
             self._put(protocol.NOTE, text=str(event["message"]))

@@ -25,6 +25,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 import numpy as np
@@ -40,6 +41,14 @@ def _args() -> argparse.Namespace:
     p.add_argument("--slow-preset", default="gui-slow")
     p.add_argument("--looks-only", action="store_true", help="stop after the looks step")
     p.add_argument("--shots-only", action="store_true", help="only the shots step")
+    p.add_argument("--stale-only", action="store_true", help="only the stale error step")
+    p.add_argument(
+        "--fresh-user",
+        metavar="ZIP",
+        type=Path,
+        help="only a new user's first Shade: install ZIP with Install from Disk's operator "
+        "into this (fresh) user folder, never save the preferences, Shade an unsaved file",
+    )
     p.add_argument(
         "--bank-only",
         action="store_true",
@@ -175,6 +184,17 @@ def open_sidebar(area):
     raise RuntimeError("could not open the StoryShade sidebar tab")
 
 
+def park_pointer():
+    """The mouse pointer moved to the middle of the 3D viewport, where nothing has a
+    tooltip (one over a button covered the sidebar in screenshots); the move also closes
+    the popup an operator's error report leaves at the pointer."""
+    region = region_of(area_of("VIEW_3D"), "WINDOW")
+    x, y = region.x + region.width // 2, region.y + region.height // 2
+    for dx in (40, 0):
+        window().cursor_warp(x + dx, y)
+        yield 0.3
+
+
 def ctx(area=None):
     area = area or area_of("VIEW_3D")
     win = window()
@@ -187,12 +207,25 @@ def opts():
     return bpy.context.scene.storyshade
 
 
-def note(step: str, **extra) -> None:
+def status():
+    """What the sidebar says about the scene's run (the add-on's runtime.Status; an
+    add-on from before it kept these in the scene's settings)."""
+    runtime = addon_module("runtime")
+    if hasattr(runtime, "status"):
+        return runtime.status(bpy.context.scene)
     o = opts()
+    return SimpleNamespace(
+        text=o.status, fix=o.fix, note=o.note, progress=o.progress,
+        progress_known=o.progress_known, preview_path=o.preview_path,
+    )  # fmt: skip
+
+
+def note(step: str, **extra) -> None:
+    o = status()
     entry = {
         "t": round(time.monotonic() - START, 2),
         "step": step,
-        "status": o.status,
+        "status": o.text,
         "progress": round(o.progress, 3),
         "progress_known": o.progress_known,
         "fix": o.fix,
@@ -235,8 +268,9 @@ def crop(src: Path, dst: Path, x: int, y: int, w: int, h: int, scale: float = 1.
 
 
 # -- the shot -------------------------------------------------------------------------------
-def build_shot() -> None:
-    """Ground, two blocks and a dollying camera in the startup file's scene."""
+def build_shot(save: bool = True) -> None:
+    """Ground, two blocks and a dollying camera in the startup file's scene (saved in
+    PROJECT unless `save` is False: a new user's first shot)."""
     scene = bpy.context.scene
     for obj in list(scene.objects):
         bpy.data.objects.remove(obj)
@@ -269,6 +303,8 @@ def build_shot() -> None:
     project = PROJECT
     shutil.rmtree(project, ignore_errors=True)  # takes of an earlier check
     project.mkdir(parents=True)
+    if not save:
+        return
     with ctx():
         bpy.ops.wm.save_as_mainfile(filepath=str(project / "gui.blend"))
 
@@ -498,8 +534,8 @@ def bank_step(view):
     yield from press_run(view, bpy.ops.storyshade.shade)
     note("bank shaded", main=panel_texts(main))
     screenshot("bank-shaded")
-    if not opts().status.startswith("Take "):
-        raise RuntimeError(f"Shade with references: {opts().status} {opts().fix}")
+    if not status().text.startswith("Take "):
+        raise RuntimeError(f"Shade with references: {status().text} {status().fix}")
     strips = addon_module("compat").all_strips(scene.sequence_editor)
     sent = json.loads(next(s for s in strips if s.get("storyshade_take"))["storyshade_settings"])
     LOG["references_sent"] = sent.get("references")
@@ -558,8 +594,8 @@ def shots_step(view):
     deadline = time.monotonic() + 300
     while busy_sequence() and time.monotonic() < deadline:
         seq = addon_module("runtime").sequence
-        o = opts()
-        if seq.index not in seen and o.status.startswith("Exporting") and o.progress > 0.3:
+        o = status()
+        if seq.index not in seen and o.text.startswith("Exporting") and o.progress > 0.3:
             seen.add(seq.index)
             yield 0.5  # the window shows what opts say after its next redraw
             n = seq.index + 1
@@ -609,7 +645,7 @@ def shots_step(view):
     # The panel's Cancel during the first shot stops the sequence: no second shot starts.
     with ctx(view):
         bpy.ops.storyshade.shade_sequence("INVOKE_DEFAULT")
-    yield from until(lambda: opts().status.startswith("Exporting") or not busy_sequence(), 60)
+    yield from until(lambda: status().text.startswith("Exporting") or not busy_sequence(), 60)
     with ctx(view):
         bpy.ops.storyshade.cancel()
     yield from until(lambda: not busy_sequence(), 120)
@@ -644,7 +680,7 @@ def reshade_step(view, scene, strip_name: str):
     with ctx(view):
         bpy.ops.sequencer.view_all()
     yield 1.0
-    note("reshade done", status=opts().status, strip=new.name, panel=panel_texts(panel))
+    note("reshade done", status=status().text, strip=new.name, panel=panel_texts(panel))
     screenshot("reshade-sequencer", view, with_area=True, scale=0.5)
     view.ui_type = "VIEW_3D"
     yield 0.5
@@ -689,7 +725,99 @@ def press_run(view, operator, timeout: float = 300):
     yield 1.0
 
 
+def stale_error_step(view, prefs):
+    """A Shade that cannot reach the server says so; once a Check reaches it, the old
+    "cannot reach" under Shade is gone (it stayed, saved in the .blend, before)."""
+    main = addon_module("panel").STORYSHADE_PT_main
+    prefs.server_url = "http://127.0.0.1:9"  # nothing listens there
+    # Run to its end at once (refused in the check): a modal run's error report would
+    # leave a popup at the pointer over the rest of the screenshots.
+    with ctx(view):
+        try:
+            bpy.ops.storyshade.shade("EXEC_DEFAULT")
+        except RuntimeError as exc:  # the operator's error, as Python sees it
+            LOG["unreachable_report"] = str(exc)
+    yield 1.0
+    note("unreachable", main=panel_texts(main))
+    screenshot("unreachable")
+    if "cannot reach" not in status().text:
+        raise RuntimeError(f"Shade with no server: {status().text}")
+    prefs.server_url = ARGS.server
+    with ctx(view):
+        bpy.ops.storyshade.server_check()
+    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield 1.0
+    texts = panel_texts(main)
+    note("checked after the error", main=texts)
+    screenshot("checked-after-error")
+    if any("cannot reach" in text for text in texts):
+        raise RuntimeError(f"the old error is still shown after a good Check: {texts}")
+
+
+def fresh_user_steps():
+    """What a person does after downloading the extension: Install from Disk (its
+    operator, in the running window), no Save Preferences, a new unsaved file, Shade.
+    Then Save As: the take must move beside the .blend."""
+    userpref = Path(bpy.utils.user_resource("CONFIG")) / "userpref.blend"
+    LOG["preferences_saved_before"] = userpref.exists()
+    with ctx():
+        bpy.ops.wm.read_homefile()  # File > New: also closes the first start's splash
+    yield 1.0
+    with ctx():
+        result = bpy.ops.extensions.package_install_files(
+            filepath=str(ARGS.fresh_user), repo="user_default", enable_on_install=True
+        )
+    LOG["install"] = sorted(result)
+    yield 1.0
+    prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
+    prefs.server_url = ARGS.server  # in memory, as a user types it; never saved
+    LOG["preferences_saved_after_install"] = userpref.exists()
+    build_shot(save=False)
+    view = area_of("VIEW_3D")
+    yield from park_pointer()
+    yield from open_sidebar(view)
+    opts().quality = "preview"
+    yield 1.0
+    note("fresh installed", file=bpy.data.filepath or "(unsaved)")
+    screenshot("fresh-installed")
+    with ctx(view):
+        bpy.ops.storyshade.shade("INVOKE_DEFAULT")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 300
+    while busy() and time.monotonic() < deadline:
+        text = status().text
+        for key, says in (("starting", "starting Blender"), ("rendering", "per frame")):
+            if key not in seen and says in text:
+                seen.add(key)
+                yield 0.3  # drawn at the next redraw
+                note(f"fresh {key}")
+                screenshot(f"fresh-export-{key}")
+        yield 0.1
+    yield 1.0
+    note("fresh shaded")
+    screenshot("fresh-done")
+    if not status().text.startswith("Take "):
+        raise RuntimeError(f"a new user's first Shade failed: {status().text} Fix: {status().fix}")
+    project = PROJECT.with_name(PROJECT.name + "-fresh")
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    with ctx(view):
+        bpy.ops.wm.save_as_mainfile(filepath=str(project / "first.blend"))
+    yield 1.0
+    strips = addon_module("compat").all_strips(bpy.context.scene.sequence_editor)
+    take = next(s for s in strips if s.get("storyshade_take"))
+    found = [(project / take.directory[2:] / e.filename).is_file() for e in take.elements]
+    note("fresh saved", strip=take.name, directory=take.directory, frames_found=sum(found))
+    screenshot("fresh-saved")
+    LOG["preferences_saved_at_end"] = userpref.exists()
+    if not take.directory.startswith("//storyshade/first/") or not all(found):
+        raise RuntimeError(f"takes of the unsaved file: {take.directory}, {sum(found)} found")
+
+
 def steps():
+    if ARGS.fresh_user:
+        yield from fresh_user_steps()
+        return
     prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
     prefs.server_url = ARGS.server
     PROBE.wrap_modal(addon_module("operators").STORYSHADE_OT_shade)
@@ -703,6 +831,7 @@ def steps():
     bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
     build_shot()
     view = area_of("VIEW_3D")
+    yield from park_pointer()
     yield from open_sidebar(view)
     yield 1.0
 
@@ -713,7 +842,12 @@ def steps():
         yield from bank_step(view)
         return
 
-    # 0. Looks: the Crate's own, the Buildings collection's (the Block inherits it).
+    # 0a. No stale text: Shade with no server there, then a good Check clears its error.
+    yield from stale_error_step(view, prefs)
+    if ARGS.stale_only:
+        return
+
+    # 0b. Looks: the Crate's own, the Buildings collection's (the Block inherits it).
     yield from looks_step(view)
     if ARGS.looks_only:
         return
@@ -739,8 +873,8 @@ def steps():
     shot_export = False
     deadline = time.monotonic() + 240
     while busy() and time.monotonic() < deadline:
-        o = opts()
-        if not shot_export and o.status.startswith("Exporting") and o.progress > 0.3:
+        o = status()
+        if not shot_export and o.text.startswith("Exporting") and o.progress > 0.3:
             yield 0.5  # the window shows what opts say after its next redraw
             screenshot("exporting")
             shot_export = True
@@ -778,17 +912,17 @@ def steps():
     yield from until(lambda: not addon_module("runtime").health.busy, 30)
     with ctx(view):
         bpy.ops.storyshade.shade("INVOKE_DEFAULT")
-    yield from until(lambda: opts().status.startswith("Loading") or not busy(), 300)
+    yield from until(lambda: status().text.startswith("Loading") or not busy(), 300)
     yield 1.0  # loading the models takes seconds: an indeterminate stage on screen
     note("loading")
     screenshot("waiting")
-    yield from until(lambda: opts().status.startswith("Denoising") or not busy(), 300)
+    yield from until(lambda: status().text.startswith("Denoising") or not busy(), 300)
     yield 1.0
     note("denoising")
     # The denoiser's latent preview (every preview_every = 5 steps) shows before any frame.
-    yield from until(lambda: bool(opts().preview_path) or not busy(), 180)
+    yield from until(lambda: bool(status().preview_path) or not busy(), 180)
     yield 1.0
-    note("latent preview", preview=opts().preview_path)
+    note("latent preview", preview=status().preview_path)
     screenshot("denoising-preview")
     with ctx(view):
         bpy.ops.storyshade.cancel()
@@ -837,8 +971,10 @@ def driver():
 def finish(code: int) -> None:
     LOG["stall"] = PROBE.summary()
     LOG["exit"] = code
-    (OUT / f"log-{TAG}.json").write_text(json.dumps(LOG, indent=1, default=str))
+    name = f"log-{TAG}-fresh.json" if ARGS.fresh_user else f"log-{TAG}.json"
+    (OUT / name).write_text(json.dumps(LOG, indent=1, default=str))
     print("gui_check: stall", json.dumps(LOG["stall"]), flush=True)
+    print(f"gui_check: result {code}", flush=True)
     bpy.app.timers.register(lambda: bpy.ops.wm.quit_blender() and None, first_interval=0.2)
 
 

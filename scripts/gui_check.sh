@@ -7,12 +7,20 @@
 # looks on objects and a collection, Check, Shade with `preview`, progress, the Sequencer,
 # a cancelled slow job, UI scale 1.5, the Shots sub-panel and Shade Sequence.
 #
+# First, per suite, a *fresh user* run does what a person does: a new user folder, the
+# extension installed with Install from Disk's operator in the running window, the
+# preferences never saved, Shade in an unsaved file, then Save As (the take must move
+# beside the .blend). Then the scripted run with the add-on installed from the command line.
+#
 # Usage (root, Linux; downloads about 1.5 GB per suite the first time):
 #   scripts/gui_check.sh [SUITE...]        default: trixie sid   (trixie: 4.3, sid: 5.x)
 # Environment:
 #   GUI_ROOT  where the chroots and tiny models live   (default /var/tmp/storyshade-gui)
 #   GUI_OUT   screenshots, logs, the test projects     (default $GUI_ROOT/out)
 #   GUI_CHECK_ARGS  more arguments for gui_check.py    (e.g. --looks-only, --shots-only)
+#   GUI_FRESH_ONLY=1  only the fresh user run
+#   GUI_ADDON_FROM=DIR  build the extension from another checkout (e.g. to see the fresh
+#                       user run fail on an older add-on; the driving script stays this one)
 # Output per suite: GUI_OUT/<ver>-<step>.png (sidebar or Sequencer crops), full-*.png
 # (whole window), log-<ver>.json (panel texts per step, longest main-loop stall),
 # blender-<ver>.log. Exit 0 when every suite's script ran to its end.
@@ -48,7 +56,7 @@ chroot_for() {  # a minimal Debian SUITE with its blender package, made once
 # The extension zip, built with Blender's own builder, and a server with tiny models.
 BUILDER=$("$PY" -c "import importlib.util as u, pathlib; print(next(pathlib.Path(u.find_spec('bpy').origin).parent.glob('*/scripts/addons_core/bl_pkg/cli/blender_ext.py')))")
 rm -rf "$GUI_ROOT/dist" && mkdir -p "$GUI_ROOT/dist"
-"$PY" "$BUILDER" build --source-dir "$REPO" --output-dir "$GUI_ROOT/dist" >/dev/null
+"$PY" "$BUILDER" build --source-dir "${GUI_ADDON_FROM:-$REPO}" --output-dir "$GUI_ROOT/dist" >/dev/null
 ZIP=$(ls "$GUI_ROOT"/dist/storyshade-*.zip)
 MODELS=$GUI_ROOT/models
 [ -f "$MODELS/.done" ] || { "$PY" -m storyshade models tiny "$MODELS" >/dev/null && touch "$MODELS/.done"; }
@@ -87,6 +95,26 @@ for suite in "${SUITES[@]}"; do
   echo "gui_check: $suite: Blender $ver"
   zipname=$(basename "$ZIP")
   cp "$ZIP" "$root/tmp/$zipname"
+  # The fresh user: a new user folder, nothing installed or saved before Blender starts.
+  chroot "$root" rm -rf /tmp/gui-fresh-home
+  if timeout 600 chroot "$root" env HOME=/tmp/gui-fresh-home LANG=C.UTF-8 \
+      xvfb-run -a -s "-screen 0 1600x1000x24" \
+      blender --python-exit-code 1 --python /storyshade/scripts/gui_check.py -- \
+      --server "http://127.0.0.1:$PORT" --out /out --fresh-user "/tmp/$zipname" \
+      > "$GUI_OUT/blender-$suite-fresh.log" 2>&1 \
+      && grep -q "gui_check: result 0" "$GUI_OUT/blender-$suite-fresh.log"; then
+    echo "gui_check: $suite: fresh user: PASS (first Shade placed its take; Save As moved it)"
+  else
+    said=$(grep -h "a new user's first Shade failed\|RuntimeError" "$GUI_OUT/blender-$suite-fresh.log" | tail -1)
+    echo "gui_check: $suite: fresh user: FAIL: ${said:-see $GUI_OUT/blender-$suite-fresh.log}"
+    status=1
+  fi
+  sleep 2  # xvfb-run's X server may still be closing its devices
+  if [ -n "${GUI_FRESH_ONLY:-}" ]; then
+    for m in "$root/out" "$root/storyshade" "$root/dev" "$root/proc"; do umount "$m" || umount -l "$m"; done
+    MOUNTS=()
+    continue
+  fi
   run() { chroot "$root" env HOME=/tmp/gui-home LANG=C.UTF-8 "$@"; }
   run rm -rf /tmp/gui-home
   run blender --command extension install-file \

@@ -11,6 +11,7 @@ import bpy
 import pytest
 from test_addon_helpers import ensure_registered, new_scene, png_bytes
 
+from addon import runtime
 from addon.bank import TOML, dump_toml, list_characters, read_character
 from addon.errors import InputError
 from addon.wire.looks import Look
@@ -48,7 +49,7 @@ def test_a_saved_character_is_given_to_another_object_in_a_fresh_blend(scene, tm
     folder = tmp_path / "bank" / "Girl"
     assert sorted(p.name for p in folder.iterdir()) == [TOML, "front.png", "sheet.jpg"]
     assert look.bank == str(folder)
-    assert "Saved 'Girl'" in scene.storyshade.bank_note
+    assert "Saved 'Girl'" in runtime.status(scene).bank_note
     # saving again replaces the character, leaving no staging folders behind
     look.references.remove(1)
     assert bpy.ops.storyshade.bank_save() == {"FINISHED"}
@@ -73,7 +74,7 @@ def test_a_saved_character_is_given_to_another_object_in_a_fresh_blend(scene, tm
         (str(folder / "sheet.jpg"), 0.4),
     ]
     assert look.bank == str(folder)
-    assert "Girl (2 references) is now the look of 'Cube'" in scene.storyshade.bank_note
+    assert "Girl (2 references) is now the look of 'Cube'" in runtime.status(scene).bank_note
 
 
 def test_a_pick_updates_the_look_that_shades_the_selection(scene, tmp_path) -> None:
@@ -123,8 +124,8 @@ def test_a_malformed_character_names_its_file(scene, tmp_path, text, says) -> No
     _select("Cube")
     with pytest.raises(RuntimeError):  # the operator's error (background mode raises it)
         bpy.ops.storyshade.bank_load(name="Bad")
-    note = scene.storyshade.bank_note
-    assert scene.storyshade.bank_error and says in note, note
+    note = runtime.status(scene).bank_note
+    assert runtime.status(scene).bank_error and says in note, note
     assert not bpy.data.objects["Cube"].storyshade_look.enabled, "nothing changed"
 
 
@@ -135,12 +136,12 @@ def test_a_missing_bank_folder_and_a_look_to_save_are_named(scene, tmp_path) -> 
     _select("Cube")
     with pytest.raises(RuntimeError):
         bpy.ops.storyshade.bank_load(name="Girl")
-    assert "bank folder" in scene.storyshade.bank_note
-    assert "does not exist" in scene.storyshade.bank_note
+    assert "bank folder" in runtime.status(scene).bank_note
+    assert "does not exist" in runtime.status(scene).bank_note
     (tmp_path / "bank" / "Girl").mkdir(parents=True)
     with pytest.raises(RuntimeError):
         bpy.ops.storyshade.bank_load(name="Girl")
-    assert "holds no character.toml" in scene.storyshade.bank_note
+    assert "holds no character.toml" in runtime.status(scene).bank_note
     with pytest.raises(RuntimeError):
         bpy.ops.storyshade.bank_save()
-    assert "'Cube' has no look to save" in scene.storyshade.bank_note
+    assert "'Cube' has no look to save" in runtime.status(scene).bank_note

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import struct
+import subprocess
 import sys
 import threading
 import zlib
@@ -65,7 +66,11 @@ def disable_prefs() -> None:
 def new_scene(frames: int = 2, width: int = 64, height: int = 48):
     """An empty file with a camera looking at a cube: the smallest shot worth shading."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
+    return build_shot(bpy.context.scene, frames, width, height)
+
+
+def build_shot(scene, frames: int = 2, width: int = 64, height: int = 48):
+    """The smallest shot worth shading in `scene`: a camera looking at a cube."""
     scene.render.resolution_x, scene.render.resolution_y = width, height
     scene.render.resolution_percentage = 100
     scene.render.threads_mode = "FIXED"
@@ -84,6 +89,28 @@ def new_scene(frames: int = 2, width: int = 64, height: int = 48):
     )
     scene.collection.objects.link(bpy.data.objects.new("Cube", mesh))
     return scene
+
+
+def blender_ext_tool() -> Path:
+    """Blender's own extension builder, shipped inside the bpy module."""
+    import importlib.util
+
+    origin = Path(importlib.util.find_spec("bpy").origin).parent
+    tools = sorted(origin.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    assert tools, f"Blender's extension builder not found under {origin}"
+    return tools[-1]
+
+
+def build_extension(out: Path) -> Path:
+    """The extension zip of this checkout, built and validated by Blender's builder."""
+    out.mkdir(parents=True, exist_ok=True)
+    tool = [sys.executable, str(blender_ext_tool())]
+    build = [*tool, "build", "--source-dir", str(REPO), "--output-dir", str(out)]
+    subprocess.run(build, check=True, capture_output=True, text=True)
+    (zip_path,) = out.glob("storyshade-*.zip")
+    check = subprocess.run([*tool, "validate", str(zip_path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    return zip_path
 
 
 def png_bytes(width: int = 4, height: int = 3, rgb: tuple[int, int, int] = (200, 80, 40)) -> bytes:
@@ -149,11 +176,12 @@ class FakeClient:
         self._call("readiness", preset)
         return self.not_ready or {"preset": preset, "ready": True, "summary": "ready"}
 
-    def submit(self, bundle_dir: Path, settings: dict) -> dict:
+    def submit(self, bundle_dir: Path, settings: dict, tag: str = "", cancelled=None) -> dict:
         self._call("submit")
         bundle_dir = Path(bundle_dir)
         self.submitted = {
             "settings": settings,
+            "tag": tag,
             "files": sorted(
                 p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()
             ),

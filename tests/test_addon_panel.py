@@ -119,12 +119,12 @@ def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
 def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) -> None:
     session = ShadeSession(scene, FakeClient(), ShadeRequest(settings={}))
     runtime.current = session
-    opts = scene.storyshade
-    opts.status, opts.progress = "Denoising step 12/20, window 3/7", 0.4
-    opts.progress_known = True
+    st = runtime.status(scene)
+    st.text, st.progress = "Denoising step 12/20, window 3/7", 0.4
+    st.progress_known = True
     frame = tmp_path / "0001.png"
     frame.write_bytes(png_bytes())
-    opts.preview_path = str(frame)
+    st.preview_path = str(frame)
     log = _draw(panel.STORYSHADE_PT_main, _ctx(scene))
     assert ("label", "Denoising step 12/20, window 3/7") in log
     assert ("progress", 0.4, "40%") in log
@@ -136,8 +136,8 @@ def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) 
 
 
 def test_error_shows_problem_and_fix(scene) -> None:
-    opts = scene.storyshade
-    opts.status, opts.fix, opts.is_error = "cannot reach the StoryShade server", "press Start", True
+    st = runtime.status(scene)
+    st.text, st.fix, st.is_error = "cannot reach the StoryShade server", "press Start", True
     labels = [
         text for kind, text, *_ in _draw(panel.STORYSHADE_PT_main, _ctx(scene)) if kind == "label"
     ]

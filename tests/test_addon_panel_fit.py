@@ -40,9 +40,9 @@ def _labels(log: list) -> list[str]:
 @pytest.mark.parametrize("scale", [1.0, 1.5])
 def test_every_label_fits_the_default_sidebar(scene, scale: float) -> None:
     ctx = _ctx(scene, scale)
-    opts = scene.storyshade
-    opts.status = "Take shot_take_003 added on channel 4"
-    opts.note = "The .blend is not saved: frames go to the temporary folder /tmp/storyshade/x"
+    st = runtime.status(scene)
+    st.text = "Take shot_take_003 added on channel 4"
+    st.note = "The .blend is not saved: frames go to the temporary folder /tmp/storyshade/x"
     runtime.health.record(
         "http://127.0.0.1:8787",
         None,
@@ -77,7 +77,7 @@ def test_preview_is_a_collapsible_sub_panel_sized_to_the_region(
 ) -> None:
     frame = tmp_path / "0001.png"
     frame.write_bytes(png_bytes())
-    scene.storyshade.preview_path = str(frame)
+    runtime.status(scene).preview_path = str(frame)
     if bpy.app.background:  # no icon system without a window; the image itself loads
         assert preview.icon_for(str(frame)) == 0 and preview.loaded()[0] == str(frame)
         monkeypatch.setattr(preview, "icon_for", lambda path: 7 if path else 0)
@@ -137,8 +137,8 @@ def test_nothing_from_the_last_run_shows_in_the_next(scene, tmp_path: Path) -> N
     assert session.note == "control images ready"
     session._apply(Message("cancelled", text="Cancelled"))
     assert session.outcome == CANCELLED and session.note == "", "server remarks end with the run"
-    opts = scene.storyshade
-    opts.preview_path = str(tmp_path / "old_take" / "0002.png")
+    st = runtime.status(scene)
+    st.preview_path = str(tmp_path / "old_take" / "0002.png")
 
     class Op(operators.ShadeRun):
         def report(self, *_a) -> None:
@@ -148,5 +148,5 @@ def test_nothing_from_the_last_run_shows_in_the_next(scene, tmp_path: Path) -> N
             return ShadeSession(context.scene, FakeClient(), ShadeRequest(settings={}))
 
     new = Op()._begin(bpy.context)
-    assert opts.preview_path == "", "the previous take's frame is not this run's preview"
+    assert st.preview_path == "", "the previous take's frame is not this run's preview"
     new.abandon()

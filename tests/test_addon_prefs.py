@@ -54,7 +54,8 @@ def test_shipped_presets_are_listed_with_descriptions() -> None:
     assert presets.find("tiny").layer == "quality"
 
 
-def test_enum_numbers_are_stable_and_defaults_come_first(tmp_path: Path) -> None:
+def test_enum_numbers_are_stable_and_defaults_come_first(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(presets, "FRESH_S", 0.0)  # look at the folder at every call
     for layer, name in presets.DEFAULTS.items():
         assert presets.enum_number(layer, name) == 0
     assert presets.enum_number("style", "noir") == presets.enum_number("style", "noir") > 0
@@ -100,8 +101,8 @@ def test_overrides_control_weights_only_for_controls_the_presets_define(scene) -
     opts.use_control_weights = True
     opts.depth_weight, opts.normal_weight = 1.25, 0.5
     assert props.overrides(opts)["controls"] == {"depth": {"scale": 1.25}, "normal": {"scale": 0.5}}
-    opts.preset = "tiny"  # extra presets come after the pickers, replacing their layer
-    assert props.overrides(opts)["preset"].endswith(",standard,tiny")
+    opts.preset = "tiny"  # an extra preset replaces its layer's pick (quality: standard)
+    assert props.overrides(opts)["preset"] == "anime-cel,static,512x512,tiny"
     opts.use_control_weights = False
     assert "controls" not in props.overrides(opts)
 

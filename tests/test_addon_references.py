@@ -14,7 +14,7 @@ import pytest
 from test_addon_helpers import FakeClient, enable_prefs, png_bytes
 from test_addon_session import registered  # noqa: F401 (autouse: add-on, scene, preferences)
 
-from addon import cli, compat
+from addon import cli, compat, runtime
 from addon.errors import InputError
 from addon.reference_files import wire_settings
 from addon.session import DONE, ShadeRequest, ShadeSession
@@ -110,7 +110,7 @@ def test_cli_references_replace_the_blends(scene, tmp_path: Path, monkeypatch) -
     args = cli._parser().parse_args(
         ["shade", "--reference", "other.png:0.5", "--reference", "other.png@Girl"]
     )
-    settings = cli._settings(args)
+    settings = cli._settings(args, scene)
     session = _session(scene, FakeClient(frames=[1]), tmp_path, settings)
     assert session.request.settings["references"] == [
         {"image": str(other), "weight": 0.5},
@@ -144,9 +144,9 @@ def test_a_bad_image_stops_shade_in_the_panel_before_export(scene, tmp_path, kin
     _refs(scene.storyshade.references, (bad, 0.8))
     with pytest.raises(RuntimeError):  # background mode: the operator's error raises
         bpy.ops.storyshade.shade()
-    opts = scene.storyshade
-    assert opts.is_error and str(bad) in opts.status and says in opts.status, opts.status
-    assert opts.fix
+    st = runtime.status(scene)
+    assert st.is_error and str(bad) in st.text and says in st.text, st.text
+    assert st.fix
     assert not (tmp_path / "takes").exists(), "nothing was exported or made"
 
 

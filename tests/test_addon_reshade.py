@@ -14,7 +14,7 @@ import blender_scenes as bs
 import bpy
 import pytest
 
-from addon import cli, compat
+from addon import cli, compat, runtime
 
 PREVIEW = json.dumps({"width": 64, "height": 64})
 # The server runs from the backend's Python (the bpy 4.2 suite's venv has no backend).
@@ -111,12 +111,13 @@ def test_panel_reshades_the_selected_take_and_writes_the_sheet(server, tmp_path,
     enable_prefs(server_url=server.url, server_python=SERVER_PYTHON)
     try:
         opts = scene.storyshade
+        st = runtime.status(scene)
         opts.quality = "preview"
         assert bpy.ops.storyshade.reshade_take.poll() is False  # no take selected
         first = compat.strips(scene.sequence_editor)[0]
         scene.sequence_editor.active_strip = first
         opts.reshade_start, opts.reshade_end = 11, 12
-        assert bpy.ops.storyshade.reshade_take() == {"FINISHED"}, opts.status
+        assert bpy.ops.storyshade.reshade_take() == {"FINISHED"}, st.text
         new = max(compat.strips(scene.sequence_editor), key=lambda s: s.channel)
         assert new["storyshade_reshaded"] == f"11-12 of {first.name}"
         old, again = take_folder(first), take_folder(new)
@@ -127,9 +128,9 @@ def test_panel_reshades_the_selected_take_and_writes_the_sheet(server, tmp_path,
         opts.reshade_start, opts.reshade_end = 12, 14  # past the take: refused, named
         with pytest.raises(RuntimeError, match="frames 12-14 are outside take"):
             bpy.ops.storyshade.reshade_take()  # reported as an error
-        assert "frames 12-14 are outside take" in opts.status and opts.is_error
+        assert "frames 12-14 are outside take" in st.text and st.is_error
 
-        assert bpy.ops.storyshade.contact_sheet() == {"FINISHED"}, opts.status
+        assert bpy.ops.storyshade.contact_sheet() == {"FINISHED"}, st.text
         sheet = old.parent.parent / "sequence_sheet.png"
         assert sheet.is_file() and bpy.data.images[sheet.name].size[0] > 0
     finally:

@@ -102,7 +102,9 @@ def test_headless_cli_shades_two_takes_on_two_channels(live, scene, capsys) -> N
     for strip in strips:
         folder = Path(strip["storyshade_folder"])
         assert sorted(p.name for p in folder.glob("*.png")) == ["0001.png", "0002.png"]
-        assert strip["storyshade_preset"] == "tiny" and strip["storyshade_seed"] == 5
+        # the sidebar's picks, --preset's tiny replacing its layer's (quality)
+        assert strip["storyshade_preset"] == "anime-cel,static,512x512,tiny"
+        assert strip["storyshade_seed"] == 5
         assert len(strip["storyshade_job"]) > 0
     assert strips[1]["storyshade_prompt"] == "night" and strips[0]["storyshade_prompt"] == ""
     assert strips[0]["storyshade_job"] != strips[1]["storyshade_job"]
@@ -126,8 +128,8 @@ def test_shade_button_in_background_mode_runs_to_a_take(live, scene) -> None:
     (strip,) = take.shot_strips(scene, export.shot_name(scene))
     assert strip["storyshade_seed"] == 11 and strip["storyshade_prompt"] == "storm"
     assert strip["storyshade_server"] == live["server_url"]
-    opts = scene.storyshade
-    assert opts.status.startswith("Take ") and Path(opts.preview_path).is_file()
+    st = runtime.status(scene)
+    assert st.text.startswith("Take ") and Path(st.preview_path).is_file()
     job = Client(live["server_url"]).job(strip["storyshade_job"])
     assert job["state"] == "done"
 
@@ -206,12 +208,12 @@ def test_missing_models_refuse_shade_before_exporting(live, scene) -> None:
     with pytest.raises(RuntimeError, match="cannot run here"):  # how bpy.ops reports ERROR
         bpy.ops.storyshade.shade("INVOKE_DEFAULT")
     assert time.monotonic() - started < 20
-    opts = scene.storyshade
-    assert opts.is_error, opts.status
-    assert opts.status.startswith("'standard' cannot run here: missing checkpoint")
-    assert "'stable-diffusion-v1-5'" in opts.status
-    assert opts.status.endswith("works now: preview, tiny"), opts.status
-    assert opts.fix.startswith("pick Quality 'preview' (or 'tiny'), which works now")
+    st = runtime.status(scene)
+    assert st.is_error, st.text
+    assert st.text.startswith("'standard' cannot run here: missing checkpoint")
+    assert "'stable-diffusion-v1-5'" in st.text
+    assert st.text.endswith("works now: preview, tiny"), st.text
+    assert st.fix.startswith("pick Quality 'preview' (or 'tiny'), which works now")
     assert not live["takes"].exists(), "nothing exported, no take folder"
     # The panel shows the same next to the Quality picker after Check.
     assert bpy.ops.storyshade.server_check() == {"FINISHED"}

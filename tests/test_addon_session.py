@@ -95,12 +95,12 @@ def test_modal_loop_exports_shades_and_adds_a_take(registered, tmp_path: Path) -
     strip = compat.all_strips(scene.sequence_editor)[session.strip_name]
     assert strip["storyshade_job"] == "job1" and strip["storyshade_seed"] == 7
     assert (Path(strip["storyshade_folder"]) / "0002.png").is_file()
-    opts = scene.storyshade
-    assert opts.status.startswith("Take ") and opts.progress == pytest.approx(1.0)
-    assert opts.preview_path.endswith("0002.png") and not opts.is_error
-    icon = preview.icon_for(opts.preview_path)
+    st = runtime.status(scene)
+    assert st.text.startswith("Take ") and st.progress == pytest.approx(1.0)
+    assert st.preview_path.endswith("0002.png") and not st.is_error
+    icon = preview.icon_for(st.preview_path)
     assert icon != 0 or bpy.app.background, "no icons without a UI, but the image loads:"
-    assert preview.loaded() == (opts.preview_path, (4, 3))
+    assert preview.loaded() == (st.preview_path, (4, 3))
 
 
 def test_export_is_one_frame_per_tick(registered, tmp_path: Path) -> None:
@@ -142,13 +142,13 @@ def test_esc_during_denoising_cancels_the_server_job(registered, tmp_path: Path)
     )
     _loop(driver, until=lambda s: s.text.startswith("Denoising"))
     assert driver.handle("ESC", "PRESS") == {"RUNNING_MODAL"}, "waits for the server to confirm"
-    opts = registered.storyshade
-    assert opts.status.startswith("Cancelling: waiting for the server") and not opts.progress_known
+    st = runtime.status(registered)
+    assert st.text.startswith("Cancelling: waiting for the server") and not st.progress_known
     result, _ = _loop(driver)
     assert result == {"CANCELLED"} and driver.session.outcome == CANCELLED
     assert fake.count("cancel") == 1
-    assert opts.status.startswith("Cancelled: the server stopped job job1 ")
-    assert opts.status.endswith("s after Cancel; no frames were made")
+    assert st.text.startswith("Cancelled: the server stopped job job1 ")
+    assert st.text.endswith("s after Cancel; no frames were made")
     ed = registered.sequence_editor
     assert ed is None or not list(compat.all_strips(ed)), "a cancelled run adds no take"
     shot = tmp_path / "takes" / export.shot_name(registered)
@@ -179,9 +179,9 @@ def test_server_failure_shows_problem_and_fix(registered, tmp_path: Path) -> Non
     session = _session(registered, fake, tmp_path)
     result, _ = _loop(ModalDriver(session, lambda s: operators.show(s, bpy.context)))
     assert result == {"CANCELLED"} and session.outcome == FAILED
-    opts = registered.storyshade
-    assert opts.is_error and "no motion adapter" in opts.status
-    assert opts.fix == "run `storyshade models list`"
+    st = runtime.status(registered)
+    assert st.is_error and "no motion adapter" in st.text
+    assert st.fix == "run `storyshade models list`"
 
 
 def test_unreachable_server_fails_before_exporting(registered, tmp_path: Path) -> None:
@@ -302,4 +302,4 @@ def test_operator_failure_raises_with_fix_in_background(registered, monkeypatch)
     monkeypatch.setattr(session_setup, "Client", lambda url, token: FakeClient(unreachable=True))
     with pytest.raises(RuntimeError, match="cannot reach"):
         bpy.ops.storyshade.shade()
-    assert registered.storyshade.is_error and registered.storyshade.fix
+    assert runtime.status(registered).is_error and runtime.status(registered).fix

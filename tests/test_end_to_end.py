@@ -14,6 +14,14 @@ from storyboard import build_storyboard
 from addon import cli, compat
 
 
+@pytest.fixture(autouse=True)
+def registered():
+    """The add-on is enabled wherever its CLI runs (its command comes from it)."""
+    from test_addon_helpers import ensure_registered
+
+    ensure_registered()
+
+
 def _shot(tmp_path: Path, frames: int = 6):
     scene = build_storyboard(frames=frames, width=80, height=48)
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))

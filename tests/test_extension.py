@@ -11,39 +11,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_addon_helpers import build_extension
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def blender_ext_tool() -> Path:
-    import importlib.util
-
-    origin = Path(importlib.util.find_spec("bpy").origin).parent
-    tools = sorted(origin.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
-    assert tools, f"Blender's extension builder not found under {origin}"
-    return tools[-1]
-
-
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    tool = blender_ext_tool()
-    build = [
-        sys.executable,
-        str(tool),
-        "build",
-        "--source-dir",
-        str(REPO),
-        "--output-dir",
-        str(out),
-    ]
-    subprocess.run(build, check=True, capture_output=True, text=True)
-    (zip_path,) = out.glob("storyshade-*.zip")
-    check = subprocess.run(
-        [sys.executable, str(tool), "validate", str(zip_path)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    return zip_path
+    return build_extension(tmp_path_factory.mktemp("dist"))
 
 
 def test_zip_holds_only_manifest_init_addon_presets(extension_zip: Path) -> None:

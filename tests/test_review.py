@@ -81,7 +81,8 @@ def test_review_page_plays_the_takes_side_by_side(tmp_path, tiny_models) -> None
                 data = json.loads((bundle / "shot.json").read_text())
                 (bundle / "shot.json").write_text(json.dumps({**data, "shot": shot}))
                 settings = {"preset": "preview", "width": 64, "height": 64, "seed": i}
-                job = post_job(client, zip_dir(bundle), settings).json()
+                tag = f"{shot}_take_00{i + 1}" if i < 2 else ""  # the add-on's strip name
+                job = post_job(client, zip_dir(bundle), settings, tag=tag).json()
                 assert srv.wait_job(job["id"])["state"] == "done"
         # under its Content-Security-Policy (no inline script, scripts from itself only)
         csp = httpx.get(f"{srv.url}/v1/review").headers["content-security-policy"]
@@ -89,6 +90,10 @@ def test_review_page_plays_the_takes_side_by_side(tmp_path, tiny_models) -> None
         dom = _chromium(f"{srv.url}/v1/review", "--dump-dom", "--enable-logging=stderr", "--v=0")
         assert "2 shots, 3 takes" in dom.stdout, dom.stdout[-2000:] + dom.stderr[-2000:]
         assert dom.stdout.count('src="blob:') == 3  # every take is playing a frame
+        # one take is "1 take"; takes are named by their strip, a job without one by its id
+        assert "sh010 (2 takes)" in dom.stdout and "sh020 (1 take)" in dom.stdout
+        assert "sh010_take_001 · preview" in dom.stdout and "sh010_take_002" in dom.stdout
+        assert f"job {job['id'][:6]} · preview" in dom.stdout
         blocked = [line for line in dom.stderr.splitlines() if "Content Security Policy" in line]
         assert not blocked, blocked  # the browser refused nothing the page needs
         shot = tmp_path / "review.png"

@@ -14,10 +14,18 @@ import bpy
 import pytest
 from serverproc import ServerProcess
 
-from addon import cli, compat, shots
+from addon import cli, compat, runtime, shots
 from addon.errors import StoryShadeError
 
 PREVIEW = json.dumps({"width": 64, "height": 64})
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    """The add-on is enabled wherever its CLI runs (its command comes from it)."""
+    from test_addon_helpers import ensure_registered
+
+    ensure_registered()
 
 
 def _camera(scene, name: str, x: float):
@@ -175,7 +183,7 @@ def test_shade_sequence_button_shades_the_ticked_shots(server, tmp_path: Path) -
         assert bpy.ops.storyshade.shade_sequence() == {"FINISHED"}
         first = [s["storyshade_shot"] for s in compat.strips(scene.sequence_editor)]
         assert first == ["sh010"]
-        assert "1 of 1 shots shaded" in scene.storyshade.status
+        assert "1 of 1 shots shaded" in runtime.status(scene).text
         bpy.ops.storyshade.shot_toggle(name="sh020")  # ticked again
         scene.storyshade_seed_policy = "PER_SHOT"
         assert bpy.ops.storyshade.shade_sequence() == {"FINISHED"}
@@ -197,7 +205,7 @@ def test_shade_sequence_button_shades_the_ticked_shots(server, tmp_path: Path) -
 def test_the_cancel_button_stops_the_sequence_not_only_its_shot() -> None:
     """The panel's Cancel during Shade Sequence: no shot starts after the cancelled one
     (it used to cancel only the shot under way, and the next one started)."""
-    from addon import op_cancel, runtime
+    from addon import op_cancel
     from addon.sequence import SequenceRun
     from addon.session import CANCELLED
 

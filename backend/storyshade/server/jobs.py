@@ -41,7 +41,7 @@ from storyshade.models.loader import ModelCache, ModelKey
 from storyshade.presets import search_dirs
 from storyshade.progress import Reporter
 from storyshade.server.disk import Disk, os_error
-from storyshade.server.eta import Pace, RunClock
+from storyshade.server.eta import JobEta, JobSize, Rates
 from storyshade.server.events import EventLog
 from storyshade.server.job_queue import JobQueue
 from storyshade.server.records import Job, Records
@@ -94,10 +94,10 @@ class JobStore:
         self.cancels: dict[str, CancelToken] = {}  # job id → its token; the cancel route sets it
         self.lock = threading.Condition(threading.RLock())
         self.queue = JobQueue()
-        self.pace = Pace()
+        self.rates = Rates()  # what this server measured, per engine and size
         self.runner = runner  # the Ray runner, when there is one (health, CLI)
         self.renders: Runner = runner or LocalRunner(roots, self.models, stages)
-        self.clocks: dict[str, RunClock] = {}  # running job id → its stopwatch
+        self.clocks: dict[str, JobEta] = {}  # running job id → its clock and estimate
         self.running: dict[int, str] = {}  # worker slot → the job it runs
         self.unsaved: set[str] = set()  # jobs whose record on disk is behind memory
         self.worker_restarts = 0
@@ -263,7 +263,7 @@ class JobStore:
                         event["eta_start_s"] = round(ahead, 2)
                     job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
                     self._emit_quietly(job, event)
-                predicted = self.pace.predict(len(job.frame_numbers), self.settings[job_id].steps)
+                predicted = self.rates.predict(self._size(job))
                 slots = len(self.workers)
                 ahead = None if ahead is None or predicted is None else ahead + predicted / slots
             for job_id in list(self._announced):
@@ -274,7 +274,7 @@ class JobStore:
         """Seconds until a worker thread frees up (0 if one is free; None if unknown)."""
         if len(self.clocks) < len(self.workers):
             return 0.0
-        waits = [clock.remaining(self.pace) for clock in self.clocks.values()]
+        waits = [clock.remaining() for clock in self.clocks.values()]
         return None if None in waits else min(w for w in waits if w is not None)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -422,7 +422,7 @@ class JobStore:
             job.attempts += 1
             job.progress = {}
             self.running[slot] = job.id
-            self.clocks[job.id] = RunClock(len(job.frame_numbers), self.settings[job.id].steps)
+            self.clocks[job.id] = JobEta(self._size(job), self.rates)
             self._announce_positions()
             return job
 
@@ -501,7 +501,10 @@ class JobStore:
                     continue
         return total
 
-    def _listener(self, job: Job, clock: RunClock):
+    def _size(self, job: Job) -> JobSize:
+        return JobSize.of(self.settings[job.id], len(job.frame_numbers))
+
+    def _listener(self, job: Job, clock: JobEta):
         def listen(event: dict[str, Any]) -> None:
             kind = event.get("type")
             if kind == Event.FRAME:
@@ -512,7 +515,7 @@ class JobStore:
                         job.frames_done = sorted([*job.frames_done, frame])
                         self._save(job)
             elif kind == Event.PROGRESS:
-                event = {**event, **clock.update(event, self.pace)}
+                event = {**event, **clock.update(event)}
                 with self.lock:  # read by status requests on other threads
                     job.progress = {k: event[k] for k in PROGRESS_KEYS if k in event}
             elif kind == Event.NOTE and event.get("reused"):
@@ -525,7 +528,7 @@ class JobStore:
 
     def _run(self, job: Job) -> None:
         settings = self.settings[job.id]
-        clock = self.clocks.get(job.id) or RunClock(len(job.frame_numbers), settings.steps)
+        clock = self.clocks.get(job.id) or JobEta(self._size(job), self.rates)
         reporter = Reporter(self._listener(job, clock))
         cancel = self.cancels[job.id]
         try:
@@ -538,13 +541,12 @@ class JobStore:
             )
             self.renders.render(job.id, self.job_dir(job.id), work, reporter, cancel)
         except Cancelled:
+            clock.finish(learn=False)
             self._finish(job, JobState.CANCELLED)
         except Exception as exc:  # keep the server alive; the job says what broke
             log.warning("job %s failed: %s", job.id, exc)
+            clock.finish(learn=False)
             self._finish(job, JobState.FAILED, self.job_error(exc))
         else:
-            if "frames" not in job.reused:
-                self.pace.learn(
-                    time.monotonic() - clock.started, len(job.frame_numbers), settings.steps
-                )
+            clock.finish(learn="frames" not in job.reused)  # its last phase, measured
             self._finish(job, JobState.DONE)

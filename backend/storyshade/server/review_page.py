@@ -1,7 +1,8 @@
 """GET /v1/review: a page that plays the finished takes of a sequence side by side.
 
 A row per shot, a column per take (the server's finished jobs of that shot, oldest first),
-all playing in step at the shot's frame rate, each with its settings underneath. The page
+all playing in step at the shot's frame rate, each with its name (the job's tag: the add-on
+sends the take strip's name) and settings underneath. The page
 is static and holds no data: its script reads the same API as every client (`/v1/jobs`,
 `/v1/jobs/{id}/frames/{n}`), sending the token the user types when the server has one, so
 the page itself is served without a token (docs/server.md).

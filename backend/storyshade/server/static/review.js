@@ -13,9 +13,15 @@ async function api(path) {
   return resp;
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function caption(job) {
+  // The take strip's name (the add-on sends it as the job's tag), else the job's id.
   const when = new Date(job.created * 1000).toLocaleString();
-  return [job.preset || "default", job.engine, job.id.slice(0, 6), when].join(" · ");
+  const name = job.tag || `job ${job.id.slice(0, 6)}`;
+  return [name, job.preset || "default", job.engine, when].join(" · ");
 }
 
 async function frames(job) {
@@ -43,7 +49,7 @@ async function show() {
     const row = document.createElement("section");
     row.className = "shot";
     row.innerHTML = "<h2></h2><div class=takes></div>";
-    row.querySelector("h2").textContent = `${shot} (${takes.length} takes)`;
+    row.querySelector("h2").textContent = `${shot} (${plural(takes.length, "take")})`;
     for (const job of takes) {
       const fig = document.createElement("figure");
       const img = document.createElement("img");
@@ -62,8 +68,9 @@ async function show() {
   };
   step();
   setInterval(step, 1000 / fps);
-  status.textContent = `${byShot.size} shots, ${players.length} takes, ${fps} fps`;
-  document.title = `StoryShade review: ${players.length} takes`;
+  status.textContent =
+    `${plural(byShot.size, "shot")}, ${plural(players.length, "take")}, ${fps} fps`;
+  document.title = `StoryShade review: ${plural(players.length, "take")}`;
 }
 
 function start() {

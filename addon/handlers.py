@@ -1,0 +1,72 @@
+"""What StoryShade does when Blender saves or loads a file.
+
+- Saving: takes shaded before the first save move beside the .blend (unsaved_takes), and
+  the sidebar's "the .blend is not saved" note goes.
+- Loading: what the sidebar said about the last file goes (runtime.Status is not saved).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import export_proc, prefs, runtime, take, unsaved_takes
+
+_moved: list[unsaved_takes.Moved] = []  # by the save under way (save_pre to save_post)
+
+
+def busy_folders() -> set[Path]:
+    """Take folders a run is still writing into."""
+    runs = [runtime.current, getattr(runtime.sequence, "current", None)]
+    return {Path(r.run.folder) for r in runs if r is not None and r.running and r.run}
+
+
+@persistent
+def save_pre(filepath: str = "", *_args) -> None:
+    if export_proc.saving_copy or not filepath:
+        return  # the add-on's own copy for a background export: no user's save
+    pattern = prefs.value("output_pattern", default=take.DEFAULT_PATTERN)
+    try:
+        _moved[:] = unsaved_takes.move_beside(filepath, pattern, busy_folders())
+    except OSError as exc:  # a save must never fail for this: the takes stay where they are
+        print(f"StoryShade: could not move the takes beside {filepath}: {exc}")
+        _moved.clear()
+
+
+@persistent
+def save_post(filepath: str = "", *_args) -> None:
+    if export_proc.saving_copy or not filepath:
+        return
+    if bpy.data.filepath != filepath:  # Save Copy: the open file is not the one saved
+        unsaved_takes.point_absolute(_moved)
+    else:
+        runtime.forget_unsaved_notes()
+    for entry in _moved:  # "Take untitled_take_001 added" names what is now first_take_001
+        runtime.take_moved(entry.renamed, str(entry.old), str(entry.new))
+    _moved.clear()
+
+
+@persistent
+def load_post(*_args) -> None:
+    runtime.clear()
+
+
+HANDLERS = (
+    (bpy.app.handlers.save_pre, save_pre),
+    (bpy.app.handlers.save_post, save_post),
+    (bpy.app.handlers.load_post, load_post),
+)
+
+
+def register() -> None:
+    for handlers, fn in HANDLERS:
+        if fn not in handlers:
+            handlers.append(fn)
+
+
+def unregister() -> None:
+    for handlers, fn in HANDLERS:
+        if fn in handlers:
+            handlers.remove(fn)

@@ -1,0 +1,86 @@
+"""The settings JSON a Shade sends: one builder for the sidebar and the headless CLI.
+
+Both start from the same `Choices` (the sidebar's fields; on the command line, the .blend's
+sidebar with the flags given over it), so the same scene and flags make the same request.
+
+The user's words are *added* to the presets': the server wraps the prompt in the style's
+`prompt_prefix`/`prompt_suffix`, and the negative prompt goes after the presets' own, since
+an override that replaced it would drop the style's (`low quality, blurry, ...`) without
+the user asking for that. A preset's own `prompt` (the older schema) is joined the same way.
+No bpy here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import presets
+from .errors import InputError
+
+# Engines without context windows: they refuse colour matching (docs/engine.md).
+NO_COLOR_MATCH = ("preview", "animatediff-stock")
+
+
+@dataclass
+class Choices:
+    """What the user asked for, before it is turned into settings."""
+
+    picks: list[str] = field(default_factory=list)  # the layer pickers' presets, in order
+    extra: list[str] = field(default_factory=list)  # more names, each replacing its layer's
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int | None = None
+    control_weights: dict[str, float] | None = None  # {"depth": w, "normal": w}; None: presets'
+    color_match: dict | None = None  # {"strength": s, "image"?: absolute path}; None: off
+    references: list[dict] | None = None  # replace the .blend's (the CLI's --reference)
+    raw: dict = field(default_factory=dict)  # the CLI's --settings JSON, under the rest
+
+
+def preset_names(choices: Choices) -> list[str]:
+    """The presets in layer order: each extra name replaces its layer's pick (a name the
+    add-on does not ship, e.g. a server's own preset, is added after the picks)."""
+    if not choices.extra:
+        return list(choices.picks)
+    replaced = {info.layer for name in choices.extra if (info := presets.find(name))}
+    picks = [
+        n for n in choices.picks if (info := presets.find(n)) is None or info.layer not in replaced
+    ]
+    return picks + [n for n in choices.extra if n not in picks]
+
+
+def build(choices: Choices) -> dict:
+    """The settings JSON for the server: preset names plus the user's changes."""
+    names = preset_names(choices)
+    base = presets.layered_settings(names)
+    out: dict = dict(choices.raw)
+    if names:
+        out["preset"] = ",".join(names)
+    if choices.seed is not None:
+        out["seed"] = choices.seed
+    if choices.prompt.strip():
+        out["prompt"] = presets.join_prompt(base.get("prompt", ""), choices.prompt)
+    if choices.negative_prompt.strip():
+        out["negative_prompt"] = presets.join_prompt(
+            base.get("negative_prompt", ""), choices.negative_prompt
+        )
+    if choices.control_weights:
+        # Only controls the presets define: a scale without its model is invalid.
+        controls = {
+            name: {"scale": round(weight, 3)}
+            for name, weight in choices.control_weights.items()
+            if name in base.get("controls", {})
+        }
+        if controls:
+            out["controls"] = controls
+    if choices.color_match is not None:
+        engine = base.get("engine", "")
+        if engine in NO_COLOR_MATCH:
+            raise InputError(
+                f"colour match needs context windows, and these presets use the '{engine}' "
+                "engine, which has none",
+                "untick Colour Match, or pick a quality that uses AnimateDiff",
+            )
+        out["color_match"] = dict(choices.color_match)
+    if choices.references is not None:
+        out["references"] = choices.references
+    return out
