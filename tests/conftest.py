@@ -31,12 +31,32 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models root holding the tiny random-weight set (written once per test session)."""
-    from storyshade.models.tiny import write_tiny_models
-
+    """A models root holding the tiny random-weight set (written once per test session).
+    Under a Python without the backend's packages (the bpy 4.2 run) the server's Python
+    writes it, as `storyshade models tiny` does for a user."""
     root = tmp_path_factory.mktemp("models")
-    write_tiny_models(root)
+    if _has_torch():
+        from storyshade.models.tiny import write_tiny_models
+
+        write_tiny_models(root)
+    else:
+        _server_python("-m", "storyshade", "models", "tiny", str(root))
     return root
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _server_python(*args: object) -> None:
+    """Run the server's Python (the bpy 4.2 run has no torch of its own)."""
+    import subprocess
+
+    python = os.environ.get("STORYSHADE_SERVER_PYTHON", sys.executable)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "backend"))
+    subprocess.run([python, *map(str, args)], env=env, check=True, capture_output=True)
 
 
 def write_synthetic_bundle(
@@ -117,10 +137,15 @@ def server(tmp_path: Path, tiny_models: Path):
 def hub(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path):
     """A stand-in for the model hub (tests/hubstandin.py) as a real process on loopback,
     serving the tiny models under the real repository ids (tests/hub_repos.py)."""
-    from hub_repos import write_repos
     from hubstandin import HubStandin
 
-    root = write_repos(tmp_path_factory.mktemp("hub"), tiny_models)
+    root = tmp_path_factory.mktemp("hub")
+    if _has_torch():
+        from hub_repos import write_repos
+
+        write_repos(root, tiny_models)
+    else:  # the bpy 4.2 run: the server's Python writes them
+        _server_python(REPO / "tests" / "hub_repos.py", str(root), str(tiny_models))
     with HubStandin(root) as standin:
         yield standin
 

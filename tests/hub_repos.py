@@ -194,3 +194,9 @@ def write_repos(root: Path, tiny: Path) -> Path:
 def _mk(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+if __name__ == "__main__":  # from a Python without torch: `python hub_repos.py ROOT TINY`
+    import sys
+
+    write_repos(Path(sys.argv[1]), Path(sys.argv[2]))

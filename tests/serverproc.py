@@ -35,7 +35,8 @@ class ServerProcess:
         prefix: Sequence[str] = (),
         entry: Sequence[str] = ("-m", "storyshade"),
     ):
-        self.python = python or sys.executable  # another venv's, for the bpy 4.2 suite
+        # the server's Python: STORYSHADE_SERVER_PYTHON in the bpy 4.2 suite (no torch there)
+        self.python = python or os.environ.get("STORYSHADE_SERVER_PYTHON") or sys.executable
         self.prefix = list(prefix)  # e.g. nsenter into a mount namespace (test_server_faults)
         self.entry = list(entry)  # e.g. tests/faultserve.py RULES (a fault-injecting launcher)
         self.data = data

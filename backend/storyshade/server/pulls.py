@@ -28,7 +28,7 @@ from typing import Any
 
 from storyshade.errors import NotFound
 from storyshade.server.events import EventLog
-from storyshade.server.records import Job, Records
+from storyshade.server.records import DAMAGED, Job, Records, read_record
 from storyshade.server.redact import Redactor
 from storyshade.wire.states import TERMINAL, Event, JobState
 
@@ -137,13 +137,15 @@ class PullJobs:
     def _load(self) -> None:
         found = []
         for folder in self.records.root.iterdir():
-            if not (folder / "job.json").is_file():
+            if folder.name == DAMAGED or not (folder / "job.json").is_file():
                 continue  # a request cut short before its record: never a job
-            try:
-                job = Job.from_json(json.loads((folder / "job.json").read_text("utf-8")))
+            try:  # one schema for every record the server wrote (records.py)
+                job = read_record((folder / "job.json").read_bytes())
                 request = json.loads((folder / "request.json").read_text("utf-8"))
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("skipping unreadable pull job %s: %s", folder.name, exc)
+                if not isinstance(request, dict):
+                    raise ValueError("request.json is not an object")
+            except (OSError, ValueError) as exc:
+                self.records.damaged(folder, exc)
                 continue
             found.append((job, request))
         for job, request in sorted(found, key=lambda jr: jr[0].created):
