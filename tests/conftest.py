@@ -31,11 +31,14 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models root holding the tiny random-weight set (written once per test session)."""
+    """A models root holding the tiny random-weight sets, SD1.5 and Wan VACE (written once
+    per test session, as `storyshade models tiny` writes them)."""
     from storyshade.models.tiny import write_tiny_models
+    from storyshade.models.tiny_wan import write_tiny_wan_models
 
     root = tmp_path_factory.mktemp("models")
     write_tiny_models(root)
+    write_tiny_wan_models(root)
     return root
 
 

@@ -156,10 +156,13 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["animatediff", "animatediff-stock", "preview"] = Field(
-        default="animatediff",
-        description="'animatediff' (windowed, any length), 'animatediff-stock' (diffusers' "
-        "pipeline, the reference) or 'preview' (no model, cel-shaded draft)",
+    engine: Literal["animatediff", "animatediff-stock", "preview", "wan-vace", "wan-vace-stock"] = (
+        Field(
+            default="animatediff",
+            description="'animatediff' (windowed, any length), 'animatediff-stock' (diffusers' "
+            "pipeline, the reference), 'preview' (no model, cel-shaded draft), 'wan-vace' (Wan "
+            "2.1 VACE, windowed, any length) or 'wan-vace-stock' (diffusers' WanVACEPipeline)",
+        )
     )
     prompt: str = Field(default="", max_length=2000, description="what to paint")
     prompt_prefix: str = Field(
@@ -318,6 +321,76 @@ class Settings(BaseModel):
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
 
+    # -- Wan VACE only (engines 'wan-vace', 'wan-vace-stock'; engine/wan_checks.py refuses
+    # them on the other engines, as it refuses AnimateDiff-only settings on these) ----------
+    wan_window: int = Field(
+        default=81,
+        ge=5,
+        le=257,
+        description="Wan: frames per context window, 4k+1 (81 frames = 21 latent frames, "
+        "what Wan 2.1 was trained on)",
+    )
+    wan_overlap: int = Field(
+        default=16,
+        ge=0,
+        le=252,
+        description="Wan: frames shared by neighbouring windows, a multiple of 4 (whole "
+        "latent frames)",
+    )
+    wan_scheduler: Literal["unipc", "euler"] = Field(
+        default="unipc",
+        description="Wan: flow-matching sampler, UniPC (as shipped) or Euler",
+    )
+    wan_shift: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=20.0,
+        description="Wan: flow shift of the sampler's schedule (3 for 480p, 5 for 720p)",
+    )
+    wan_cache: Literal["off", "first_block", "taylorseer"] = Field(
+        default="off",
+        description="wan-vace: diffusers' step cache on the transformer: first-block cache "
+        "or TaylorSeer (speed for quality; docs/engine.md)",
+    )
+    wan_cache_threshold: float = Field(
+        default=0.05,
+        ge=0.01,
+        le=0.3,
+        description="wan-vace: first_block: how much change is tolerated before "
+        "the blocks run again (higher = faster, blurrier)",
+    )
+    wan_cache_interval: int = Field(
+        default=4,
+        ge=2,
+        le=10,
+        description="wan-vace: taylorseer: full computation every N steps, predicted between",
+    )
+    wan_offload: Literal["none", "model", "group"] = Field(
+        default="none",
+        description="wan-vace: keep the transformer in CPU memory and move it (model) or "
+        "its blocks one group at a time (group) to the GPU: for 8 GB GPUs",
+    )
+
+    @field_validator("wan_window")
+    @classmethod
+    def _wan_window(cls, value: int) -> int:
+        if value % 4 != 1:
+            raise ValueError(
+                f"{value} is not 4k+1 frames (the Wan VAE keeps the first frame and "
+                "groups the rest by 4); use e.g. 33, 49 or 81"
+            )
+        return value
+
+    @field_validator("wan_overlap")
+    @classmethod
+    def _wan_overlap(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("wan_window")
+        if value % 4:
+            raise ValueError(f"{value} is not a multiple of 4 (whole latent frames)")
+        if window is not None and value >= window - 1:
+            raise ValueError(f"overlap {value} must be below the window ({window} frames) - 1")
+        return value
+
     @property
     def full_prompt(self) -> str:
         """The text the model sees: style prefix, the user's prompt, style suffix."""
@@ -346,9 +419,9 @@ class Settings(BaseModel):
     @classmethod
     def _compile_engine(cls, value: str, info: ValidationInfo) -> str:
         engine = info.data.get("engine")
-        if value == "on" and engine != "animatediff":
+        if value == "on" and engine not in ("animatediff", "wan-vace"):
             raise ValueError(
-                f"engine '{engine}' cannot be compiled (only 'animatediff' can); "
+                f"engine '{engine}' cannot be compiled (only 'animatediff' and 'wan-vace' can); "
                 "set compile to 'off' or 'auto'"
             )
         return value

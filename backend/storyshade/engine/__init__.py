@@ -27,12 +27,20 @@ def get_engine(
         from storyshade.engine.animatediff import StockAnimateDiffEngine
 
         return StockAnimateDiffEngine(roots, cache, models)
+    if name == "wan-vace":  # Wan 2.1 VACE, windowed over latent frames
+        from storyshade.engine.wan_vace import WanVaceEngine
+
+        return WanVaceEngine(roots, cache, models)
+    if name == "wan-vace-stock":  # diffusers' WanVACEPipeline as shipped: the reference
+        from storyshade.engine.wan_stock import StockWanVaceEngine
+
+        return StockWanVaceEngine(roots, cache, models)
     if name == "preview":  # no model: cel-shaded draft from the control images
         from storyshade.engine.preview import PreviewEngine
 
         return PreviewEngine()
     raise StoryShadeError(
         f"unknown engine '{name}'",
-        "use 'animatediff', 'animatediff-stock' or 'preview'",
+        "use 'animatediff', 'animatediff-stock', 'wan-vace', 'wan-vace-stock' or 'preview'",
         field="settings.engine",
     )

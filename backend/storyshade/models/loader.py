@@ -103,6 +103,10 @@ def model_key(roots: list[Path], settings: Settings) -> ModelKey:
 
     Raises ModelError naming what is missing, refused (pickle) or mismatched.
     """
+    if settings.engine.startswith("wan-"):  # a Wan pipeline: models/wan_loader.py
+        from storyshade.models.wan_loader import wan_model_key
+
+        return wan_model_key(roots, settings)  # type: ignore[return-value]
     ckpt = find(roots, "checkpoint", settings.checkpoint)
     check_checkpoint(ckpt)
     motion = find(roots, "motion_adapter", settings.motion_adapter)
@@ -162,6 +166,8 @@ def _checkpoint_parts(key: ModelKey, dtype: Any) -> dict[str, Any]:
 
 
 def _load(key: ModelKey) -> Any:
+    if hasattr(key, "load"):  # a key that knows its own pipeline (models/wan_loader.py)
+        return key.load()
     import torch
     from diffusers import AnimateDiffControlNetPipeline, ControlNetModel, MotionAdapter
 
@@ -202,6 +208,8 @@ def _load(key: ModelKey) -> Any:
 
 def configure(pipe: Any, key: ModelKey) -> Any:
     """Apply the key's sampler and LoRA strengths to a loaded pipeline, without reloading."""
+    if hasattr(key, "configure"):  # a key that knows its own pipeline (models/wan_loader.py)
+        return key.configure(pipe)
     apply_scheduler(pipe, key.scheduler)
     apply_loras(pipe, key.loras)
     return pipe

@@ -1,0 +1,81 @@
+"""UMT5 once per job: the shot's prompt and negative, and every look's, in one visit.
+
+The text encoder (UMT5-XXL, about 11 GB in bfloat16 for the real checkpoints) stays in CPU
+memory (models/wan_loader.py). For a job it is moved to the device, encodes every text the
+job needs, and goes back before the transformer denoises, so the two never share the GPU
+while denoising. Each text is encoded alone, exactly as WanVACEPipeline encodes a prompt
+(its cleaning, 512 tokens, zeros past the text's end), so one window equals the stock
+pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from storyshade.progress import Reporter
+from storyshade.settings import Settings
+
+MAX_TOKENS = 512  # UMT5's context: WanVACEPipeline's max_sequence_length
+
+
+def look_text(settings: Settings, look: dict) -> str:
+    """The text a look's pixels are shaded with: its prompt inside the shot's style.
+
+    The one place a look's text is built for this engine, so that it follows whatever
+    rule the style's prefix and suffix get (the same rule as engine/regions.py today)."""
+    return settings.model_copy(update={"prompt": look["prompt"]}).full_prompt
+
+
+def look_negative(settings: Settings, look: dict) -> str:
+    return look.get("negative") or settings.negative_prompt
+
+
+def token_count(pipe: Any, text: str) -> int:
+    return len(pipe.tokenizer(text, add_special_tokens=True).input_ids)
+
+
+def encode_texts(
+    pipe: Any, texts: Sequence[str], device: Any, dtype: Any, reporter: Reporter | None = None
+) -> list[torch.Tensor]:
+    """(1, 512, text_dim) embeddings per text, in `dtype` on `device`; the encoder visits
+    the device for this call only. A text over 512 tokens is cut there (said in a note)."""
+    encoder = pipe.text_encoder
+    home = encoder.device
+    unique = list(dict.fromkeys(texts))
+    if reporter is not None:
+        for text in unique:
+            n = token_count(pipe, text)
+            if n > MAX_TOKENS:
+                reporter.note(
+                    f"a prompt has {n} tokens; UMT5 reads the first {MAX_TOKENS}",
+                    event="prompt_truncated",
+                )
+    try:
+        if str(home) != str(device):
+            encoder.to(device)
+        with torch.inference_mode():
+            done = {
+                text: pipe._get_t5_prompt_embeds(
+                    prompt=text, max_sequence_length=MAX_TOKENS, device=device
+                ).to(dtype)
+                for text in unique
+            }
+    finally:
+        if str(encoder.device) != str(home):
+            encoder.to(home)
+    return [done[t] for t in texts]
+
+
+def job_texts(settings: Settings, looks: Sequence[dict]) -> list[str]:
+    """Every text a job encodes, in order: prompt, negative (with CFG), then each look's
+    prompt and (with CFG) negative."""
+    cfg = settings.guidance_scale > 1
+    out = [settings.full_prompt] + ([settings.negative_prompt] if cfg else [])
+    for look in looks:
+        out.append(look_text(settings, look))
+        if cfg:
+            out.append(look_negative(settings, look))
+    return out
