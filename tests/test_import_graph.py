@@ -27,6 +27,7 @@ LAYERS = [
         "presets_cli",
         "contact_sheet",
         "references",  # reference images: paths and safe decoding (no torch)
+        "wan_settings",  # which settings belong to which engine family (no torch)
     },
     {"review"},  # reads take folders; the server serves its page
     {"models"},

@@ -49,6 +49,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         from storyshade.engine.levers import check_compile
 
         check_compile(settings)
+    from storyshade.engine.wan_checks import check_wan_job
+
+    check_wan_job(settings, len(bundle), bool(bundle.held()), bool(bundle.shot.regions))
     if settings.references or settings.color_match:  # unreadable images fail now too
         from storyshade.references import check_references, resolve_paths
 

@@ -48,7 +48,7 @@ FIELD = "settings.color_match"
 
 def check_color_match_engine(engine: str, color_match: ColorMatch | None) -> None:
     """Only the windowed engine has windows and latents to match: refuse, never ignore."""
-    if color_match is not None and engine != "animatediff":
+    if color_match is not None and engine not in ("animatediff", "wan-vace"):
         raise StoryShadeError(
             f"engine '{engine}' cannot match colours between windows (settings.color_match)",
             "use engine 'animatediff' (the windowed engine), or set color_match to null",

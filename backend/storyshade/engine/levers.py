@@ -30,7 +30,7 @@ def compile_problem(device: str) -> str | None:
 
 def check_compile(settings: Settings) -> None:
     """compile = 'on' where it cannot work: refused before any work (a 4xx / CLI exit 2)."""
-    if settings.compile != "on" or settings.engine != "animatediff":
+    if settings.compile != "on" or settings.engine not in ("animatediff", "wan-vace"):
         return  # other engines with 'on' are refused by Settings itself
     from storyshade.models.loader import pick_device
 

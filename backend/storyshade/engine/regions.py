@@ -281,7 +281,7 @@ def encode_looks(
 
 def check_looks_engine(engine: str, has_looks: bool) -> None:
     """Looks need our own sampling loop; the stock pipeline would silently ignore them."""
-    if has_looks and engine != "animatediff" and engine != "preview":
+    if has_looks and engine not in ("animatediff", "preview", "wan-vace"):
         raise StoryShadeError(
             f"engine '{engine}' cannot shade per-object looks (the shot has some)",
             "use engine 'animatediff' (the windowed engine) or 'preview', or export without looks",

@@ -20,67 +20,10 @@ from collections.abc import Sequence
 
 from storyshade.errors import StoryShadeError
 from storyshade.settings import Reference, Settings
+from storyshade.wan_settings import WAN, changed, check_engine_settings
 
-WAN = ("wan-vace", "wan-vace-stock")
-ANIMATEDIFF_ONLY = (
-    "motion_adapter",
-    "motion_loras",
-    "motion_scale",
-    "scheduler",
-    "context_length",
-    "context_overlap",
-    "free_noise",
-    "forward_chunk",
-    "attention_slicing",
-    "hires",
-    "step_cache",
-    "ip_adapter",
-    "image_encoder",
-)
 LEVERS = ("wan_cache", "wan_offload")
 MIN_FRAMES = 5  # the first frame, then one group of 4
-
-
-def _default(name: str) -> object:
-    field = Settings.model_fields[name]
-    return field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-
-
-def changed(settings: Settings, name: str) -> bool:
-    return getattr(settings, name) != _default(name)
-
-
-def check_engine_settings(settings: Settings) -> None:
-    """Settings of the other engine family, set away from their defaults: refused."""
-    wan = settings.engine in WAN
-    if wan:
-        for name in ANIMATEDIFF_ONLY:
-            if changed(settings, name):
-                raise StoryShadeError(
-                    f"engine '{settings.engine}' has no '{name}' (an AnimateDiff setting; the "
-                    f"job sets it to {getattr(settings, name)!r})",
-                    f"leave {name} at its default ({_default(name)!r}) with the Wan engines, or "
-                    "use engine 'animatediff' (a camera preset other than 'static' or 'calm' "
-                    "brings motion settings)",
-                    field=f"settings.{name}",
-                )
-        for role, control in settings.controls.items():
-            if control.guess_mode:
-                raise StoryShadeError(
-                    f"engine '{settings.engine}' has no guess mode (a ControlNet setting)",
-                    "set guess_mode to false",
-                    field=f"settings.controls.{role}.guess_mode",
-                )
-        if settings.engine == "wan-vace-stock":
-            check_stock_settings(settings)
-        return
-    for name in (n for n in Settings.model_fields if n.startswith("wan_")):
-        if changed(settings, name):
-            raise StoryShadeError(
-                f"engine '{settings.engine}' has no '{name}' (a Wan setting)",
-                f"use engine 'wan-vace' (e.g. the wan presets), or drop {name}",
-                field=f"settings.{name}",
-            )
 
 
 def check_stock_settings(settings: Settings) -> None:
@@ -163,6 +106,8 @@ def check_wan_job(settings: Settings, frames: int, held: bool, looks: bool) -> N
     check_engine_settings(settings)
     if settings.engine not in WAN:
         return
+    if settings.engine == "wan-vace-stock":
+        check_stock_settings(settings)
     if frames < MIN_FRAMES:
         raise StoryShadeError(
             f"the shot has {frames} frame(s); Wan makes a first frame, then groups of 4, so "

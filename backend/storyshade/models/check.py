@@ -49,6 +49,10 @@ class Report:
 def needs_of(settings: Settings) -> list[Need]:
     if settings.engine == "preview":
         return []
+    if settings.engine.startswith("wan-"):  # a Wan checkpoint and its LoRAs only
+        return [Need("checkpoint", "checkpoint", settings.checkpoint)] + [
+            Need("Wan LoRA", "lora", lo.name) for lo in settings.loras
+        ]
     out = [
         Need("checkpoint", "checkpoint", settings.checkpoint),
         Need("motion adapter", "motion_adapter", settings.motion_adapter),
@@ -87,6 +91,10 @@ def check_preset(roots: list[Path], settings: Settings) -> Report:
     if settings.engine == "preview":
         report.notes.append("the preview engine needs no models")
         return report
+    if settings.engine.startswith("wan-"):
+        from storyshade.models.wan_loader import check_wan_preset
+
+        return check_wan_preset(roots, settings, report, needs_of(settings), _where_to_get)
     for need in needs_of(settings):
         report.needs.append(need)
         try:

@@ -106,7 +106,7 @@ def model_key(roots: list[Path], settings: Settings) -> ModelKey:
     if settings.engine.startswith("wan-"):  # a Wan pipeline: models/wan_loader.py
         from storyshade.models.wan_loader import wan_model_key
 
-        return wan_model_key(roots, settings)  # type: ignore[return-value]
+        return wan_model_key(roots, settings, pick_device(settings.device))  # type: ignore[return-value]
     ckpt = find(roots, "checkpoint", settings.checkpoint)
     check_checkpoint(ckpt)
     motion = find(roots, "motion_adapter", settings.motion_adapter)

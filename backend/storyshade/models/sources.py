@@ -58,6 +58,18 @@ SOURCES: dict[str, Source] = {
         note="the ViT-H/14 CLIP vision encoder of the SD1.5 IP-Adapters",
     ),
 }
+_KIJAI = "Kijai/WanVideo_comfy"
+SOURCES.update(
+    {
+        "Wan2.1-VACE-1.3B-diffusers": Source("Wan-AI/Wan2.1-VACE-1.3B-diffusers"),
+        "Wan2.1-VACE-14B-diffusers": Source("Wan-AI/Wan2.1-VACE-14B-diffusers"),
+        "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32": Source(
+            _KIJAI,
+            "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors",
+            note="a few-step (CausVid) distillation LoRA for Wan 2.1 1.3B",
+        ),
+    }
+)
 for _steps in (1, 2, 4, 8):
     _file = f"animatediff_lightning_{_steps}step_diffusers.safetensors"
     SOURCES[_file.removesuffix(".safetensors")] = Source(_LIGHTNING, _file)

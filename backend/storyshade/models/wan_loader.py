@@ -15,6 +15,8 @@ pipeline between jobs (it calls the key's `load` and `configure`). What is loade
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,24 +63,21 @@ class WanModelKey:
         return pipe
 
 
-def wan_model_key(roots: list[Path], settings: Settings) -> WanModelKey:
-    """Resolve and check a Wan job's checkpoint and LoRAs before anything loads; a
-    mismatch names both files (models/wan_arch.py)."""
-    from storyshade.models.loader import pick_device
+def wan_model_key(roots: list[Path], settings: Settings, device: str) -> WanModelKey:
+    """Resolve and check a Wan job's checkpoint and LoRAs before anything loads (to run on
+    `device`); a mismatch names both files (models/wan_arch.py)."""
     from storyshade.models.locate import find
-    from storyshade.models.wan_arch import check_vace, check_wan_checkpoint, lora_problems
+    from storyshade.models.wan_arch import check_wan_checkpoint
 
     ckpt = find(roots, "checkpoint", settings.checkpoint)
     check_wan_checkpoint(ckpt)
-    arch = check_vace(ckpt)
-    loras = []
-    for i, lo in enumerate(settings.loras):
-        path = lora_file(find(roots, "lora", lo.name))
-        found = lora_problems(lo.name, path, ckpt, arch, f"settings.loras.{i}.name")
-        if found:
-            raise found[0]
-        loras.append(LoraSpec(lo.name, path, lo.weight))
-    device = pick_device(settings.device)
+    loras = [
+        LoraSpec(lo.name, lora_file(find(roots, "lora", lo.name)), lo.weight)
+        for lo in settings.loras
+    ]
+    found = wan_problems(settings, ckpt, [(s.name, s.path) for s in loras])
+    if found:
+        raise found[0]
     return WanModelKey(
         ckpt,
         device,
@@ -87,6 +86,85 @@ def wan_model_key(roots: list[Path], settings: Settings) -> WanModelKey:
         tuple(loras),
         (settings.wan_scheduler, settings.wan_shift),
     )
+
+
+FEW_STEP = re.compile(r"causvid|lightx2v|step[_-]?distill|fastwan", re.IGNORECASE)
+
+
+def few_step_problems(settings: Settings, loras: list[tuple[str, Path]]) -> list[ModelError]:
+    """A few-step distillation LoRA (CausVid, lightx2v) works only without CFG, in few steps."""
+    distilled = [(n, p) for n, p in loras if FEW_STEP.search(n) or FEW_STEP.search(p.name)]
+    if not distilled:
+        return []
+    wrong = []
+    if settings.guidance_scale > 1:
+        wrong.append(f"guidance_scale {settings.guidance_scale} (needs 1.0: no CFG)")
+    if settings.steps > 12:
+        wrong.append(f"steps {settings.steps} (distilled for 4-8)")
+    if not wrong:
+        return []
+    name, path = distilled[0]
+    return [
+        ModelError(
+            f"few-step LoRA '{name}' {path} does not work with {', '.join(wrong)}",
+            "use the wan-fast quality preset, or set guidance_scale = 1.0 and steps = 6",
+            field="settings.loras",
+        )
+    ]
+
+
+def wan_problems(
+    settings: Settings, checkpoint: Path, loras: list[tuple[str, Path]]
+) -> list[ModelError]:
+    """Every mismatch of a Wan job's files, each naming both files (nothing loaded)."""
+    from storyshade.models.wan_arch import check_vace, lora_problems
+
+    try:
+        arch = check_vace(checkpoint)
+    except ModelError as exc:
+        return [exc]
+    out = []
+    for i, (name, path) in enumerate(loras):
+        out += lora_problems(name, path, checkpoint, arch, f"settings.loras.{i}.name")
+    return out + few_step_problems(settings, loras)
+
+
+def check_wan_preset(
+    roots: list[Path],
+    settings: Settings,
+    report: Any,
+    needs: list[Any],
+    where_to_get: Callable[..., str],
+) -> Any:
+    """`models check` for a Wan preset (models/check.py's report and needs): the
+    checkpoint and LoRAs present and fitting, and no setting of the other engine family."""
+    from storyshade.errors import StoryShadeError
+    from storyshade.models.locate import find
+    from storyshade.models.wan_arch import check_wan_checkpoint
+    from storyshade.wan_settings import check_engine_settings
+
+    try:  # settings of the other engine family (a camera preset's motion LoRA, say)
+        check_engine_settings(settings)
+    except StoryShadeError as exc:
+        report.problems.append(exc)
+    for need in needs:
+        report.needs.append(need)
+        try:
+            path = find(roots, need.kind, need.name)
+            if need.kind == "checkpoint":
+                check_wan_checkpoint(path)
+            else:
+                path = lora_file(path)
+            need.path = path
+        except ModelError as exc:
+            need.problem = exc.problem
+            found = "not found" in exc.problem
+            need.fix = where_to_get(roots, need.kind, need.name) if found else exc.fix
+    if all(n.path and not n.problem for n in report.needs):
+        ckpt = report.needs[0].path
+        loras = [(n.name, n.path) for n in report.needs[1:]]
+        report.problems += wan_problems(settings, ckpt, loras)
+    return report
 
 
 def make_flow_scheduler(name: str, shift: float, config: Any) -> Any:

@@ -14,6 +14,7 @@ from storyshade.engine.color_match import check_color_match_engine
 from storyshade.engine.levers import check_compile
 from storyshade.engine.references import check_reference_looks, check_references_engine
 from storyshade.engine.regions import check_looks_engine
+from storyshade.engine.wan_checks import check_wan_job
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.job_input import needs_models
 from storyshade.models.loader import ModelKey, model_key
@@ -183,6 +184,7 @@ def accept_job(
         check_stock_shot(settings, len(bundle), store.roots)  # a 400 now, not a failed job
         check_looks_engine(settings.engine, bool(bundle.shot.regions))
         check_held_engine(settings.engine, bool(bundle.held()))
+        check_wan_job(settings, len(bundle), bool(bundle.held()), bool(bundle.shot.regions))
         return store.submit(
             job_id,
             bundle,
