@@ -3,7 +3,7 @@
 The text encoder (UMT5-XXL, about 11 GB in bfloat16 for the real checkpoints) stays in CPU
 memory (models/wan_loader.py). For a job it is moved to the device, encodes every text the
 job needs, and goes back before the transformer denoises, so the two never share the GPU
-while denoising. Each text is encoded alone, exactly as WanVACEPipeline encodes a prompt
+while denoising; where it does not fit the GPU (8 GB cards) it encodes in CPU memory. Each text is encoded alone, exactly as WanVACEPipeline encodes a prompt
 (its cleaning, 512 tokens, zeros past the text's end), so one window equals the stock
 pipeline.
 """
@@ -54,19 +54,37 @@ def encode_texts(
                     event="prompt_truncated",
                 )
     try:
-        if str(home) != str(device):
-            encoder.to(device)
-        with torch.inference_mode():
-            done = {
-                text: pipe._get_t5_prompt_embeds(
-                    prompt=text, max_sequence_length=MAX_TOKENS, device=device
-                ).to(dtype)
-                for text in unique
-            }
+        done = _encode(pipe, unique, device, dtype, device)
+    except torch.OutOfMemoryError:  # an 8 GB card cannot hold UMT5-XXL: encode in CPU memory
+        encoder.to(home)
+        torch.cuda.empty_cache()
+        if reporter is not None:
+            reporter.note(
+                "the text encoder does not fit the GPU; encoding the prompts on the CPU",
+                event="oom_fallback",
+                plan="text encoder on the CPU",
+                where="text encoding",
+            )
+        done = _encode(pipe, unique, device, dtype, home)
     finally:
         if str(encoder.device) != str(home):
             encoder.to(home)
     return [done[t] for t in texts]
+
+
+def _encode(
+    pipe: Any, texts: Sequence[str], device: Any, dtype: Any, where: Any
+) -> dict[str, torch.Tensor]:
+    """Each text's embeddings (on `device`), the encoder run where `where` is."""
+    if str(pipe.text_encoder.device) != str(where):
+        pipe.text_encoder.to(where)
+    with torch.inference_mode():
+        return {
+            text: pipe._get_t5_prompt_embeds(
+                prompt=text, max_sequence_length=MAX_TOKENS, device=device
+            ).to(dtype)
+            for text in texts
+        }
 
 
 def job_texts(settings: Settings, looks: Sequence[dict]) -> list[str]:
