@@ -100,6 +100,15 @@ WALK: dict[str, tuple[dict[str, Any], Any, str, str]] = {
     "dtype": ({}, "bfloat16", "frames", "same"),
     "device": ({}, "cpu", "same", "same"),  # 'auto' is the CPU here: where, not what
     "hires": ({}, {"scale": 1.5, "strength": 0.5}, "frames", "same"),  # preview: a draft
+    # Wan-only settings: refused on these engines (tests/test_wan_*.py walk them on Wan)
+    "wan_window": ({}, 33, "refused", "refused"),
+    "wan_overlap": ({}, 8, "refused", "refused"),
+    "wan_scheduler": ({}, "euler", "refused", "refused"),
+    "wan_shift": ({}, 5.0, "refused", "refused"),
+    "wan_cache": ({}, "first_block", "refused", "refused"),
+    "wan_cache_threshold": ({}, 0.1, "refused", "refused"),
+    "wan_cache_interval": ({}, 3, "refused", "refused"),
+    "wan_offload": ({}, "model", "refused", "refused"),
 }
 
 # Effects real but too small for this walk's 8-bit comparison on the tiny models.

@@ -18,6 +18,7 @@ from storyshade.models.loader import ModelCache
 from storyshade.progress import Reporter
 from storyshade.references import resolve_paths
 from storyshade.settings import Settings
+from storyshade.wan_settings import check_engine_settings
 from storyshade.wire.layout import frame_name
 from storyshade.wire.states import Event, Stage
 
@@ -102,6 +103,7 @@ def _render(
     keys: StageKeys | None,
 ) -> list[Path]:
     bundle, settings = work.bundle, work.settings
+    check_engine_settings(settings)  # the other engine family's settings: refused, not ignored
     embeddings = stages.embeddings if stages else None
     engine = get_engine(settings.engine, roots, cache or ModelCache(), work.models, embeddings)
     if stages and keys:
