@@ -81,6 +81,8 @@ GENERATION_ONLY = frozenset(
         "ip_adapter",
         "image_encoder",
         "color_match",
+        *(f"wan_{name}" for name in ("window", "overlap", "scheduler", "shift", "offload")),
+        *(f"wan_cache{part}" for part in ("", "_threshold", "_interval")),
     }
 )
 # Fields of one control that only weight it during generation.

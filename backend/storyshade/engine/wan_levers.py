@@ -12,8 +12,8 @@
   compiled once and reused by every block), which compiles in seconds instead of minutes.
 - Offload (`wan_offload`): "model" keeps the transformer in CPU memory and moves it to the
   GPU only while denoising (the VAE and text encoder likewise only while they work);
-  "group" streams the transformer's blocks to the GPU one at a time (diffusers' group
-  offload), for 8 GB GPUs. Offload is decided when the pipeline loads (it is part of the
+  "group" streams the transformer's layers to the GPU as they run, prefetched on a side
+  CUDA stream (diffusers' group offload at leaf level), for 8 GB GPUs. Offload is decided when the pipeline loads (it is part of the
   loaded pipeline's identity: models/wan_loader.py).
 
 All of them are installed through the job's undo log: the cached pipeline comes back
@@ -41,6 +41,9 @@ def cache_config(settings: Settings, dtype: Any) -> Any:
             cache_interval=settings.wan_cache_interval,
             disable_cache_before_step=min(3, max(1, settings.steps // 4)),
             taylor_factors_dtype=dtype,
+            # diffusers' default patterns ("^blocks.*attn", matched whole) miss Wan's attn1,
+            # attn2: name the main blocks' attention and feed-forward outputs explicitly
+            cache_identifiers=[r"blocks\.\d+\.(attn1|attn2|ffn)"],
         )
     return None
 

@@ -134,8 +134,8 @@ def vace_conditioning(
         if all(clip.source(i) in held for i in clip.latent_frames(j)):
             mask[:, :, j] = 0.0
     out = []
-    roles = list(settings.controls)
-    for k, role in enumerate(roles):
+    roles = [r for r, c in settings.controls.items() if c.scale > 0 and c.start < c.end]
+    for k, role in enumerate(roles):  # a role that never steers is not encoded at all
         spec = settings.controls[role]
         seq = controls.frames[role]
 

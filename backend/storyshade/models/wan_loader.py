@@ -235,11 +235,13 @@ def load_wan(key: WanModelKey) -> Any:
     )
     pipe.set_progress_bar_config(disable=True)
     if key.offload == "group" and key.device != "cpu":
+        # leaf level: the engine calls the transformer's parts itself (engine/wan_sampling.py),
+        # so the offload hooks must sit on the parts, not on the whole model's forward
         transformer.enable_group_offload(
             onload_device=key.device,
             offload_device="cpu",
-            offload_type="block_level",
-            num_blocks_per_group=1,
+            offload_type="leaf_level",
+            use_stream=True,
         )
     elif key.offload != "model":  # model offload: each part visits the device to work
         transformer.to(key.device)
