@@ -59,8 +59,10 @@ SMALL = WanShape(4, 32, 256, 6, (0, 2, 4), 256, 16, (1, 2, 2, 2), 1)
 TINY = WanShape(2, 12, 32, 3, (0, 2), 32, 3, (1, 1, 1, 1), 1)
 
 
-def write_models(root: Path, shape: WanShape, seed: int = 0) -> Path:
-    """A random Wan VACE checkpoint of `shape` in diffusers layout under root/checkpoints."""
+def write_models(root: Path, shape: WanShape, seed: int = 0, half: bool = False) -> Path:
+    """A random Wan VACE checkpoint of `shape` in diffusers layout under root/checkpoints
+    (`half`: the transformer and text encoder saved in bfloat16, half the bytes to write
+    and read for the 1.3B's shapes; the VAE stays float32 as the engine loads it)."""
     import torch
     from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DModel
     from storyshade.models.tiny_wan import flow_scheduler, tiny_wan_tokenizer
@@ -105,6 +107,9 @@ def write_models(root: Path, shape: WanShape, seed: int = 0) -> Path:
         num_res_blocks=shape.vae_blocks,
         temperal_downsample=[False, True, True],
     )
+    if half:
+        transformer.to(torch.bfloat16)
+        text.to(torch.bfloat16)
     dest = root / "checkpoints" / NAME
     WanVACEPipeline(
         tokenizer=tokenizer,
@@ -368,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         args.window, args.overlap = 9, 4
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-wan-models-") as tmp:
-        models = write_models(Path(tmp), shape)
+        models = write_models(Path(tmp), shape, half=gpu)
         results = []
         for case in cases(models, args):
             part = (
