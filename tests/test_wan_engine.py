@@ -155,7 +155,7 @@ def test_the_stock_engine_renders_a_shot(tiny_models, cache):
 
 def test_the_stock_engine_refuses_what_it_cannot_do(tiny_models, cache):
     both = {"depth": {"model": "x", "scale": 0.8}, "normal": {"model": "x", "scale": 0.5}}
-    settings = wan_settings(engine="wan-vace-stock", controls=both)
+    settings = wan_settings(engine="wan-vace-stock", controls=both, wan_window=81, wan_overlap=16)
     with pytest.raises(StoryShadeError, match="one control video") as err:
         check_job(settings, [tiny_models], Shot(5))
     assert err.value.field == "settings.controls"
