@@ -56,6 +56,8 @@ from storyshade.wire.states import Event, Stage
 GENERATION_ONLY = frozenset(
     {
         "prompt",
+        "prompt_prefix",
+        "prompt_suffix",
         "negative_prompt",
         "seed",
         "steps",
