@@ -173,10 +173,16 @@ def test_a_looks_text_is_its_prompt_inside_the_style(styled, pipe):
     assert look_texts(settings, {**look, "negative": ""})[1] == "blurry"
     as_shot = settings.model_copy(update={"prompt": look["prompt"], "negative_prompt": negative})
     assert as_shot.full_prompt == text  # one rule builds both
+    events: list[dict] = []
+    long = {"id": 2, "name": "Sea", "prompt": LONG}
     with torch.inference_mode():
-        cond, uncond = encode_looks(pipe, settings, [look])
+        cond, uncond = encode_looks(pipe, settings, [look, long], Reporter(events.append))
         shot = encode_text(pipe, as_shot)  # [negative, positive]
     assert torch.equal(cond[0], shot[1:]) and torch.equal(uncond[0], shot[:1])
+    # looks' texts may differ in length; a look's prompt and negative have the same
+    assert cond[1].shape == uncond[1].shape and cond[1].shape[1] > cond[0].shape[1]
+    notes = [(e["text"], e["chunks"]) for e in events if e.get("event") == "prompt_chunks"]
+    assert notes == [("the prompt of look 'Sea'", 3)]
 
 
 def test_a_stored_prompt_stays_within_its_limits():

@@ -282,8 +282,9 @@ def encode_looks(
     cond, uncond = [], []
     for look in looks:
         text, negative = look_texts(settings, look)
-        label = f"look '{look.get('name', look['id'])}'"
-        positive, neg = encode_pair(pipe, text, negative, cfg, reporter, label)
+        name = f"look '{look.get('name', look['id'])}'"
+        names = (f"the prompt of {name}", f"the negative prompt of {name}")
+        positive, neg = encode_pair(pipe, text, negative, cfg, reporter, names)
         cond.append(positive)
         if cfg:
             uncond.append(neg)

@@ -92,18 +92,16 @@ def encode_pair(
     negative: str | None,
     cfg: bool,
     reporter: Reporter | None = None,
-    label: str = "the prompt",
+    names: tuple[str, str] = ("the prompt", "the negative prompt"),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(positive, negative) embeddings (1, tokens, dim) each; the negative (None without
     CFG) has as many tokens as the positive. A text longer than one chunk is a note event
-    (`prompt_chunks`) saying so."""
-    texts = {label: positive}
-    if cfg:
-        texts[f"{label}'s negative"] = negative or ""
-    chunked = {}
-    for name, text in texts.items():
+    (`prompt_chunks`, naming it by `names`)."""
+    texts = [positive, negative or ""] if cfg else [positive]
+    chunked = []
+    for name, text in zip(names, texts, strict=False):
         chunks, tokens = text_chunks(pipe, text)
-        chunked[name] = chunks
+        chunked.append(chunks)
         if len(chunks) > 1 and reporter is not None:
             reporter.note(
                 f"{name} is {tokens} tokens, more than the text encoder's "
@@ -113,10 +111,9 @@ def encode_pair(
                 tokens=tokens,
                 chunks=len(chunks),
             )
-    pos = chunked[label]
     if not cfg:
-        return encode_chunks(pipe, pos), None
-    neg = chunked[f"{label}'s negative"]
+        return encode_chunks(pipe, chunked[0]), None
+    pos, neg = chunked
     longest = max(len(pos), len(neg))
     pos = pos + [[]] * (longest - len(pos))  # empty chunks: the encoded empty text
     neg = neg + [[]] * (longest - len(neg))

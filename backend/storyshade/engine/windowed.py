@@ -108,7 +108,7 @@ def encode_text(pipe: Any, settings: Settings, reporter: Reporter | None = None)
 
     cfg = settings.guidance_scale > 1
     positive, negative = encode_pair(
-        pipe, settings.full_prompt, settings.negative_prompt, cfg, reporter, "the prompt"
+        pipe, settings.full_prompt, settings.negative_prompt, cfg, reporter
     )
     return torch.cat([negative, positive]) if cfg else positive
 
