@@ -627,7 +627,7 @@ def levers_table(results: list[dict]) -> str:
 
 
 CPU_HEADING = "### CPU, small SD1.5-shaped model"
-INPUTS_HEADING = "### CPU, inputs included: the real render path"
+INPUTS_HEADING = "### CPU, as a user runs it: `storyshade render`"
 INPUTS_TARGET = 1.05  # peak incl. inputs at the longest shot vs at 16 frames
 GPU_HEADING = "### GPU, SD1.5-sized model"
 GPU_PENDING = (
