@@ -5,6 +5,8 @@ references); a text that fits is encoded bit for bit as diffusers does."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -183,6 +185,35 @@ def test_a_looks_text_is_its_prompt_inside_the_style(styled, pipe):
     assert cond[1].shape == uncond[1].shape and cond[1].shape[1] > cond[0].shape[1]
     notes = [(e["text"], e["chunks"]) for e in events if e.get("event") == "prompt_chunks"]
     assert notes == [("the prompt of look 'Sea'", 3)]
+
+
+def test_an_accepted_job_with_the_longest_prompt_survives_a_restart(tmp_path, tiny_models):
+    """Through a real server: the job's stored settings are what was validated at submit
+    (the user's prompt, the style's prefix beside it), so a restart reads it back."""
+    import httpx
+    from serverproc import ServerProcess
+    from test_server_helpers import bundle_zip, submit, wait_state
+
+    data_dir = tmp_path / "data"
+    data = bundle_zip(tmp_path / "b")
+    server = ServerProcess(data_dir, tiny_models).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            job = submit(c, data, {"engine": "preview", "prompt": "p" * 2000})
+            assert wait_state(c, job["id"])["state"] == "done"
+    finally:
+        server.stop()
+    again = ServerProcess(data_dir, tiny_models).start()
+    try:
+        with httpx.Client(base_url=again.url, timeout=60) as c:
+            got = c.get(f"/v1/jobs/{job['id']}")
+            assert got.status_code == 200, got.text
+            assert got.json()["state"] == "done"
+    finally:
+        again.stop()
+    (stored,) = data_dir.glob(f"**/{job['id']}/settings.json")
+    settings = json.loads(stored.read_text(encoding="utf-8"))
+    assert settings["prompt"] == "p" * 2000 and settings["prompt_prefix"]
 
 
 def test_a_stored_prompt_stays_within_its_limits():
