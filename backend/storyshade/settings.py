@@ -186,12 +186,12 @@ class Settings(BaseModel):
     prompt_prefix: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="",
         max_length=1000,
-        description="set by style presets; `presets.resolve` folds it into `prompt`",
+        description="set by style presets: put before the prompt and every look's prompt",
     )
     prompt_suffix: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="",
         max_length=1000,
-        description="set by style presets; `presets.resolve` folds it into `prompt`",
+        description="set by style presets: put after the prompt and every look's prompt",
     )
     negative_prompt: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="", max_length=2000, description="what to steer away from (needs CFG > 1)"
@@ -499,9 +499,13 @@ class Settings(BaseModel):
 
     @property
     def full_prompt(self) -> str:
-        """The text the model sees: style prefix, the user's prompt, style suffix."""
-        parts = (self.prompt_prefix, self.prompt, self.prompt_suffix)
-        return ", ".join(p.strip().strip(",").strip() for p in parts if p.strip())
+        """The text the model sees for the shot: its prompt inside the style."""
+        return self.styled(self.prompt)
+
+    def styled(self, text: str) -> str:
+        """`text` inside the style: prefix, text, suffix. The one place this is built, for
+        the shot's prompt and every look's (engine/regions.py)."""
+        return join_prompt(self.prompt_prefix, text, self.prompt_suffix)
 
     @field_validator("width", "height")
     @classmethod
@@ -565,6 +569,12 @@ class Settings(BaseModel):
         if info.field_name == "depth_far" and near is not None and value <= near:
             raise ValueError(f"depth_far {value} must be greater than depth_near {near}")
         return value
+
+
+def join_prompt(*parts: str) -> str:
+    """Texts as one prompt, comma-separated like a hand-written one (empty parts left out)."""
+    cleaned = (p.strip().strip(",").strip() for p in parts)
+    return ", ".join(p for p in cleaned if p)
 
 
 def validate_settings(data: dict) -> Settings:
