@@ -16,22 +16,11 @@ from typing import Any
 import torch
 
 from storyshade.bundle import Region
+from storyshade.engine.regions import look_texts
 from storyshade.progress import Reporter
 from storyshade.settings import Settings
 
 MAX_TOKENS = 512  # UMT5's context: WanVACEPipeline's max_sequence_length
-
-
-def look_text(settings: Settings, look: Region) -> str:
-    """The text a look's pixels are shaded with: its prompt inside the shot's style.
-
-    The one place a look's text is built for this engine, so that it follows whatever
-    rule the style's prefix and suffix get (the same rule as engine/regions.py today)."""
-    return settings.model_copy(update={"prompt": look.prompt}).full_prompt
-
-
-def look_negative(settings: Settings, look: Region) -> str:
-    return look.negative or settings.negative_prompt
 
 
 def token_count(pipe: Any, text: str) -> int:
@@ -94,7 +83,8 @@ def job_texts(settings: Settings, looks: Sequence[Region]) -> list[str]:
     cfg = settings.guidance_scale > 1
     out = [settings.full_prompt] + ([settings.negative_prompt] if cfg else [])
     for look in looks:
-        out.append(look_text(settings, look))
+        text, negative = look_texts(settings, look)  # the one rule, both engine families
+        out.append(text)
         if cfg:
-            out.append(look_negative(settings, look))
+            out.append(negative)
     return out
