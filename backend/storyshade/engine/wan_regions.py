@@ -38,8 +38,8 @@ class WanRegionState(RegionState):
         self,
         id_maps: Sequence[np.ndarray],
         looks: Sequence[Region],
-        cond: torch.Tensor,
-        uncond: torch.Tensor | None,
+        cond: Sequence[torch.Tensor],
+        uncond: Sequence[torch.Tensor] | None,
         clip: Clip,
         size: tuple[int, int],
         embedder: Any,
@@ -97,7 +97,7 @@ class WanRegionState(RegionState):
         branch = self.rows[0]
         key = (k, branch, device, dtype)
         if key not in self._projected:
-            raw = (self.cond if branch == "cond" else self.uncond)[k : k + 1]
+            raw = (self.cond if branch == "cond" else self.uncond)[k]  # (1, tokens, dim)
             with torch.inference_mode():
                 self._projected[key] = self.embedder(raw.to(device, dtype))
         return self._projected[key]

@@ -282,8 +282,8 @@ class WanVaceEngine(WanModels):
             sampler.frame_offset = clip.start
             sampler.color_match = color
             if looks:
-                look_cond = torch.cat(texts[2::step])
-                look_uncond = torch.cat(texts[3::step]) if cfg else None
+                look_cond = list(texts[2::step])  # per look (1, 512, dim), as RegionState keeps
+                look_uncond = list(texts[3::step]) if cfg else None
                 sampler.regions = WanRegionState(
                     controls.regions,
                     looks,
