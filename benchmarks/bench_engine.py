@@ -27,6 +27,7 @@ resident set (imports, model loading, rendering), as the kernel counts it for th
                                                                # fps, peak VRAM, levers' ratios
     python benchmarks/bench_engine.py --levers --size 128     # CPU: each speed lever's ratio
     python benchmarks/bench_engine.py --child '{...}'          # one measurement (internal)
+    python benchmarks/bench_engine.py --gpu --engine wan-vace  # the Wan engine (bench_wan.py)
 """
 
 from __future__ import annotations
@@ -767,7 +768,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="also write the raw results as JSON lines")
     parser.add_argument("--write", type=Path, help="update this file's engine section")
     parser.add_argument("--note", default="", help="a line for the report (machine, load)")
+    parser.add_argument(
+        "--engine",
+        choices=["animatediff", "wan-vace"],
+        default="animatediff",
+        help="wan-vace: benchmarks/bench_wan.py (with --gpu: 1.3B-sized, 832x480, 81 frames)",
+    )
     args = parser.parse_args(argv)
+    if args.engine == "wan-vace":
+        import bench_wan
+
+        rest = ["--gpu" if args.gpu else "--cpu"] + (
+            ["--write", str(args.write)] if args.write else []
+        )
+        return bench_wan.main(rest + (["--note", args.note] if args.note else []))
 
     if args.child:
         from storyshade import allocator
