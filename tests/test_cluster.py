@@ -41,7 +41,9 @@ if importlib.util.find_spec("ray") is None:
         allow_module_level=True,
     )
 
-pytestmark = pytest.mark.slow  # about 2.5 minutes on 2 cores, mostly Ray starting up
+# about 2.5 minutes on 2 cores, mostly Ray starting up; one Ray cluster at a time, so one
+# test process runs them all (pytest-xdist's loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 TERMINAL = ("done", "failed", "cancelled")
 FIGURES: Counter[str] = Counter()
 

@@ -131,3 +131,37 @@ def test_shade_with_a_looks_file_through_a_real_server(server, tmp_path: Path, c
     rc = cli.main(["shade", "--server", server.url, "--preset", "tiny", "--looks", str(looks)])
     err = capsys.readouterr().err
     assert rc == 1 and "object 'Girl'" in err and "Exporting" not in err
+
+
+def test_wan_shades_through_the_same_paths(server, tmp_path: Path, capsys) -> None:
+    """The Wan engine from Blender, unchanged: the `wan-tiny` quality with the default
+    style and camera, looks from a file, then a re-shade of two frames of that take (the
+    frames outside the range come back byte for byte: VACE's keep mask)."""
+    import json
+
+    _shot(tmp_path, frames=9)
+    looks = tmp_path / "looks.json"
+    looks.write_text(json.dumps({"objects": {"Crate": {"prompt": "a wooden crate"}}}))
+    args = ["shade", "--server", server.url, "--preset", "wan-tiny", "--no-save"]
+    rc = cli.main([*args, "--looks", str(looks)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    (strip,) = compat.strips(bpy.context.scene.sequence_editor)
+    assert "wan-tiny" in strip["storyshade_preset"]
+    assert [r["name"] for r in json.loads(strip["storyshade_looks"])] == ["Crate"]
+    first = Path(bpy.path.abspath(strip["storyshade_folder"]))
+    before = {p.name: p.read_bytes() for p in first.glob("*.png")}
+    assert len(before) == 9
+
+    rc = cli.main([*args, "--take", strip.name, "--frames", "4-5"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    new = max(compat.strips(bpy.context.scene.sequence_editor), key=lambda s: s.channel)
+    after = {
+        p.name: p.read_bytes()
+        for p in Path(bpy.path.abspath(new["storyshade_folder"])).glob("*.png")
+    }
+    assert sorted(after) == sorted(before)
+    for name, data in before.items():
+        if name not in ("0004.png", "0005.png"):
+            assert after[name] == data, f"{name} must be byte-identical"
