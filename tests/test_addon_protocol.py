@@ -32,7 +32,6 @@ PURE = (
     "presets",
     "reference_files",  # the worker names the images inside the bundle
     "bank",
-    "look_data",
 )
 # addon/wire/ is standard library only (tests/test_wire.py checks that): safe everywhere.
 PURE_PACKAGES = ("wire",)

@@ -137,7 +137,7 @@ def test_reshade_uses_the_takes_settings_not_the_sidebars(scene, tmp_path) -> No
 
 
 def _look(name: str):
-    from addon.look_data import Look
+    from addon.wire.looks import Look
 
     return Look(name, "a crate", "", 1.0, None)
 
