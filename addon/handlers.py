@@ -1,4 +1,5 @@
-"""What StoryShade does when Blender saves or loads a file.
+"""What StoryShade does when Blender saves or loads a file (registration.py hands these
+to bpy.app.handlers).
 
 - Saving: takes shaded before the first save move beside the .blend (unsaved_takes), and
   the sidebar's "the .blend is not saved" note goes.
@@ -51,22 +52,3 @@ def save_post(filepath: str = "", *_args) -> None:
 @persistent
 def load_post(*_args) -> None:
     runtime.clear()
-
-
-HANDLERS = (
-    (bpy.app.handlers.save_pre, save_pre),
-    (bpy.app.handlers.save_post, save_post),
-    (bpy.app.handlers.load_post, load_post),
-)
-
-
-def register() -> None:
-    for handlers, fn in HANDLERS:
-        if fn not in handlers:
-            handlers.append(fn)
-
-
-def unregister() -> None:
-    for handlers, fn in HANDLERS:
-        if fn in handlers:
-            handlers.remove(fn)

@@ -285,17 +285,3 @@ def load_looks_file(path: str | Path, scene) -> LookOverrides:
                 )
             table[name] = _parse_look(key, name, raw, path.parent)
     return out
-
-
-def register() -> None:
-    bpy.utils.register_class(StoryShadeReference)  # the looks' and the scene's references
-    bpy.utils.register_class(StoryShadeLook)
-    bpy.types.Object.storyshade_look = bpy.props.PointerProperty(type=StoryShadeLook)
-    bpy.types.Collection.storyshade_look = bpy.props.PointerProperty(type=StoryShadeLook)
-
-
-def unregister() -> None:
-    del bpy.types.Collection.storyshade_look
-    del bpy.types.Object.storyshade_look
-    bpy.utils.unregister_class(StoryShadeLook)
-    bpy.utils.unregister_class(StoryShadeReference)

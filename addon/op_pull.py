@@ -60,7 +60,7 @@ def _recheck(context) -> None:
     runtime.health.start(Client(url, token, timeout=5.0), preset=_run.spec if _run else None)
 
 
-def _watch():
+def watch():
     """Timer: redraw while a step runs; after a download, re-check readiness."""
     redraw(bpy.context)
     if _run is not None and _run.state in ACTIVE:
@@ -112,8 +112,8 @@ class STORYSHADE_OT_models_pull(bpy.types.Operator):
                 return {"CANCELLED"}
             if _run.state == ASKED:
                 self.report({"INFO"}, _run.question())
-        elif not bpy.app.timers.is_registered(_watch):
-            bpy.app.timers.register(_watch, first_interval=0.25)
+        elif not bpy.app.timers.is_registered(watch):
+            bpy.app.timers.register(watch, first_interval=0.25)
         return {"FINISHED"}
 
 
@@ -132,6 +132,3 @@ class STORYSHADE_OT_models_pull_cancel(bpy.types.Operator):
         if bpy.app.background:
             _run.join()
         return {"FINISHED"}
-
-
-CLASSES = (STORYSHADE_OT_models_pull, STORYSHADE_OT_models_pull_cancel)

@@ -30,7 +30,7 @@ def _redraw_all() -> None:
                 area.tag_redraw()
 
 
-def _watch_health():
+def watch_health():
     """Timer: redraw once the health thread answers."""
     if runtime.health.busy:
         return 0.25
@@ -38,23 +38,25 @@ def _watch_health():
     return None
 
 
-def _watch_start(client: Client, deadline: float, preset: str | None = None):
+_starting: tuple[Client, float, str | None] | None = None  # (client, deadline, preset)
+
+
+def watch_start():
     """Timer after Start: re-check until the new server answers, dies, or times out."""
-
-    def poll():
-        if runtime.health.busy:
-            return 0.5
-        if runtime.local_server.exited_error() is not None or runtime.health.result is not None:
-            _redraw_all()
-            return None
-        if time.monotonic() > deadline:
-            _redraw_all()
-            return None
-        runtime.health.start(client, preset=preset)
-        _redraw_all()
+    if _starting is None:
+        return None
+    client, deadline, preset = _starting
+    if runtime.health.busy:
         return 0.5
-
-    return poll
+    if runtime.local_server.exited_error() is not None or runtime.health.result is not None:
+        _redraw_all()
+        return None
+    if time.monotonic() > deadline:
+        _redraw_all()
+        return None
+    runtime.health.start(client, preset=preset)
+    _redraw_all()
+    return 0.5
 
 
 def check_readiness(context) -> None:
@@ -63,11 +65,8 @@ def check_readiness(context) -> None:
     if bpy.app.background or runtime.health.result is None or context.scene is None:
         return
     runtime.health.start(_client(context), preset=props.preset_spec(context.scene.storyshade))
-    if not bpy.app.timers.is_registered(_watch_health):
-        bpy.app.timers.register(_watch_health, first_interval=0.25)
-
-
-props.ON_PRESET_CHANGE.append(check_readiness)
+    if not bpy.app.timers.is_registered(watch_health):
+        bpy.app.timers.register(watch_health, first_interval=0.25)
 
 
 class STORYSHADE_OT_server_check(bpy.types.Operator):
@@ -81,8 +80,8 @@ class STORYSHADE_OT_server_check(bpy.types.Operator):
         runtime.health.start(_client(context), preset=spec)
         if bpy.app.background:
             runtime.health.join(10.0)
-        elif not bpy.app.timers.is_registered(_watch_health):
-            bpy.app.timers.register(_watch_health, first_interval=0.25)
+        elif not bpy.app.timers.is_registered(watch_health):
+            bpy.app.timers.register(watch_health, first_interval=0.25)
         return {"FINISHED"}
 
 
@@ -97,6 +96,7 @@ class STORYSHADE_OT_server_start(bpy.types.Operator):
         return not runtime.local_server.running
 
     def execute(self, context):
+        global _starting
         command = server_local.detect_command(prefs.value("server_python", context))
         try:
             if command is None:
@@ -115,8 +115,9 @@ class STORYSHADE_OT_server_start(bpy.types.Operator):
                 runtime.health.result = runtime.local_server.wait_ready(client, START_TIMEOUT)
             else:
                 spec = props.preset_spec(context.scene.storyshade)
-                poll = _watch_start(client, time.monotonic() + START_TIMEOUT, spec)
-                bpy.app.timers.register(poll, first_interval=0.5)
+                _starting = (client, time.monotonic() + START_TIMEOUT, spec)
+                if not bpy.app.timers.is_registered(watch_start):
+                    bpy.app.timers.register(watch_start, first_interval=0.5)
         except StoryShadeError as exc:
             runtime.set_error(context.scene, exc.problem, exc.fix)
             self.report({"ERROR"}, str(exc))

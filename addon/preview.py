@@ -13,12 +13,13 @@ _loaded = ""
 KEY = "latest"
 
 
-def register() -> None:
+def create() -> None:
+    """The icon collection (registration.py makes it when the add-on is registered)."""
     global _pcoll
     _pcoll = bpy.utils.previews.new()
 
 
-def unregister() -> None:
+def remove() -> None:
     global _pcoll, _loaded
     if _pcoll is not None:
         bpy.utils.previews.remove(_pcoll)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import presets, request_settings, take
+from . import preset_hooks, presets, request_settings, take
 from .references import StoryShadeReference
 
 SERVER_DEFAULT = "SERVER_DEFAULT"  # shown when the layer's default preset file is missing
@@ -26,17 +26,6 @@ def preset_items(layer: str) -> list[tuple[str, str, str, int]]:
     return out
 
 
-# Called with the context when a preset picker changes; op_server adds the readiness check
-# (kept as a hook so this module, which the operators import, imports no operator).
-ON_PRESET_CHANGE: list = []
-
-
-def _look_changed(self, context) -> None:
-    """A picker changed: ask the server again whether it can run the new presets."""
-    for hook in ON_PRESET_CHANGE:
-        hook(context)
-
-
 def _preset_enum(layer: str, label: str):
     items = preset_items(layer)
     return bpy.props.EnumProperty(
@@ -44,7 +33,7 @@ def _preset_enum(layer: str, label: str):
         description=f"{label} preset",
         items=items,
         default=items[0][0],
-        update=_look_changed,
+        update=preset_hooks.changed,
     )
 
 
@@ -68,7 +57,7 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
         name="Extra Presets",
         description="More comma-separated preset names; each replaces its layer's pick",
         default="",
-        update=_look_changed,
+        update=preset_hooks.changed,
     )
     prompt: bpy.props.StringProperty(
         name="Prompt", description="What to show; the style's prompt words are added around it"

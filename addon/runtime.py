@@ -26,6 +26,15 @@ def busy() -> bool:
     return current is not None and current.running
 
 
+def end_run() -> None:
+    """The add-on is going: a run in progress ends (a job already on the server keeps
+    running there; Reattach picks it up)."""
+    global current
+    if current is not None:
+        current.abandon()
+        current = None
+
+
 @dataclass
 class Status:
     """What the sidebar shows under Shade for one scene."""

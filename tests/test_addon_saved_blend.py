@@ -15,8 +15,7 @@ import pytest
 from addon_surface import saved_state, surface
 from test_addon_helpers import REPO, ensure_registered
 
-import addon
-from addon import looks, props, references, request_settings, take
+from addon import props, registration, request_settings, take
 
 FIXTURE = REPO / "tests" / "data" / "saved_before_rooms.blend"
 BEFORE = json.loads(FIXTURE.with_suffix(".json").read_text(encoding="utf-8"))
@@ -93,7 +92,7 @@ def test_operators_panels_and_saved_properties_are_as_before() -> None:
     """Every id, label, tab and saved property name of the pre-rooms add-on is still
     there, unchanged; the only additions are ADDED_SETTINGS."""
     ensure_registered()
-    now = surface([references.StoryShadeReference, looks.StoryShadeLook, *addon.CLASSES])
+    now = surface(registration.classes())
     before = BEFORE["surface"]
     assert _same_or_more(before, now, "") == []
     assert set(now["classes"]) == set(before["classes"])

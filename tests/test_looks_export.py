@@ -14,19 +14,20 @@ import numpy as np
 import pytest
 from storyshade.bundle import load_bundle
 
+import addon
 from addon import export, looks
 from addon.errors import StoryShadeError
 
 
 @pytest.fixture(scope="module", autouse=True)
 def look_props():
-    """The look PropertyGroup on objects and collections (the add-on registers it)."""
+    """The look PropertyGroup on objects and collections: the add-on, registered."""
     mine = not hasattr(bpy.types.Object, "storyshade_look")
     if mine:
-        looks.register()
+        addon.register()
     yield
     if mine:
-        looks.unregister()
+        addon.unregister()
 
 
 def _file(tmp_path: Path, data: dict) -> Path:
