@@ -19,9 +19,9 @@ import bpy
 from . import export, prefs, props, request_settings, reshade, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import InputError, StoryShadeError
-from .looks import load_looks_file
-from .reference_files import check_image
-from .references import style_of
+from .looks.looks_file import load_looks_file
+from .looks.reference_files import check_image
+from .looks.references import style_of
 from .request_settings import Choices
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession

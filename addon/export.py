@@ -1,6 +1,6 @@
 """Export a shot bundle: Cycles depth + normal passes and the camera for every frame.
 
-With per-object looks (addon/looks.py) the Object Index pass is written too, each object's
+With per-object looks (addon/looks/) the Object Index pass is written too, each object's
 pass index set to its look's region id for the duration of the export. Object Index over
 Cryptomatte: it is an exact integer per pixel at sample 0 (no coverage to decode), costs one
 float channel, and Cycles has it in every version we support.
@@ -21,7 +21,7 @@ import bpy
 
 from . import compat
 from .errors import StoryShadeError
-from .looks import LookOverrides, shot_regions
+from .looks.resolve import LookOverrides, shot_regions
 from .wire import manifest as shot_json
 from .wire.layout import FORMAT, LOOKS_VERSION, pass_file
 

@@ -1,5 +1,5 @@
 """The character bank in Blender: save the active look (with its reference images) to the
-bank, and give the selected objects a character from it (addon/bank.py holds the files).
+bank, and give the selected objects a character from it (addon/looks/bank.py holds the files).
 
 Picking is a menu of the bank's folders, read when it opens: a dynamic EnumProperty items
 callback would crash (4.2) or hang (4.5) the bpy module at exit (FIELD_NOTES).
@@ -13,9 +13,9 @@ from pathlib import Path
 import bpy
 
 from . import prefs, runtime
-from .bank import default_folder, list_characters, read_character, save_character
 from .errors import StoryShadeError
-from .looks import look_and_holder, own_look
+from .looks.bank import default_folder, list_characters, read_character, save_character
+from .looks.resolve import look_and_holder, own_look
 from .props import set_references
 from .wire.looks import Look
 

@@ -1,11 +1,11 @@
 """Operators for per-object looks: give the selection a look, select a look's objects,
-remove a look. The look itself lives on the object or collection (addon/looks.py)."""
+remove a look. The look itself lives on the object or collection (addon/looks/props.py)."""
 
 from __future__ import annotations
 
 import bpy
 
-from .looks import look_of
+from .looks.resolve import look_of
 
 
 class STORYSHADE_OT_look_add(bpy.types.Operator):

@@ -12,7 +12,7 @@ import bpy
 from . import operators, prefs, runtime, shots
 from .client import Client
 from .errors import StoryShadeError
-from .references import style_of
+from .looks.references import style_of
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeSession
 from .session_setup import shade_request

@@ -11,9 +11,9 @@ import os
 import bpy
 
 from . import compat, op_pull, presets, preview, props, runtime, text_fit
+from .looks.reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
 from .op_take import active_take
 from .presets import LAYERS, load
-from .reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
 from .request_settings import NO_COLOR_MATCH
 
 UNIT = text_fit.UNIT

@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 
 from . import runtime
-from .looks import REGION_KINDS, look_of, own_look
+from .looks.resolve import REGION_KINDS, look_of, own_look
 from .op_bank import bank_folder
 from .panel import draw_references, wrapped
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import preset_hooks, presets, request_settings, take
-from .references import StoryShadeReference
+from .looks.props import StoryShadeReference
 
 SERVER_DEFAULT = "SERVER_DEFAULT"  # shown when the layer's default preset file is missing
 

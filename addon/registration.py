@@ -19,7 +19,6 @@ import bpy
 from . import (
     cli,
     handlers,
-    looks,
     op_bank,
     op_cancel,
     op_looks,
@@ -37,10 +36,10 @@ from . import (
     preset_hooks,
     preview,
     props,
-    references,
     runtime,
     sequence,
 )
+from .looks.props import StoryShadeLook, StoryShadeReference
 
 
 class Class:
@@ -170,15 +169,13 @@ class CliCommand:
 
 REGISTERED = (
     # Looks and references: saved on objects, collections and the scene's settings.
-    Class(references.StoryShadeReference),
-    Class(looks.StoryShadeLook),
-    Property(
-        bpy.types.Object, "storyshade_look", bpy.props.PointerProperty(type=looks.StoryShadeLook)
-    ),
+    Class(StoryShadeReference),
+    Class(StoryShadeLook),
+    Property(bpy.types.Object, "storyshade_look", bpy.props.PointerProperty(type=StoryShadeLook)),
     Property(
         bpy.types.Collection,
         "storyshade_look",
-        bpy.props.PointerProperty(type=looks.StoryShadeLook),
+        bpy.props.PointerProperty(type=StoryShadeLook),
     ),
     # Preferences and the sidebar's settings (its pickers list the preset files now).
     Class(prefs.StoryShadePreferences),

@@ -19,19 +19,10 @@ from pathlib import Path
 
 import bpy
 
-from . import (
-    compat,
-    export,
-    export_proc,
-    protocol,
-    reference_files,
-    references,
-    reshade,
-    take,
-    unsaved_takes,
-)
+from . import compat, export, export_proc, protocol, reshade, take, unsaved_takes
 from .errors import StoryShadeError
-from .looks import LookOverrides, looks_in_shot, shot_regions
+from .looks import reference_files, references
+from .looks.resolve import LookOverrides, looks_in_shot, shot_regions
 from .protocol import Message
 from .reshade import Reshade
 from .server_local import HealthCheck

@@ -7,7 +7,7 @@ from __future__ import annotations
 from . import export, prefs, props, request_settings, take
 from .client import Client
 from .errors import StoryShadeError
-from .looks import take_looks
+from .looks.resolve import take_looks
 from .reshade import Reshade
 from .session import ShadeRequest, ShadeSession
 from .shade import unplaced_runs

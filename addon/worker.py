@@ -23,8 +23,8 @@ from pathlib import Path
 from . import protocol
 from .client import UploadCancelled
 from .errors import ConnectionLost, JobFailed, StoryShadeError
+from .looks.reference_files import wire_settings
 from .protocol import Message
-from .reference_files import wire_settings
 from .shade import Progress, TakeRun, write_job_record
 from .wire.layout import frame_name
 from .wire.states import TERMINAL, Event, JobState, Stage

@@ -12,8 +12,8 @@ import pytest
 from test_addon_helpers import ensure_registered, new_scene, png_bytes
 
 from addon import runtime
-from addon.bank import TOML, dump_toml, list_characters, read_character
 from addon.errors import InputError
+from addon.looks.bank import TOML, dump_toml, list_characters, read_character
 from addon.wire.looks import Look
 
 

@@ -16,7 +16,7 @@ from test_addon_session import registered  # noqa: F401 (autouse: add-on, scene,
 
 from addon import cli, compat, runtime
 from addon.errors import InputError
-from addon.reference_files import wire_settings
+from addon.looks.reference_files import wire_settings
 from addon.session import DONE, ShadeRequest, ShadeSession
 
 
@@ -232,7 +232,7 @@ def _looks_file(tmp_path: Path, girl: dict) -> Path:
 
 
 def test_a_looks_file_carries_references_relative_to_itself(scene, tmp_path: Path) -> None:
-    from addon.looks import load_looks_file
+    from addon.looks.looks_file import load_looks_file
 
     bpy.data.objects["Cube"].name = "Girl"  # no look in the .blend: the file's only
     front = _png(tmp_path / "pipeline" / "girl" / "front.png", (250, 20, 20))

@@ -29,7 +29,7 @@ from test_addon_helpers import (
 
 from addon import cli, op_reshade, panel, presets, session_setup, take
 from addon.errors import InputError
-from addon.looks import LookOverrides
+from addon.looks.resolve import LookOverrides
 
 URL = "http://127.0.0.1:9"
 

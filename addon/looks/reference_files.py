@@ -15,9 +15,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import InputError
-from .wire.layout import REFERENCE_DIR, plain_name
-from .wire.references import MAX_REFERENCES
+from ..errors import InputError
+from ..wire.layout import REFERENCE_DIR, plain_name
+from ..wire.references import MAX_REFERENCES
 
 MAX_BYTES = 32 * 1024 * 1024  # the server's limit per image
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WebP", ".bmp": "BMP"}

@@ -12,28 +12,8 @@ from __future__ import annotations
 
 import bpy
 
-from .compat import blend_relative_path_options
-from .errors import InputError
+from ..errors import InputError
 from .reference_files import check_image, check_references
-
-
-class StoryShadeReference(bpy.types.PropertyGroup):
-    """One reference image and its weight. Data only (no methods: see looks.py)."""
-
-    image: bpy.props.StringProperty(
-        name="Image",
-        description="A PNG, JPEG, WebP or BMP image (// is the .blend's folder)",
-        subtype="FILE_PATH",
-        options=blend_relative_path_options(),
-        default="",
-    )
-    weight: bpy.props.FloatProperty(
-        name="Weight",
-        description="How strongly the image steers (0 = not at all; 0.5-1.0 is usual)",
-        default=0.8,
-        min=0.0,
-        max=2.0,
-    )
 
 
 def _entries(refs, where: str, look: str | None = None) -> list[dict]:

@@ -30,9 +30,9 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
+from ..wire.looks import WEIGHT_MAX, WEIGHT_MIN, Look
 from .reference_files import MAX_REFERENCES, check_image
-from .wire.looks import WEIGHT_MAX, WEIGHT_MIN, Look
 
 TOML = "character.toml"
 FORMAT = "storyshade.character"
