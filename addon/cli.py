@@ -16,9 +16,10 @@ from pathlib import Path
 
 import bpy
 
-from . import export, prefs, props, request_settings, reshade, shots, take
+from . import prefs, props, request_settings, reshade, shots, take
 from .client import DEFAULT_URL, Client
 from .errors import InputError, StoryShadeError
+from .export import bundle
 from .looks.looks_file import load_looks_file
 from .looks.reference_files import check_image
 from .looks.references import style_of
@@ -199,9 +200,9 @@ def run_export(args: argparse.Namespace) -> int:
             names = ", ".join(s.name for s in bpy.data.scenes)
             raise StoryShadeError(f"there is no scene '{args.scene}'", f"pick one of: {names}")
     start, end = parse_frames(args.frames)
-    first, last = export.frame_range(scene, start, end)
+    first, last = bundle.frame_range(scene, start, end)
     _say(f"Exporting 0/{last - first + 1}")  # Blender is up: frames start rendering now
-    frames = export.iter_export(
+    frames = bundle.iter_export(
         scene, Path(args.out), start, end, _looks(args, scene), shot=args.shot, camera=args.camera
     )
     for done, total in frames:

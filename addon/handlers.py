@@ -13,7 +13,8 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import export_proc, prefs, runtime, take, unsaved_takes
+from . import prefs, runtime, take, unsaved_takes
+from .export import background
 
 _moved: list[unsaved_takes.Moved] = []  # by the save under way (save_pre to save_post)
 
@@ -26,7 +27,7 @@ def busy_folders() -> set[Path]:
 
 @persistent
 def save_pre(filepath: str = "", *_args) -> None:
-    if export_proc.saving_copy or not filepath:
+    if background.saving_copy or not filepath:
         return  # the add-on's own copy for a background export: no user's save
     pattern = prefs.value("output_pattern", default=take.DEFAULT_PATTERN)
     try:
@@ -38,7 +39,7 @@ def save_pre(filepath: str = "", *_args) -> None:
 
 @persistent
 def save_post(filepath: str = "", *_args) -> None:
-    if export_proc.saving_copy or not filepath:
+    if background.saving_copy or not filepath:
         return
     if bpy.data.filepath != filepath:  # Save Copy: the open file is not the one saved
         unsaved_takes.point_absolute(_moved)

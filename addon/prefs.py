@@ -7,16 +7,7 @@ import bpy
 
 from . import server_local, take
 from .client import DEFAULT_URL
-
-
-def root_package(package: str) -> str:
-    """The add-on's module name as Blender knows it: the package above `addon/`
-    (`bl_ext.<repo>.storyshade` for an extension, the folder's name for a legacy add-on)."""
-    return package.rpartition(".")[0] or package
-
-
-# The extension's root package owns the preferences (and is what `--addons` enables).
-ADDON_ID = root_package(__package__)
+from .identity import ADDON_ID
 
 
 class StoryShadePreferences(bpy.types.AddonPreferences):

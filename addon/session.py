@@ -19,8 +19,9 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, export_proc, protocol, reshade, take, unsaved_takes
+from . import compat, protocol, reshade, take, unsaved_takes
 from .errors import StoryShadeError
+from .export import background, bundle
 from .looks import reference_files, references
 from .looks.resolve import LookOverrides, looks_in_shot, shot_regions
 from .protocol import Message
@@ -71,7 +72,7 @@ class ShadeSession:
     """Advance with `tick()`; read `phase`, `text`, `fraction`, `preview_path`, `error`."""
 
     def __init__(self, scene, client, request: ShadeRequest) -> None:
-        export.check_scene(scene)  # no camera etc.: say so before anything starts
+        bundle.check_scene(scene)  # no camera etc.: say so before anything starts
         self.regions, _ids = shot_regions(scene, request.looks)  # a bad look, too
         if not request.follow_only:  # reference images: bad files, too many... all now
             request.settings = references.attach(
@@ -87,8 +88,8 @@ class ShadeSession:
         if request.reshade:  # export A-B and the held frames around them
             request.frame_start, request.frame_end = request.reshade.span
             request.shot = request.shot or request.reshade.shot
-        self.start, self.end = export.frame_range(scene, request.frame_start, request.frame_end)
-        self.shot = request.shot or export.shot_name(scene)
+        self.start, self.end = bundle.frame_range(scene, request.frame_start, request.frame_end)
+        self.shot = request.shot or bundle.shot_name(scene)
         self.phase = CHECKING
         self.outcome = ""
         self.log: list[str] = []  # every distinct stage text, oldest first (for the console)
@@ -264,9 +265,9 @@ class ShadeSession:
                 f"cannot make the export folder in {tempfile.gettempdir()} ({exc.strerror or exc})",
                 "free disk space there, or point TMPDIR at a writable folder",
             ) from None
-        if export_proc.available() and self.request.looks is None:
+        if background.available() and self.request.looks is None:
             # A window: Cycles runs in a background Blender, the UI only reads progress.
-            self._export = export_proc.ExportProcess(
+            self._export = background.ExportProcess(
                 self.scene(),
                 self._bundle_dir,
                 self.start,
@@ -275,7 +276,7 @@ class ShadeSession:
                 camera=self.request.camera or None,
             )
         else:
-            self._export = export.iter_export(
+            self._export = bundle.iter_export(
                 self.scene(),
                 self._bundle_dir,
                 self.start,
@@ -306,7 +307,7 @@ class ShadeSession:
         or which frame it renders and how long a frame takes."""
         text = f"Exporting {done}/{total}"
         proc = self._export
-        if not isinstance(proc, export_proc.ExportProcess):
+        if not isinstance(proc, background.ExportProcess):
             return text
         if not proc.ready:
             return f"{text}: starting Blender"

@@ -4,9 +4,10 @@ button), or an earlier Blender's unfinished job (Reattach, and the headless CLI'
 
 from __future__ import annotations
 
-from . import export, prefs, props, request_settings, take
+from . import prefs, props, request_settings, take
 from .client import Client
 from .errors import StoryShadeError
+from .export import bundle
 from .looks.resolve import take_looks
 from .reshade import Reshade
 from .session import ShadeRequest, ShadeSession
@@ -86,7 +87,7 @@ def reattach_session(
     scene, url: str, token: str | None, pattern: str, take_mode: str, inputs: dict
 ) -> ShadeSession:
     """Follow the newest job of this shot that an earlier Blender session left running."""
-    shot = export.shot_name(scene)
+    shot = bundle.shot_name(scene)
     root, _ = take.takes_root(shot, pattern, scene.name)
     runs = unplaced_runs(root)
     if not runs:

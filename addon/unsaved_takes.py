@@ -19,7 +19,8 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, export, take
+from . import compat, take
+from .export import bundle
 from .shade import JOB_RECORD
 
 TEMPORARY = "storyshade_temporary"  # a take strip's flag: its folder is the temporary one
@@ -88,8 +89,8 @@ def move_beside(blend_path: str, pattern: str, busy: set[Path] = frozenset()) ->
         if old in busy or not old.is_dir():
             continue
         shot = str(strip.get("storyshade_shot", ""))
-        if shot == export.shot_name(scene, ""):  # named after the unsaved file
-            shot = export.shot_name(scene, blend_path)
+        if shot == bundle.shot_name(scene, ""):  # named after the unsaved file
+            shot = bundle.shot_name(scene, blend_path)
         folder, name = take.take_dir(
             shot, str(strip.get("storyshade_take")), pattern, scene, blend_path
         )

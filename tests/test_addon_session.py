@@ -23,7 +23,8 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, export, operators, preview, runtime, session_setup, take
+from addon import compat, operators, preview, runtime, session_setup, take
+from addon.export import bundle
 from addon.session import (
     CANCELLED,
     DONE,
@@ -151,10 +152,10 @@ def test_esc_during_denoising_cancels_the_server_job(registered, tmp_path: Path)
     assert st.text.endswith("s after Cancel; no frames were made")
     ed = registered.sequence_editor
     assert ed is None or not list(compat.all_strips(ed)), "a cancelled run adds no take"
-    shot = tmp_path / "takes" / export.shot_name(registered)
+    shot = tmp_path / "takes" / bundle.shot_name(registered)
     assert not shot.exists() or not list(shot.iterdir()), "no empty take folder is left"
     _folder, name, _ = take.next_take_dir(
-        export.shot_name(registered), str(tmp_path / "takes" / "{shot}" / "{take}"), registered
+        bundle.shot_name(registered), str(tmp_path / "takes" / "{shot}" / "{take}"), registered
     )
     assert name == "take_001", "the cancelled run used no take number"
 
@@ -281,7 +282,7 @@ def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, m
     assert op.reports[-1][0] == {"INFO"} and "take_001" in op.reports[-1][1]
     assert fake.submitted["settings"]["preset"].endswith(",tiny")
     strip_inputs = json.loads(
-        next(iter(take.shot_strips(registered, export.shot_name(registered))))["storyshade_inputs"]
+        next(iter(take.shot_strips(registered, bundle.shot_name(registered))))["storyshade_inputs"]
     )
     assert strip_inputs["quality"] == "tiny"
 
@@ -293,7 +294,7 @@ def test_operator_runs_synchronously_in_background_mode(registered, tmp_path, mo
     monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
     assert bpy.ops.storyshade.shade("INVOKE_DEFAULT") == {"FINISHED"}
     assert bpy.ops.storyshade.shade() == {"FINISHED"}
-    names = sorted(s.name for s in take.shot_strips(registered, export.shot_name(registered)))
+    names = sorted(s.name for s in take.shot_strips(registered, bundle.shot_name(registered)))
     assert [n.rsplit("_", 1)[-1] for n in names] == ["001", "002"]
     assert runtime.current is None
 

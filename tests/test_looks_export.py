@@ -15,8 +15,8 @@ import pytest
 from storyshade.bundle import load_bundle
 
 import addon
-from addon import export
 from addon.errors import StoryShadeError
+from addon.export import bundle as export
 from addon.looks import looks_file, resolve
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import bpy
 
-from . import prefs
-from .errors import StoryShadeError
+from ..errors import StoryShadeError
+from ..identity import ADDON_ID
 
 PREFIX = "storyshade: "
 ERROR = "storyshade: error: "  # what cli.main prints for a StoryShadeError
@@ -45,8 +45,8 @@ saving_copy = False
 
 
 def addon_module() -> str:
-    """The module name Blender enables the add-on by (prefs.root_package)."""
-    return prefs.ADDON_ID
+    """The module name Blender enables the add-on by (identity.root_package)."""
+    return ADDON_ID
 
 
 def blender_binary() -> str:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import bpy
 
-from . import compat
-from .errors import StoryShadeError
-from .looks.resolve import LookOverrides, shot_regions
-from .wire import manifest as shot_json
-from .wire.layout import FORMAT, LOOKS_VERSION, pass_file
+from .. import compat
+from ..errors import StoryShadeError
+from ..looks.resolve import LookOverrides, shot_regions
+from ..wire import manifest as shot_json
+from ..wire.layout import FORMAT, LOOKS_VERSION, pass_file
 
 UNSAVED = "untitled"  # the .blend's name in shot names until it is saved
 
