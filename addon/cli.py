@@ -16,7 +16,7 @@ from pathlib import Path
 
 import bpy
 
-from . import prefs, props, request_settings, reshade, shots, take
+from . import prefs, props, request_settings, shots
 from .client import DEFAULT_URL, Client
 from .errors import InputError, StoryShadeError
 from .export import bundle
@@ -27,6 +27,7 @@ from .request_settings import Choices
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 from .session_setup import reshade_request, shade_request
+from .takes import reshade, take
 from .wire.layering import parse_names
 from .wire.references import parse_reference_arg
 

@@ -1,7 +1,7 @@
 """What StoryShade does when Blender saves or loads a file (registration.py hands these
 to bpy.app.handlers).
 
-- Saving: takes shaded before the first save move beside the .blend (unsaved_takes), and
+- Saving: takes shaded before the first save move beside the .blend (takes/unsaved.py), and
   the sidebar's "the .blend is not saved" note goes.
 - Loading: what the sidebar said about the last file goes (runtime.Status is not saved).
 """
@@ -13,10 +13,11 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import prefs, runtime, take, unsaved_takes
+from . import prefs, runtime
 from .export import background
+from .takes import take, unsaved
 
-_moved: list[unsaved_takes.Moved] = []  # by the save under way (save_pre to save_post)
+_moved: list[unsaved.Moved] = []  # by the save under way (save_pre to save_post)
 
 
 def busy_folders() -> set[Path]:
@@ -31,7 +32,7 @@ def save_pre(filepath: str = "", *_args) -> None:
         return  # the add-on's own copy for a background export: no user's save
     pattern = prefs.value("output_pattern", default=take.DEFAULT_PATTERN)
     try:
-        _moved[:] = unsaved_takes.move_beside(filepath, pattern, busy_folders())
+        _moved[:] = unsaved.move_beside(filepath, pattern, busy_folders())
     except OSError as exc:  # a save must never fail for this: the takes stay where they are
         print(f"StoryShade: could not move the takes beside {filepath}: {exc}")
         _moved.clear()
@@ -42,7 +43,7 @@ def save_post(filepath: str = "", *_args) -> None:
     if background.saving_copy or not filepath:
         return
     if bpy.data.filepath != filepath:  # Save Copy: the open file is not the one saved
-        unsaved_takes.point_absolute(_moved)
+        unsaved.point_absolute(_moved)
     else:
         runtime.forget_unsaved_notes()
     for entry in _moved:  # "Take untitled_take_001 added" names what is now first_take_001

@@ -3,7 +3,7 @@
 Re-shade Frames shades frames From-To of the take strip selected in the Sequencer again
 with the take's own settings (seed, presets, prompts, looks, references), or with the
 sidebar's when the Take sub-panel says so, on the same modal machinery as Shade; the new
-take copies the take's other frames (reshade.py).
+take copies the take's other frames (takes/reshade.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import bpy
 
-from . import operators, prefs, props, reshade, server_local, take
+from . import operators, prefs, props, server_local
 from .client import Client
 from .errors import StoryShadeError
 from .op_take import active_take
 from .session import ShadeSession
 from .session_setup import reshade_request
+from .takes import reshade, take
 
 SHEET_NAME = "sequence_sheet.png"
 SHEET_TIMEOUT = 300.0  # seconds: a sheet reads one frame per take, so minutes is plenty

@@ -7,7 +7,8 @@ import json
 
 import bpy
 
-from . import compat, props, take
+from . import compat, props
+from .takes import take
 
 
 def active_take(context):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import server_local, take
+from . import server_local
 from .client import DEFAULT_URL
 from .identity import ADDON_ID
+from .takes import take
 
 
 class StoryShadePreferences(bpy.types.AddonPreferences):

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, protocol, reshade, take, unsaved_takes
+from . import compat, protocol
 from .errors import StoryShadeError
 from .export import background, bundle
 from .looks import reference_files, references
 from .looks.resolve import LookOverrides, looks_in_shot, shot_regions
 from .protocol import Message
-from .reshade import Reshade
 from .server_local import HealthCheck
-from .shade import (
+from .takes import reshade, take, unsaved
+from .takes.reshade import Reshade
+from .takes.run import (
     TakeRun,
     discard_take_folder,
     remove_bundle,
@@ -235,7 +236,7 @@ class ShadeSession:
 
     @classmethod
     def reattach(cls, scene, client, request: ShadeRequest, run: TakeRun) -> ShadeSession:
-        """Follow a job an earlier Blender session submitted (found by shade.unplaced_runs)
+        """Follow a job an earlier Blender session submitted (found by run.unplaced_runs)
         and place its take; frames already in the take folder are not fetched again."""
         request.frame_start, request.frame_end = run.frames[0], run.frames[-1]
         request.follow_only = True
@@ -391,13 +392,13 @@ class ShadeSession:
             frames = again.take_frames
             info["reshaded"] = f"{again.start}-{again.end} of {again.strip}"
         if run.temporary:
-            info["temporary"] = 1  # the strip's storyshade_temporary (unsaved_takes)
+            info["temporary"] = 1  # the strip's storyshade_temporary (takes/unsaved.py)
         strip = take.add_take_strip(
             self.scene(), run.folder, frames, run.shot, run.take, info, self.request.take_mode
         )
         if run.temporary and bpy.data.filepath:  # saved while it ran: beside the .blend now
             pattern = self.request.output_pattern
-            unsaved_takes.move_beside(bpy.data.filepath, pattern)
+            unsaved.move_beside(bpy.data.filepath, pattern)
             self.lasting_note = self.unsaved_note = ""
         self.strip_name, self.channel = strip.name, strip.channel
         scene = self.scene()

@@ -4,14 +4,15 @@ button), or an earlier Blender's unfinished job (Reattach, and the headless CLI'
 
 from __future__ import annotations
 
-from . import prefs, props, request_settings, take
+from . import prefs, props, request_settings
 from .client import Client
 from .errors import StoryShadeError
 from .export import bundle
 from .looks.resolve import take_looks
-from .reshade import Reshade
 from .session import ShadeRequest, ShadeSession
-from .shade import unplaced_runs
+from .takes import take
+from .takes.reshade import Reshade
+from .takes.run import unplaced_runs
 
 
 def shade_request(

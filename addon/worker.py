@@ -25,7 +25,7 @@ from .client import UploadCancelled
 from .errors import ConnectionLost, JobFailed, StoryShadeError
 from .looks.reference_files import wire_settings
 from .protocol import Message
-from .shade import Progress, TakeRun, write_job_record
+from .takes.run import Progress, TakeRun, write_job_record
 from .wire.layout import frame_name
 from .wire.states import TERMINAL, Event, JobState, Stage
 

@@ -145,7 +145,7 @@ def test_error_shows_problem_and_fix(scene) -> None:
 
 
 def test_sequencer_panel_shows_the_active_take(scene, tmp_path: Path) -> None:
-    from addon import take
+    from addon.takes import take
 
     folder, name, _ = take.next_take_dir("shot", str(tmp_path / "{shot}" / "{take}"), scene)
     strip = take.add_take_strip(

@@ -12,10 +12,11 @@ import bpy
 import pytest
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import prefs, presets, props, server_local, take
+from addon import prefs, presets, props, server_local
 from addon.client import DEFAULT_URL
 from addon.errors import StoryShadeError
 from addon.server_local import HealthCheck
+from addon.takes import take
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from test_import_graph import imports
 from addon import protocol
 from addon.client import Client
 from addon.errors import ConnectionLost, StoryShadeError
-from addon.shade import TakeRun
+from addon.takes.run import TakeRun
 from addon.worker import NetworkJob, apply, follow_job
 
 # What runs off Blender's main thread: the network worker, a model download, the local

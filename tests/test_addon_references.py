@@ -183,7 +183,7 @@ def test_cli_bad_references_exit_2_naming_the_problem(scene, tmp_path, capsys, a
 
 def test_reattaching_needs_no_reference_files(scene, tmp_path: Path) -> None:
     """The job is on the server already: its images may be gone from this machine."""
-    from addon.shade import TakeRun
+    from addon.takes.run import TakeRun
 
     gone = {"image": str(tmp_path / "gone.png"), "weight": 0.8}
     folder = tmp_path / "takes" / "shot" / "take_001"

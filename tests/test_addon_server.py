@@ -18,10 +18,11 @@ import pytest
 from serverproc import free_port
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import cli, compat, runtime, server_local, take
+from addon import cli, compat, runtime, server_local
 from addon.client import Client
 from addon.export import bundle
 from addon.session import CANCELLED, DONE, ModalDriver, ShadeRequest, ShadeSession
+from addon.takes import take
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, operators, preview, runtime, session_setup, take
+from addon import compat, operators, preview, runtime, session_setup
 from addon.export import bundle
 from addon.session import (
     CANCELLED,
@@ -35,6 +35,7 @@ from addon.session import (
     ShadeRequest,
     ShadeSession,
 )
+from addon.takes import take
 
 
 @pytest.fixture(autouse=True)

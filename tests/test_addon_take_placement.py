@@ -10,8 +10,9 @@ import bpy
 import pytest
 from test_addon_helpers import FakeClient, disable_prefs, ensure_registered, new_scene
 
-from addon import compat, runtime, take
+from addon import compat, runtime
 from addon.session import DONE, ShadeRequest, ShadeSession
+from addon.takes import take
 
 NEEDS_5 = pytest.mark.skipif(
     not compat.has_sequencer_scene(), reason="Blender 5.0+ only: per-workspace sequencer scene"

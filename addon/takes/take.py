@@ -16,9 +16,9 @@ from pathlib import Path
 
 import bpy
 
-from . import compat
-from .errors import StoryShadeError
-from .wire.layout import frame_name
+from .. import compat
+from ..errors import StoryShadeError
+from ..wire.layout import frame_name
 
 MAX_CHANNEL = 128
 DEFAULT_PATTERN = "//storyshade/{shot}/{take}"

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, take
-from .errors import StoryShadeError
-from .wire import manifest as shot_json
-from .wire.layout import VERSION, frame_name, take_file
+from .. import compat
+from ..errors import StoryShadeError
+from ..wire import manifest as shot_json
+from ..wire.layout import VERSION, frame_name, take_file
+from . import take
 
 DEFAULT_CONTEXT = 16  # frames per context window when the settings do not say
 

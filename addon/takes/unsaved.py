@@ -19,9 +19,10 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, take
-from .export import bundle
-from .shade import JOB_RECORD
+from .. import compat
+from ..export import bundle
+from . import take
+from .run import JOB_RECORD
 
 TEMPORARY = "storyshade_temporary"  # a take strip's flag: its folder is the temporary one
 

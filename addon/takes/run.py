@@ -1,7 +1,8 @@
-"""One shading run's data (TakeRun) and the small helpers around the shot bundle.
+"""One shading run's take: where its frames go and what the server made of it (TakeRun),
+the job record a later Blender reattaches by, and the run's temporary bundle folder.
 
 The run itself is split in two (see session.py): Blender exports and places the take on
-the main thread, while worker.NetworkJob does every network call in a thread.
+the main thread, while worker.NetworkJob does every network call in a thread. No bpy here.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import protocol
-from .wire.layout import frame_name
+from ..wire.layout import frame_name
 
 Progress = Callable[[str], None]
 
@@ -80,10 +80,6 @@ def unplaced_runs(takes_root: Path) -> list[TakeRun]:
             )
         )
     return runs
-
-
-def describe(event: dict) -> str:
-    return protocol.describe(event)[0]
 
 
 def temp_bundle_dir() -> Path:
