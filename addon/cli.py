@@ -17,12 +17,12 @@ from pathlib import Path
 import bpy
 
 from . import prefs, props, request_settings, shots
-from .client import DEFAULT_URL, Client
 from .errors import InputError, StoryShadeError
 from .export import bundle
 from .looks.looks_file import load_looks_file
 from .looks.reference_files import check_image
 from .looks.references import style_of
+from .remote.client import DEFAULT_URL, Client
 from .request_settings import Choices
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession

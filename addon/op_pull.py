@@ -11,9 +11,9 @@ from __future__ import annotations
 import bpy
 
 from . import prefs, props, runtime
-from .client import Client
 from .operators import redraw
-from .pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, PullRun
+from .remote.client import Client
+from .remote.pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, PullRun
 
 PULL_TIMEOUT = 120.0  # the dry run asks the hub about every repository first
 

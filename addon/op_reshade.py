@@ -13,10 +13,11 @@ from pathlib import Path
 
 import bpy
 
-from . import operators, prefs, props, server_local
-from .client import Client
+from . import operators, prefs, props
 from .errors import StoryShadeError
 from .op_take import active_take
+from .remote import server_local
+from .remote.client import Client
 from .session import ShadeSession
 from .session_setup import reshade_request
 from .takes import reshade, take

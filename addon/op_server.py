@@ -10,9 +10,10 @@ import time
 
 import bpy
 
-from . import prefs, props, runtime, server_local
-from .client import Client
+from . import prefs, props, runtime
 from .errors import StoryShadeError
+from .remote import server_local
+from .remote.client import Client
 
 START_TIMEOUT = 180.0  # first start imports torch and diffusers: slow on a cold disk
 

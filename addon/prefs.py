@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import server_local
-from .client import DEFAULT_URL
 from .identity import ADDON_ID
+from .remote import server_local
+from .remote.client import DEFAULT_URL
 from .takes import take
 
 

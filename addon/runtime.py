@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .server_local import HealthCheck, LocalServer
+from .remote.server_local import HealthCheck, LocalServer
 
 current = None  # session.ShadeSession of the run in progress, if any
 sequence = None  # sequence.SequenceRun of the last Shade Sequence, if any

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import bpy
 
-from . import compat, protocol
+from . import compat
 from .errors import StoryShadeError
 from .export import background, bundle
 from .looks import reference_files, references
 from .looks.resolve import LookOverrides, looks_in_shot, shot_regions
-from .protocol import Message
-from .server_local import HealthCheck
+from .remote import protocol
+from .remote.protocol import Message
+from .remote.server_local import HealthCheck
+from .remote.worker import NetworkJob, apply
 from .takes import reshade, take, unsaved
 from .takes.reshade import Reshade
 from .takes.run import (
@@ -36,7 +38,6 @@ from .takes.run import (
     write_job_record,
 )
 from .wire.states import INDETERMINATE, Stage
-from .worker import NetworkJob, apply
 
 # Phases of a run, in order.
 CHECKING, EXPORTING, NETWORK, FINISHED = "checking", "exporting", "network", "finished"

@@ -5,10 +5,10 @@ button), or an earlier Blender's unfinished job (Reattach, and the headless CLI'
 from __future__ import annotations
 
 from . import prefs, props, request_settings
-from .client import Client
 from .errors import StoryShadeError
 from .export import bundle
 from .looks.resolve import take_looks
+from .remote.client import Client
 from .session import ShadeRequest, ShadeSession
 from .takes import take
 from .takes.reshade import Reshade

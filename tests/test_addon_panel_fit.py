@@ -12,7 +12,7 @@ from test_addon_helpers import FakeClient, ensure_registered, new_scene, png_byt
 from test_addon_panel import Layout
 
 from addon import operators, panel, preview, runtime, text_fit
-from addon.protocol import Message
+from addon.remote.protocol import Message
 from addon.session import CANCELLED, NETWORK, ShadeRequest, ShadeSession
 
 DEFAULT_SIDEBAR = 280  # px at UI scale 1.0: what a new Blender window's N panel has

@@ -12,10 +12,11 @@ import bpy
 import pytest
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import prefs, presets, props, server_local
-from addon.client import DEFAULT_URL
+from addon import prefs, presets, props
 from addon.errors import StoryShadeError
-from addon.server_local import HealthCheck
+from addon.remote import server_local
+from addon.remote.client import DEFAULT_URL
+from addon.remote.server_local import HealthCheck
 from addon.takes import take
 
 

@@ -17,15 +17,20 @@ import pytest
 from test_addon_helpers import REPO, WAIT_FOR_CANCEL, FakeClient, png_bytes
 from test_import_graph import imports
 
-from addon import protocol
-from addon.client import Client
 from addon.errors import ConnectionLost, StoryShadeError
+from addon.remote import protocol
+from addon.remote.client import Client
+from addon.remote.worker import NetworkJob, apply, follow_job
 from addon.takes.run import TakeRun
-from addon.worker import NetworkJob, apply, follow_job
 
 # What runs off Blender's main thread: the network worker, a model download, the local
 # server and its health check.
-THREAD_SIDE = ("addon.worker", "addon.pull_run", "addon.server_local", "addon.client")
+THREAD_SIDE = (
+    "addon.remote.worker",
+    "addon.remote.pull_run",
+    "addon.remote.server_local",
+    "addon.remote.client",
+)
 # Plain files and data, bpy-free by design (the worker or tests use them without Blender).
 PLAIN = ("addon.looks.bank", "addon.presets")
 
@@ -70,7 +75,7 @@ def test_the_thread_side_is_what_the_worker_needs() -> None:
     """The walk reaches the worker's imports (so a bpy import among them would fail)."""
     reached = _reached(THREAD_SIDE)
     for module in (
-        "addon.protocol",
+        "addon.remote.protocol",
         "addon.errors",
         "addon.looks.reference_files",
         "addon.wire.layout",

@@ -18,8 +18,8 @@ from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered, n
 from test_addon_panel import Layout
 
 from addon import op_pull, panel, runtime
-from addon.client import Client
-from addon.pull_run import ASKED, CANCELLED, DONE, PullRun
+from addon.remote.client import Client
+from addon.remote.pull_run import ASKED, CANCELLED, DONE, PullRun
 
 pytestmark = pytest.mark.slow
 

@@ -20,14 +20,14 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import ConnectionLost, JobFailed, StoryShadeError
+from ..looks.reference_files import wire_settings
+from ..takes.run import Progress, TakeRun, write_job_record
+from ..wire.layout import frame_name
+from ..wire.states import TERMINAL, Event, JobState, Stage
 from . import protocol
 from .client import UploadCancelled
-from .errors import ConnectionLost, JobFailed, StoryShadeError
-from .looks.reference_files import wire_settings
 from .protocol import Message
-from .takes.run import Progress, TakeRun, write_job_record
-from .wire.layout import frame_name
-from .wire.states import TERMINAL, Event, JobState, Stage
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .wire.states import Stage
+from ..wire.states import Stage
 
 # Message kinds. Terminal kinds end the worker; nothing follows them on the queue.
 SUBMITTED = "submitted"  # job_id set: the server accepted the bundle

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from .errors import StoryShadeError
+from ..errors import StoryShadeError
 
 ASKING, ASKED, PULLING, DONE, FAILED, CANCELLED = (
     "asking", "asked", "pulling", "done", "failed", "cancelled",

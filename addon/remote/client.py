@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib import error, parse, request
 
-from .errors import ConnectionLost, StoryShadeError
-from .wire.archive import zip_bundle
+from ..errors import ConnectionLost, StoryShadeError
+from ..wire.archive import zip_bundle
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 

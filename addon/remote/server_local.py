@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import StoryShadeError
+from ..errors import StoryShadeError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
