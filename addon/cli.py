@@ -16,17 +16,18 @@ from pathlib import Path
 
 import bpy
 
-from . import prefs, props, request_settings, shots
+from . import shots
 from .errors import InputError, StoryShadeError
 from .export import bundle
 from .looks.looks_file import load_looks_file
 from .looks.reference_files import check_image
 from .looks.references import style_of
 from .remote.client import DEFAULT_URL, Client
-from .request_settings import Choices
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeRequest, ShadeSession
 from .session_setup import reshade_request, shade_request
+from .settings import prefs, props, request_settings
+from .settings.request_settings import Choices
 from .takes import reshade, take
 from .wire.layering import parse_names
 from .wire.references import parse_reference_arg

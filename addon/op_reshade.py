@@ -13,13 +13,14 @@ from pathlib import Path
 
 import bpy
 
-from . import operators, prefs, props
+from . import operators
 from .errors import StoryShadeError
 from .op_take import active_take
 from .remote import server_local
 from .remote.client import Client
 from .session import ShadeSession
 from .session_setup import reshade_request
+from .settings import prefs, props
 from .takes import reshade, take
 
 SHEET_NAME = "sequence_sheet.png"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, prefs, runtime, shots
+from . import operators, runtime, shots
 from .errors import StoryShadeError
 from .looks.references import style_of
 from .remote.client import Client
 from .sequence import SequenceRun, shot_request, shot_settings
 from .session import DONE, ShadeSession
 from .session_setup import shade_request
+from .settings import prefs
 
 SKIP_SEPARATOR = "\n"
 

@@ -7,7 +7,8 @@ import json
 
 import bpy
 
-from . import compat, props
+from . import compat
+from .settings import props
 from .takes import take
 
 

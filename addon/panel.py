@@ -10,11 +10,12 @@ import os
 
 import bpy
 
-from . import compat, op_pull, presets, preview, props, runtime, text_fit
+from . import compat, op_pull, preview, runtime, text_fit
 from .looks.reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
 from .op_take import active_take
-from .presets import LAYERS, load
-from .request_settings import NO_COLOR_MATCH
+from .settings import presets, props
+from .settings.presets import LAYERS, load
+from .settings.request_settings import NO_COLOR_MATCH
 
 UNIT = text_fit.UNIT
 PREVIEW_SHARE = 0.4  # of the region's height: the rest of the panel stays in view

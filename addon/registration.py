@@ -32,14 +32,12 @@ from . import (
     panel,
     panel_looks,
     panel_shots,
-    prefs,
-    preset_hooks,
     preview,
-    props,
     runtime,
     sequence,
 )
 from .looks.props import StoryShadeLook, StoryShadeReference
+from .settings import prefs, preset_hooks, props
 
 
 class Class:

@@ -213,12 +213,13 @@ def test_unregister_and_register_again(scene) -> None:
 
 
 def test_blender_exits_cleanly_after_the_add_on_ran() -> None:
-    """Regression: under bpy 4.2, a PropertyGroup with Python methods or a registered CLI
-    command crashed the process at exit (and a dynamic enum callback hung 4.5)."""
+    """Regression: under bpy 4.2, a PropertyGroup with Python methods, a registered CLI
+    command, or an enum update callback whose module globals hold bpy crashed the process
+    at exit (and a dynamic enum callback hung 4.5)."""
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "import bpy, addon\n"
-        "from addon import props\n"
+        "from addon.settings import props\n"
         "addon.register()\n"
         "opts = bpy.context.scene.storyshade\n"
         "opts.quality = 'tiny'\n"

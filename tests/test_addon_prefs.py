@@ -12,11 +12,11 @@ import bpy
 import pytest
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import prefs, presets, props
 from addon.errors import StoryShadeError
 from addon.remote import server_local
 from addon.remote.client import DEFAULT_URL
 from addon.remote.server_local import HealthCheck
+from addon.settings import prefs, presets, props
 from addon.takes import take
 
 
@@ -214,6 +214,12 @@ def test_health_summary_in_plain_words() -> None:
     check.start(Down())
     check.join(5)
     assert check.summary() == (False, "Not reachable at http://127.0.0.1:1", "start it")
+
+
+def test_folders_found_from_the_add_on_files_are_the_checkouts() -> None:
+    """Paths counted up from a module's own file: they change when the module moves."""
+    assert server_local.ADDON_ROOT == REPO
+    assert presets.presets_dir() == REPO / "presets"
 
 
 def test_repo_venv_is_what_auto_detect_finds_in_a_checkout() -> None:

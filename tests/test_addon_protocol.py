@@ -32,7 +32,7 @@ THREAD_SIDE = (
     "addon.remote.client",
 )
 # Plain files and data, bpy-free by design (the worker or tests use them without Blender).
-PLAIN = ("addon.looks.bank", "addon.presets")
+PLAIN = ("addon.looks.bank", "addon.settings.presets", "addon.settings.request_settings")
 
 
 def _reached(starts: tuple[str, ...]) -> list[str]:

@@ -27,9 +27,10 @@ from test_addon_helpers import (
     png_bytes,
 )
 
-from addon import cli, op_reshade, panel, presets, session_setup
+from addon import cli, op_reshade, panel, session_setup
 from addon.errors import InputError
 from addon.looks.resolve import LookOverrides
+from addon.settings import presets
 from addon.takes import take
 
 URL = "http://127.0.0.1:9"

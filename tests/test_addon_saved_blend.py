@@ -15,7 +15,8 @@ import pytest
 from addon_surface import saved_state, surface
 from test_addon_helpers import REPO, ensure_registered
 
-from addon import props, registration, request_settings
+from addon import registration
+from addon.settings import props, request_settings
 from addon.takes import take
 
 FIXTURE = REPO / "tests" / "data" / "saved_before_rooms.blend"

@@ -36,6 +36,10 @@ def command_for(path: str) -> list[str]:
     return [str(exe), "-m", "storyshade", "serve"]
 
 
+# The folder holding addon/: a source checkout's root (with its .venv), or the extension's.
+ADDON_ROOT = Path(__file__).resolve().parents[2]  # addon/remote/server_local.py
+
+
 def detect_command(configured: str = "", repo_root: Path | None = None) -> list[str] | None:
     """The command that runs the server: the preference if set, else what can be found."""
     if configured.strip():
@@ -43,7 +47,7 @@ def detect_command(configured: str = "", repo_root: Path | None = None) -> list[
     found = shutil.which("storyshade")
     if found:
         return [found, "serve"]
-    root = repo_root or Path(__file__).resolve().parent.parent
+    root = repo_root or ADDON_ROOT
     for venv in (root / ".venv", root.parent / ".venv"):
         if _venv_python(venv).exists():
             return command_for(str(_venv_python(venv)))

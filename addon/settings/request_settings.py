@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import InputError
 from . import presets
-from .errors import InputError
 
 # Engines without context windows: they refuse colour matching (docs/engine.md).
 NO_COLOR_MATCH = ("preview", "animatediff-stock")

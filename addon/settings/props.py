@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import bpy
 
+from ..looks.props import StoryShadeReference
+from ..takes import take
 from . import preset_hooks, presets, request_settings
-from .looks.props import StoryShadeReference
-from .takes import take
 
 SERVER_DEFAULT = "SERVER_DEFAULT"  # shown when the layer's default preset file is missing
 

@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .wire.layering import DEFAULTS, LAYERS, merge_layers
+from ..wire.layering import DEFAULTS, LAYERS, merge_layers
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class PresetInfo:
 
 def presets_dir() -> Path:
     """presets/ sits beside addon/ in the checkout and in the extension zip."""
-    return Path(__file__).resolve().parent.parent / "presets"
+    return Path(__file__).resolve().parents[2] / "presets"  # addon/settings/presets.py
 
 
 _cache: dict[Path, tuple[tuple, dict[str, list[PresetInfo]]]] = {}

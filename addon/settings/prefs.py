@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import bpy
 
-from .identity import ADDON_ID
-from .remote import server_local
-from .remote.client import DEFAULT_URL
-from .takes import take
+from ..identity import ADDON_ID
+from ..remote import server_local
+from ..remote.client import DEFAULT_URL
+from ..takes import take
 
 
 class StoryShadePreferences(bpy.types.AddonPreferences):
