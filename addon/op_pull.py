@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import runtime
 from .operators import redraw
 from .remote.client import Client
 from .remote.pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, PullRun
+from .session import runtime
 from .settings import prefs, props
 
 PULL_TIMEOUT = 120.0  # the dry run asks the hub about every repository first

@@ -18,8 +18,8 @@ from .errors import StoryShadeError
 from .op_take import active_take
 from .remote import server_local
 from .remote.client import Client
-from .session import ShadeSession
-from .session_setup import reshade_request
+from .session.build import reshade_request
+from .session.shade import ShadeSession
 from .settings import prefs, props
 from .takes import reshade, take
 

@@ -1,6 +1,6 @@
 """The `storyshade.shade_sequence` operator and the shot list's include/exclude toggle.
 
-Shade Sequence runs one session per chosen shot (sequence.py) on the same modal timer as a
+Shade Sequence runs one session per chosen shot (session/sequence.py) on the same modal timer as a
 single shot: Esc or Cancel stops the shot under way and the rest; each finished shot keeps
 its take. In background mode it runs to the end before returning.
 """
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, runtime, shots
+from . import operators
 from .errors import StoryShadeError
 from .looks.references import style_of
 from .remote.client import Client
-from .sequence import SequenceRun, shot_request, shot_settings
-from .session import DONE, ShadeSession
-from .session_setup import shade_request
+from .session import runtime, shots
+from .session.build import shade_request
+from .session.sequence import SequenceRun, shot_request, shot_settings
+from .session.shade import DONE, ShadeSession
 from .settings import prefs
 
 SKIP_SEPARATOR = "\n"

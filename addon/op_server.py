@@ -10,10 +10,10 @@ import time
 
 import bpy
 
-from . import runtime
 from .errors import StoryShadeError
 from .remote import server_local
 from .remote.client import Client
+from .session import runtime
 from .settings import prefs, props
 
 START_TIMEOUT = 180.0  # first start imports torch and diffusers: slow on a cold disk

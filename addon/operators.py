@@ -1,7 +1,7 @@
 """The `storyshade.shade` operator: shade the scene's shot into a new take strip.
 
 Interactive: a modal operator. Its timer exports one frame per tick and then drains the
-network worker's queue (session.py); Blender stays responsive, Esc or the Cancel button
+network worker's queue (session/shade.py); Blender stays responsive, Esc or the Cancel button
 stops the run and the server job. Background mode (`blender -b`, scripts, tests) never
 fires timers, so there the same session runs to the end synchronously.
 """
@@ -12,10 +12,10 @@ import time
 
 import bpy
 
-from . import runtime
 from .errors import ConnectionLost, StoryShadeError
-from .session import DONE, FAILED, ModalDriver, ShadeSession
-from .session_setup import build_reattach_session, build_session
+from .session import runtime
+from .session.build import build_reattach_session, build_session
+from .session.shade import DONE, FAILED, ModalDriver, ShadeSession
 
 TICK_SECONDS = 0.1
 REDRAW_SPACES = {"VIEW_3D", "SEQUENCE_EDITOR"}

@@ -10,9 +10,10 @@ import os
 
 import bpy
 
-from . import compat, op_pull, preview, runtime, text_fit
+from . import compat, op_pull, preview, text_fit
 from .looks.reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
 from .op_take import active_take
+from .session import runtime
 from .settings import presets, props
 from .settings.presets import LAYERS, load
 from .settings.request_settings import NO_COLOR_MATCH

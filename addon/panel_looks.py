@@ -7,10 +7,10 @@ from pathlib import Path
 
 import bpy
 
-from . import runtime
 from .looks.resolve import REGION_KINDS, look_of, own_look
 from .op_bank import bank_folder
 from .panel import draw_references, wrapped
+from .session import runtime
 
 PLACEHOLDER = "What is it? e.g. a crate"  # longer was cut off at the default width
 NO_PROMPT = "No prompt: Shade stops until you describe it"

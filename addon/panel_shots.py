@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import bpy
 
-from . import compat, runtime, shots
+from . import compat
 from .errors import StoryShadeError
 from .op_sequence import skipped
 from .panel import wrapped
+from .session import runtime, shots
 
 NO_SHOTS = (
     "No shots: bind cameras to markers (Marker > Bind Camera to Markers) or add scene "

@@ -18,7 +18,6 @@ import bpy
 
 from . import (
     cli,
-    handlers,
     op_bank,
     op_cancel,
     op_looks,
@@ -33,10 +32,9 @@ from . import (
     panel_looks,
     panel_shots,
     preview,
-    runtime,
-    sequence,
 )
 from .looks.props import StoryShadeLook, StoryShadeReference
+from .session import handlers, runtime, sequence
 from .settings import prefs, preset_hooks, props
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, {tests!r})
 res = bpy.ops.extensions.package_install_files(
     filepath={zip!r}, repo="user_default", enable_on_install=True)
 assert res == {{"FINISHED"}}, res
-from bl_ext.user_default.storyshade.addon import session
+from bl_ext.user_default.storyshade.addon.session import shade as session
 from bl_ext.user_default.storyshade.addon.export import background
 from test_addon_helpers import FakeClient, build_shot
 

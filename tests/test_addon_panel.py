@@ -17,8 +17,9 @@ import pytest
 from test_addon_helpers import REPO, FakeClient, ensure_registered, new_scene, png_bytes
 
 import addon
-from addon import panel, panel_looks, preview, runtime
-from addon.session import ShadeRequest, ShadeSession
+from addon import panel, panel_looks, preview
+from addon.session import runtime
+from addon.session.shade import ShadeRequest, ShadeSession
 
 
 class Layout:

@@ -11,9 +11,10 @@ import pytest
 from test_addon_helpers import FakeClient, ensure_registered, new_scene, png_bytes
 from test_addon_panel import Layout
 
-from addon import operators, panel, preview, runtime, text_fit
+from addon import operators, panel, preview, text_fit
 from addon.remote.protocol import Message
-from addon.session import CANCELLED, NETWORK, ShadeRequest, ShadeSession
+from addon.session import runtime
+from addon.session.shade import CANCELLED, NETWORK, ShadeRequest, ShadeSession
 
 DEFAULT_SIDEBAR = 280  # px at UI scale 1.0: what a new Blender window's N panel has
 

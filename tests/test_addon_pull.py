@@ -17,9 +17,10 @@ from serverproc import ServerProcess
 from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered, new_scene
 from test_addon_panel import Layout
 
-from addon import op_pull, panel, runtime
+from addon import op_pull, panel
 from addon.remote.client import Client
 from addon.remote.pull_run import ASKED, CANCELLED, DONE, PullRun
+from addon.session import runtime
 
 pytestmark = pytest.mark.slow
 

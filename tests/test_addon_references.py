@@ -14,10 +14,11 @@ import pytest
 from test_addon_helpers import FakeClient, enable_prefs, png_bytes
 from test_addon_session import registered  # noqa: F401 (autouse: add-on, scene, preferences)
 
-from addon import cli, compat, runtime
+from addon import cli, compat
 from addon.errors import InputError
 from addon.looks.reference_files import wire_settings
-from addon.session import DONE, ShadeRequest, ShadeSession
+from addon.session import runtime
+from addon.session.shade import DONE, ShadeRequest, ShadeSession
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import bpy
 import pytest
 from test_addon_helpers import REPO, ensure_registered
 
-from addon import registration, runtime
+from addon import registration
+from addon.session import runtime
 from addon.settings import preset_hooks, props
 
 ADDON = REPO / "addon"

@@ -27,9 +27,10 @@ from test_addon_helpers import (
     png_bytes,
 )
 
-from addon import cli, op_reshade, panel, session_setup
+from addon import cli, op_reshade, panel
 from addon.errors import InputError
 from addon.looks.resolve import LookOverrides
+from addon.session import build
 from addon.settings import presets
 from addon.takes import take
 
@@ -46,7 +47,7 @@ def scene(tmp_path: Path):
 
 
 def _panel(scene):
-    return session_setup.shade_request(scene, URL, context=bpy.context)
+    return build.shade_request(scene, URL, context=bpy.context)
 
 
 def _cli(scene, *flags: str):

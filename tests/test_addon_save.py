@@ -26,8 +26,9 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, operators, panel, runtime
-from addon.session import DONE, FAILED, ShadeRequest, ShadeSession
+from addon import compat, operators, panel
+from addon.session import runtime
+from addon.session.shade import DONE, FAILED, ShadeRequest, ShadeSession
 from addon.settings import props
 
 FRAMES = [1, 2, 3, 4]

@@ -18,11 +18,12 @@ import pytest
 from serverproc import free_port
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import cli, compat, runtime
+from addon import cli, compat
 from addon.export import bundle
 from addon.remote import server_local
 from addon.remote.client import Client
-from addon.session import CANCELLED, DONE, ModalDriver, ShadeRequest, ShadeSession
+from addon.session import runtime
+from addon.session.shade import CANCELLED, DONE, ModalDriver, ShadeRequest, ShadeSession
 from addon.takes import take
 
 pytestmark = pytest.mark.slow

@@ -23,9 +23,10 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, operators, preview, runtime, session_setup
+from addon import compat, operators, preview
 from addon.export import bundle
-from addon.session import (
+from addon.session import build, runtime
+from addon.session.shade import (
     CANCELLED,
     DONE,
     EXPORTING,
@@ -258,7 +259,7 @@ class _Op:
 
 def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, monkeypatch) -> None:
     fake = FakeClient()
-    monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
+    monkeypatch.setattr(build, "Client", lambda url, token: fake)
     monkeypatch.setattr(operators, "background", lambda: False)
     registered.storyshade.quality = "tiny"
     wm = _FakeWM()
@@ -292,7 +293,7 @@ def test_operator_runs_synchronously_in_background_mode(registered, tmp_path, mo
     """Timers never fire under `blender -b`: the button's operator must still finish."""
     assert bpy.app.background
     fake = FakeClient()
-    monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
+    monkeypatch.setattr(build, "Client", lambda url, token: fake)
     assert bpy.ops.storyshade.shade("INVOKE_DEFAULT") == {"FINISHED"}
     assert bpy.ops.storyshade.shade() == {"FINISHED"}
     names = sorted(s.name for s in take.shot_strips(registered, bundle.shot_name(registered)))
@@ -301,7 +302,7 @@ def test_operator_runs_synchronously_in_background_mode(registered, tmp_path, mo
 
 
 def test_operator_failure_raises_with_fix_in_background(registered, monkeypatch) -> None:
-    monkeypatch.setattr(session_setup, "Client", lambda url, token: FakeClient(unreachable=True))
+    monkeypatch.setattr(build, "Client", lambda url, token: FakeClient(unreachable=True))
     with pytest.raises(RuntimeError, match="cannot reach"):
         bpy.ops.storyshade.shade()
     assert runtime.status(registered).is_error and runtime.status(registered).fix

@@ -10,8 +10,9 @@ import bpy
 import pytest
 from test_addon_helpers import FakeClient, disable_prefs, ensure_registered, new_scene
 
-from addon import compat, runtime
-from addon.session import DONE, ShadeRequest, ShadeSession
+from addon import compat
+from addon.session import runtime
+from addon.session.shade import DONE, ShadeRequest, ShadeSession
 from addon.takes import take
 
 NEEDS_5 = pytest.mark.skipif(

@@ -14,8 +14,9 @@ import bpy
 import pytest
 from serverproc import ServerProcess
 
-from addon import cli, compat, runtime, shots
+from addon import cli, compat
 from addon.errors import StoryShadeError
+from addon.session import runtime, shots
 
 PREVIEW = json.dumps({"width": 64, "height": 64})
 
@@ -206,8 +207,8 @@ def test_the_cancel_button_stops_the_sequence_not_only_its_shot() -> None:
     """The panel's Cancel during Shade Sequence: no shot starts after the cancelled one
     (it used to cancel only the shot under way, and the next one started)."""
     from addon import op_cancel
-    from addon.sequence import SequenceRun
-    from addon.session import CANCELLED
+    from addon.session.sequence import SequenceRun
+    from addon.session.shade import CANCELLED
 
     class FakeSession:
         running, outcome, text = True, "", ""

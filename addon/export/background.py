@@ -40,7 +40,7 @@ ERROR = "storyshade: error: "  # what cli.main prints for a StoryShadeError
 PROGRESS = re.compile(r"^storyshade: Exporting (\d+)/(\d+)")
 UNKNOWN_COMMAND = 'Unrecognized command: "storyshade"'
 # Set while the add-on writes its own copy of the open file: that save is no user's
-# save (addon.handlers leaves takes where they are).
+# save (session/handlers.py leaves takes where they are).
 saving_copy = False
 
 

@@ -2,7 +2,7 @@
 
 An unsaved file has no `//`, so its takes go to the temporary folder
 (`<tmp>/storyshade/untitled/take_001/`) and their strips point there by absolute path: a
-project moved after *Save As* lost every frame. When the file is saved (addon.handlers,
+project moved after *Save As* lost every frame. When the file is saved (session/handlers.py,
 on `save_pre`, before Blender writes it) each such take moves to where takes of the saved
 file go (the Output Folder pattern, by default `//storyshade/<shot>/<take>/`) and its strip
 points there relative to the .blend, as takes shaded after saving do. The shot called

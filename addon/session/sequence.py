@@ -12,10 +12,10 @@ import time
 import zlib
 from collections.abc import Callable
 
-from .errors import StoryShadeError
-from .session import CANCELLED, DONE, FAILED, ShadeSession
+from ..errors import StoryShadeError
+from ..wire.countdown import Countdown
+from .shade import CANCELLED, DONE, FAILED, ShadeSession
 from .shots import Shot
-from .wire.countdown import Countdown
 
 
 class SequenceRun:

@@ -4,7 +4,7 @@ the sidebar says about each scene's last run.
 
 Status is kept here and not in the scene's settings: a saved status came back when the
 file was opened again ("Take ... added" from another day), and nothing cleared an error
-once its cause was gone. Here a file load clears it (addon.handlers), a save clears the
+once its cause was gone. Here a file load clears it (handlers.py), a save clears the
 "not saved" note, and a good server check hides a "cannot reach" error.
 """
 
@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .remote.server_local import HealthCheck, LocalServer
+from ..remote.server_local import HealthCheck, LocalServer
 
 current = None  # session.ShadeSession of the run in progress, if any
 sequence = None  # sequence.SequenceRun of the last Shade Sequence, if any

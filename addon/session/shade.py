@@ -19,25 +19,25 @@ from pathlib import Path
 
 import bpy
 
-from . import compat
-from .errors import StoryShadeError
-from .export import background, bundle
-from .looks import reference_files, references
-from .looks.resolve import LookOverrides, looks_in_shot, shot_regions
-from .remote import protocol
-from .remote.protocol import Message
-from .remote.server_local import HealthCheck
-from .remote.worker import NetworkJob, apply
-from .takes import reshade, take, unsaved
-from .takes.reshade import Reshade
-from .takes.run import (
+from .. import compat
+from ..errors import StoryShadeError
+from ..export import background, bundle
+from ..looks import reference_files, references
+from ..looks.resolve import LookOverrides, looks_in_shot, shot_regions
+from ..remote import protocol
+from ..remote.protocol import Message
+from ..remote.server_local import HealthCheck
+from ..remote.worker import NetworkJob, apply
+from ..takes import reshade, take, unsaved
+from ..takes.reshade import Reshade
+from ..takes.run import (
     TakeRun,
     discard_take_folder,
     remove_bundle,
     temp_bundle_dir,
     write_job_record,
 )
-from .wire.states import INDETERMINATE, Stage
+from ..wire.states import INDETERMINATE, Stage
 
 # Phases of a run, in order.
 CHECKING, EXPORTING, NETWORK, FINISHED = "checking", "exporting", "network", "finished"

@@ -13,10 +13,10 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
+from ..export import background
+from ..settings import prefs
+from ..takes import take, unsaved
 from . import runtime
-from .export import background
-from .settings import prefs
-from .takes import take, unsaved
 
 _moved: list[unsaved.Moved] = []  # by the save under way (save_pre to save_post)
 

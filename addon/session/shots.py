@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import compat
-from .errors import StoryShadeError
+from .. import compat
+from ..errors import StoryShadeError
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,15 @@ button), or an earlier Blender's unfinished job (Reattach, and the headless CLI'
 
 from __future__ import annotations
 
-from .errors import StoryShadeError
-from .export import bundle
-from .looks.resolve import take_looks
-from .remote.client import Client
-from .session import ShadeRequest, ShadeSession
-from .settings import prefs, props, request_settings
-from .takes import take
-from .takes.reshade import Reshade
-from .takes.run import unplaced_runs
+from ..errors import StoryShadeError
+from ..export import bundle
+from ..looks.resolve import take_looks
+from ..remote.client import Client
+from ..settings import prefs, props, request_settings
+from ..takes import take
+from ..takes.reshade import Reshade
+from ..takes.run import unplaced_runs
+from .shade import ShadeRequest, ShadeSession
 
 
 def shade_request(
