@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..errors import StoryShadeError
 from ..wire.countdown import Countdown
-from .shade import CANCELLED, DONE, FAILED, ShadeSession
+from .shade import CANCELLED, DONE, FAILED, ShadeSession, run_to_end
 from .shots import Shot
 
 
@@ -153,17 +153,9 @@ class SequenceRun:
 
     def run_blocking(self, on_change: Callable[[SequenceRun], None] | None = None) -> SequenceRun:
         """To the end on this thread (background mode); Ctrl+C cancels."""
-        while True:
-            try:
-                running = self.tick(wait=0.2)
-            except KeyboardInterrupt:
-                self.cancel()
-                running = self.running
-            if on_change:
-                on_change(self)
-            if not running:
-                self.close()
-                return self
+        run_to_end(self, on_change)
+        self.close()
+        return self
 
     def close(self) -> None:
         """Record the last shot's end (a cancelled one is not counted as failed)."""

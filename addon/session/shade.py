@@ -182,16 +182,7 @@ class ShadeSession:
         self, on_change: Callable[[ShadeSession], None] | None = None, poll: float = 0.2
     ) -> ShadeSession:
         """Run to the end on this thread (background mode: no timers there); Ctrl+C cancels."""
-        while True:
-            try:
-                running = self.tick(wait=poll)
-            except KeyboardInterrupt:
-                self.cancel()
-                running = self.running
-            if on_change:
-                on_change(self)
-            if not running:
-                return self
+        return run_to_end(self, on_change, poll)
 
     def cancel(self) -> None:
         """Stop now if nothing reached the server; otherwise ask it, and keep listening
@@ -485,6 +476,21 @@ class ShadeSession:
             self._bundle_dir = None
         self.phase, self.outcome, self.text = FINISHED, outcome, text
         self.note = self.lasting_note  # the server's remarks were about the run
+
+
+def run_to_end(run, on_change: Callable | None = None, poll: float = 0.2):
+    """Tick `run` (a session, or a sequence of them) on this thread until it ends, calling
+    `on_change` after each tick; Ctrl+C cancels it (and it still runs to its end)."""
+    while True:
+        try:
+            running = run.tick(wait=poll)
+        except KeyboardInterrupt:
+            run.cancel()
+            running = run.running
+        if on_change:
+            on_change(run)
+        if not running:
+            return run
 
 
 def not_ready_error(readiness: dict) -> StoryShadeError:
