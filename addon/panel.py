@@ -10,9 +10,10 @@ import os
 
 import bpy
 
-from . import compat, op_pull, preview, text_fit
+from . import compat, preview, text_fit
 from .looks.reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
-from .op_take import active_take
+from .operators import pull
+from .operators.take import active_take
 from .session import runtime
 from .settings import presets, props
 from .settings.presets import LAYERS, load
@@ -65,7 +66,7 @@ def _readiness(layout, context, opts) -> None:
         return
     ok = answer.get("ready", False)
     wrapped(layout, context, answer.get("summary", ""), "CHECKMARK" if ok else "ERROR")
-    op_pull.draw(layout, context, answer, wrapped)  # Download Models for <quality>
+    pull.draw(layout, context, answer, wrapped)  # Download Models for <quality>
 
 
 def _look(layout, context, opts) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 
 from .looks.resolve import REGION_KINDS, look_of, own_look
-from .op_bank import bank_folder
+from .operators.bank import bank_folder
 from .panel import draw_references, wrapped
 from .session import runtime
 

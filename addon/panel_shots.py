@@ -7,7 +7,7 @@ import bpy
 
 from . import compat
 from .errors import StoryShadeError
-from .op_sequence import skipped
+from .operators.sequence import skipped
 from .panel import wrapped
 from .session import runtime, shots
 

@@ -11,7 +11,8 @@ import pytest
 from test_addon_helpers import FakeClient, ensure_registered, new_scene, png_bytes
 from test_addon_panel import Layout
 
-from addon import operators, panel, preview, text_fit
+from addon import panel, preview, text_fit
+from addon.operators import modal
 from addon.remote.protocol import Message
 from addon.session import runtime
 from addon.session.shade import CANCELLED, NETWORK, ShadeRequest, ShadeSession
@@ -141,7 +142,7 @@ def test_nothing_from_the_last_run_shows_in_the_next(scene, tmp_path: Path) -> N
     st = runtime.status(scene)
     st.preview_path = str(tmp_path / "old_take" / "0002.png")
 
-    class Op(operators.ShadeRun):
+    class Op(modal.ShadeRun):
         def report(self, *_a) -> None:
             pass
 

@@ -17,7 +17,8 @@ from serverproc import ServerProcess
 from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered, new_scene
 from test_addon_panel import Layout
 
-from addon import op_pull, panel
+from addon import panel
+from addon.operators import pull
 from addon.remote.client import Client
 from addon.remote.pull_run import ASKED, CANCELLED, DONE, PullRun
 from addon.session import runtime
@@ -59,7 +60,7 @@ def test_download_models_for_the_chosen_quality(server, fresh_hub) -> None:
         assert ("operator", "storyshade.models_pull") in log  # Download Models for draft
 
         assert bpy.ops.storyshade.models_pull() == {"FINISHED"}  # the size, nothing yet
-        run = op_pull.current("anime-cel,static,512x512,draft")
+        run = pull.current("anime-cel,static,512x512,draft")
         assert run is not None and run.state == ASKED and run.plan["needed_bytes"] > 0
         assert not list(server.models.iterdir())
         log = _draw(scene)

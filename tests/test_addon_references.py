@@ -14,9 +14,10 @@ import pytest
 from test_addon_helpers import FakeClient, enable_prefs, png_bytes
 from test_addon_session import registered  # noqa: F401 (autouse: add-on, scene, preferences)
 
-from addon import cli, compat
+from addon import compat
 from addon.errors import InputError
 from addon.looks.reference_files import wire_settings
+from addon.operators import cli
 from addon.session import runtime
 from addon.session.shade import DONE, ShadeRequest, ShadeSession
 
@@ -211,7 +212,7 @@ def test_shade_sequence_sends_the_edits_style_references_to_every_shot(tmp_path)
     """Scene strips are shots of other scenes: the style references are the edit's."""
     from test_shots import strip_edit
 
-    from addon.op_sequence import build_sequence
+    from addon.operators.sequence import build_sequence
 
     edit = strip_edit()
     enable_prefs(server_url="http://127.0.0.1:9", output_pattern=str(tmp_path / "{take}"))

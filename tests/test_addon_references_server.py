@@ -12,8 +12,8 @@ import pytest
 from test_addon_helpers import png_bytes
 from test_addon_server import live, scene  # noqa: F401 (fixtures: the server, a scene)
 
-from addon import cli
 from addon.export import bundle
+from addon.operators import cli
 from addon.takes import take
 
 pytestmark = pytest.mark.slow

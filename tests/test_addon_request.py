@@ -27,9 +27,10 @@ from test_addon_helpers import (
     png_bytes,
 )
 
-from addon import cli, op_reshade, panel
+from addon import panel
 from addon.errors import InputError
 from addon.looks.resolve import LookOverrides
+from addon.operators import cli, reshade
 from addon.session import build
 from addon.settings import presets
 from addon.takes import take
@@ -122,7 +123,7 @@ def _take(scene, tmp_path: Path):
 
 def _reshade(scene):
     context = SimpleNamespace(scene=scene, preferences=bpy.context.preferences)
-    session = op_reshade.build_reshade_session(context)
+    session = reshade.build_reshade_session(context)
     session.cancel()  # only its request matters here
     return session.request
 

@@ -14,7 +14,8 @@ import blender_scenes as bs
 import bpy
 import pytest
 
-from addon import cli, compat
+from addon import compat
+from addon.operators import cli
 from addon.session import runtime
 
 PREVIEW = json.dumps({"width": 64, "height": 64})

@@ -26,7 +26,8 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, operators, panel
+from addon import compat, panel
+from addon.operators import modal
 from addon.session import runtime
 from addon.session.shade import DONE, FAILED, ShadeRequest, ShadeSession
 from addon.settings import props
@@ -55,8 +56,8 @@ def _shade(scene, fake: FakeClient | None = None) -> ShadeSession:
     deadline = time.monotonic() + 120
     while session.running and time.monotonic() < deadline:
         session.tick(wait=0.05)
-        operators.show(session, bpy.context)
-    operators.show(session, bpy.context)
+        modal.show(session, bpy.context)
+    modal.show(session, bpy.context)
     return session
 
 

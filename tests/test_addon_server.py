@@ -18,8 +18,9 @@ import pytest
 from serverproc import free_port
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import cli, compat
+from addon import compat
 from addon.export import bundle
+from addon.operators import cli
 from addon.remote import server_local
 from addon.remote.client import Client
 from addon.session import runtime

@@ -23,8 +23,11 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, operators, preview
+from addon import compat, preview
+from addon.errors import StoryShadeError
 from addon.export import bundle
+from addon.operators import modal as modal_run
+from addon.operators import shade
 from addon.session import build, runtime
 from addon.session.shade import (
     CANCELLED,
@@ -80,7 +83,7 @@ def test_modal_loop_exports_shades_and_adds_a_take(registered, tmp_path: Path) -
     scene = registered
     fake = FakeClient()
     session = _session(scene, fake, tmp_path)
-    driver = ModalDriver(session, lambda s: operators.show(s, bpy.context))
+    driver = ModalDriver(session, lambda s: modal_run.show(s, bpy.context))
     result, _ = _loop(driver)
     assert result == {"FINISHED"} and session.outcome == DONE
     for expected in (
@@ -141,7 +144,7 @@ def test_esc_during_denoising_cancels_the_server_job(registered, tmp_path: Path)
     ]
     fake = FakeClient(script=script)
     driver = ModalDriver(
-        _session(registered, fake, tmp_path), lambda s: operators.show(s, bpy.context)
+        _session(registered, fake, tmp_path), lambda s: modal_run.show(s, bpy.context)
     )
     _loop(driver, until=lambda s: s.text.startswith("Denoising"))
     assert driver.handle("ESC", "PRESS") == {"RUNNING_MODAL"}, "waits for the server to confirm"
@@ -180,7 +183,7 @@ def test_server_failure_shows_problem_and_fix(registered, tmp_path: Path) -> Non
     }
     fake = FakeClient(script=[{"type": "state", "state": "failed", "error": error}])
     session = _session(registered, fake, tmp_path)
-    result, _ = _loop(ModalDriver(session, lambda s: operators.show(s, bpy.context)))
+    result, _ = _loop(ModalDriver(session, lambda s: modal_run.show(s, bpy.context)))
     assert result == {"CANCELLED"} and session.outcome == FAILED
     st = runtime.status(registered)
     assert st.is_error and "no motion adapter" in st.text
@@ -214,7 +217,7 @@ def test_a_bug_ends_the_run_instead_of_leaving_it_busy(registered, tmp_path, mon
 
 def test_no_camera_is_reported_before_anything_starts(registered, tmp_path: Path) -> None:
     registered.camera = None
-    with pytest.raises(operators.StoryShadeError, match="no active camera"):
+    with pytest.raises(StoryShadeError, match="no active camera"):
         _session(registered, FakeClient(), tmp_path)
 
 
@@ -240,15 +243,15 @@ class _Op:
     """The real operator's methods on a plain object: Blender cannot instantiate one
     outside its event system, but the methods are ordinary functions."""
 
-    invoke = operators.STORYSHADE_OT_shade.invoke
-    modal = operators.STORYSHADE_OT_shade.modal
-    execute = operators.STORYSHADE_OT_shade.execute
-    cancel = operators.STORYSHADE_OT_shade.cancel
-    _begin = operators.STORYSHADE_OT_shade._begin
-    _build = operators.STORYSHADE_OT_shade._build
-    _end = operators.STORYSHADE_OT_shade._end
-    _update = operators.STORYSHADE_OT_shade._update
-    _stop_timer = operators.STORYSHADE_OT_shade._stop_timer
+    invoke = shade.STORYSHADE_OT_shade.invoke
+    modal = shade.STORYSHADE_OT_shade.modal
+    execute = shade.STORYSHADE_OT_shade.execute
+    cancel = shade.STORYSHADE_OT_shade.cancel
+    _begin = shade.STORYSHADE_OT_shade._begin
+    _build = shade.STORYSHADE_OT_shade._build
+    _end = shade.STORYSHADE_OT_shade._end
+    _update = shade.STORYSHADE_OT_shade._update
+    _stop_timer = shade.STORYSHADE_OT_shade._stop_timer
 
     def __init__(self) -> None:
         self.reports: list[tuple[set, str]] = []
@@ -260,7 +263,7 @@ class _Op:
 def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, monkeypatch) -> None:
     fake = FakeClient()
     monkeypatch.setattr(build, "Client", lambda url, token: fake)
-    monkeypatch.setattr(operators, "background", lambda: False)
+    monkeypatch.setattr(modal_run, "background", lambda: False)
     registered.storyshade.quality = "tiny"
     wm = _FakeWM()
     ctx = SimpleNamespace(
@@ -272,8 +275,8 @@ def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, m
     )
     op = _Op()
     assert op.invoke(ctx, SimpleNamespace(type="LEFTMOUSE", value="PRESS")) == {"RUNNING_MODAL"}
-    assert wm.timers == [operators.TICK_SECONDS] and wm.handlers == [op]
-    assert runtime.busy() and not operators.STORYSHADE_OT_shade.poll(bpy.context)
+    assert wm.timers == [modal_run.TICK_SECONDS] and wm.handlers == [op]
+    assert runtime.busy() and not shade.STORYSHADE_OT_shade.poll(bpy.context)
     result = {"RUNNING_MODAL"}
     deadline = time.monotonic() + 60
     while result == {"RUNNING_MODAL"} and time.monotonic() < deadline:

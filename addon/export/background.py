@@ -36,7 +36,7 @@ from ..errors import StoryShadeError
 from ..identity import ADDON_ID
 
 PREFIX = "storyshade: "
-ERROR = "storyshade: error: "  # what cli.main prints for a StoryShadeError
+ERROR = "storyshade: error: "  # what operators/cli.py prints for a StoryShadeError
 PROGRESS = re.compile(r"^storyshade: Exporting (\d+)/(\d+)")
 UNKNOWN_COMMAND = 'Unrecognized command: "storyshade"'
 # Set while the add-on writes its own copy of the open file: that save is no user's

@@ -3,7 +3,7 @@
 First the server's dry run says what is missing and how big it is; when the user confirms,
 the pull runs as a job on the server (POST /v1/models/pull), followed on its event stream
 for progress, cancelled with the job's DELETE. Never touches bpy: the panel reads the
-fields, op_pull.py drives it.
+fields, operators/pull.py drives it.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ import time
 
 import bpy
 
-from .errors import StoryShadeError
-from .remote import server_local
-from .remote.client import Client
-from .session import runtime
-from .settings import prefs, props
+from ..errors import StoryShadeError
+from ..remote import server_local
+from ..remote.client import Client
+from ..session import runtime
+from ..settings import prefs, props
 
 START_TIMEOUT = 180.0  # first start imports torch and diffusers: slow on a cold disk
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import bpy
 
-from . import operators
-from .errors import StoryShadeError
-from .op_take import active_take
-from .remote import server_local
-from .remote.client import Client
-from .session.build import reshade_request
-from .session.shade import ShadeSession
-from .settings import prefs, props
-from .takes import reshade, take
+from ..errors import StoryShadeError
+from ..remote import server_local
+from ..remote.client import Client
+from ..session.build import reshade_request
+from ..session.shade import ShadeSession
+from ..settings import prefs, props
+from ..takes import reshade, take
+from . import modal
+from .take import active_take
 
 SHEET_NAME = "sequence_sheet.png"
 SHEET_TIMEOUT = 300.0  # seconds: a sheet reads one frame per take, so minutes is plenty
@@ -46,7 +46,7 @@ def build_reshade_session(context) -> ShadeSession:
     return ShadeSession(scene, Client(url, token), request)
 
 
-class STORYSHADE_OT_reshade_take(operators.ShadeRun, bpy.types.Operator):
+class STORYSHADE_OT_reshade_take(modal.ShadeRun, bpy.types.Operator):
     """Shade frames From-To of the selected take again, with the take's own settings (or
     the sidebar's, if ticked); the new take keeps the take's other frames exactly"""
 
@@ -108,7 +108,7 @@ class STORYSHADE_OT_contact_sheet(bpy.types.Operator):
         return {"FINISHED"}
 
     def _fail(self, context, exc: StoryShadeError) -> set[str]:
-        operators.show_error(context, exc)
+        modal.show_error(context, exc)
         self.report({"ERROR"}, str(exc))
         return {"CANCELLED"}
 

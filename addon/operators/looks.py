@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from .looks.resolve import look_of
+from ..looks.resolve import look_of
 
 
 class STORYSHADE_OT_look_add(bpy.types.Operator):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from .looks.reference_files import MAX_REFERENCES
+from ..looks.reference_files import MAX_REFERENCES
 
 
 def reference_list(context, owner: str, collection: bool):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import bpy
 
-from .operators import redraw
-from .remote.client import Client
-from .remote.pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, PullRun
-from .session import runtime
-from .settings import prefs, props
+from ..remote.client import Client
+from ..remote.pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, PullRun
+from ..session import runtime
+from ..settings import prefs, props
+from .modal import redraw
 
 PULL_TIMEOUT = 120.0  # the dry run asks the hub about every repository first
 

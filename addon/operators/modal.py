@@ -1,4 +1,5 @@
-"""The `storyshade.shade` operator: shade the scene's shot into a new take strip.
+"""What Shade, Reattach, Re-shade Frames and Shade Sequence share: a run driven by a modal
+operator (ShadeRun) and shown in the panel, status bar and preview.
 
 Interactive: a modal operator. Its timer exports one frame per tick and then drains the
 network worker's queue (session/shade.py); Blender stays responsive, Esc or the Cancel button
@@ -12,10 +13,10 @@ import time
 
 import bpy
 
-from .errors import ConnectionLost, StoryShadeError
-from .session import runtime
-from .session.build import build_reattach_session, build_session
-from .session.shade import DONE, FAILED, ModalDriver, ShadeSession
+from ..errors import ConnectionLost, StoryShadeError
+from ..session import runtime
+from ..session.build import build_session
+from ..session.shade import DONE, FAILED, ModalDriver, ShadeSession
 
 TICK_SECONDS = 0.1
 REDRAW_SPACES = {"VIEW_3D", "SEQUENCE_EDITOR"}
@@ -174,21 +175,3 @@ class ShadeRun:
             return {"CANCELLED"}
         session.run_blocking(lambda s: self._update(s, context))
         return self._end(context, session)
-
-
-class STORYSHADE_OT_shade(ShadeRun, bpy.types.Operator):
-    """Export depth/normal passes, shade them on the StoryShade server, add a take strip"""
-
-    bl_idname = "storyshade.shade"
-    bl_label = "Shade"
-
-
-class STORYSHADE_OT_reattach(ShadeRun, bpy.types.Operator):
-    """Pick up the shot's job that kept running on the server after Blender quit or crashed,
-    fetch its frames and place its take strip"""
-
-    bl_idname = "storyshade.reattach"
-    bl_label = "Reattach to Running Job"
-
-    def _build(self, context) -> ShadeSession:
-        return build_reattach_session(context)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
-from .errors import StoryShadeError
-from .looks.references import style_of
-from .remote.client import Client
-from .session import runtime, shots
-from .session.build import shade_request
-from .session.sequence import SequenceRun, shot_request, shot_settings
-from .session.shade import DONE, ShadeSession
-from .settings import prefs
+from ..errors import StoryShadeError
+from ..looks.references import style_of
+from ..remote.client import Client
+from ..session import runtime, shots
+from ..session.build import shade_request
+from ..session.sequence import SequenceRun, shot_request, shot_settings
+from ..session.shade import DONE, ShadeSession
+from ..settings import prefs
+from . import modal
 
 SKIP_SEPARATOR = "\n"
 
@@ -73,7 +73,7 @@ class STORYSHADE_OT_shot_toggle(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class STORYSHADE_OT_shade_sequence(operators.ShadeRun, bpy.types.Operator):
+class STORYSHADE_OT_shade_sequence(modal.ShadeRun, bpy.types.Operator):
     """Shade every ticked shot of the edit, one job each, into takes at the shots' frames"""
 
     bl_idname = "storyshade.shade_sequence"
@@ -87,14 +87,14 @@ class STORYSHADE_OT_shade_sequence(operators.ShadeRun, bpy.types.Operator):
             self._last = seq.current
             shot = seq.shot
             where = f"Shot {seq.index + 1}/{len(seq.shots)} {shot.name}: " if shot else ""
-            operators.show(seq.current, context, shot=where)
-        operators.redraw(context)
+            modal.show(seq.current, context, shot=where)
+        modal.redraw(context)
 
     def _begin(self, context) -> SequenceRun | None:
         try:
             seq = build_sequence(context)
         except StoryShadeError as exc:
-            operators.show_error(context, exc)
+            modal.show_error(context, exc)
             self.report({"ERROR"}, str(exc))
             return None
         runtime.sequence = seq
@@ -107,12 +107,12 @@ class STORYSHADE_OT_shade_sequence(operators.ShadeRun, bpy.types.Operator):
         runtime.current = None
         last = getattr(self, "_last", None)
         if last is not None:  # what the shots learnt about the server, into the Server box
-            operators.adopt_server_state(last)
+            modal.adopt_server_state(last)
         st = runtime.status(context.scene)
         st.text, st.is_error, st.unreachable = seq.headline(), bool(seq.failed), False
         st.fix = "see each shot's take, or its error in the Info editor" if seq.failed else ""
         for name, why in seq.failed:
             self.report({"ERROR"}, f"shot '{name}': {why}")
-        operators.redraw(context, whole=True)
+        modal.redraw(context, whole=True)
         self.report({"INFO"} if seq.outcome == DONE else {"WARNING"}, seq.headline())
         return {"FINISHED"} if seq.outcome == DONE else {"CANCELLED"}

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import bpy
 
-from .errors import StoryShadeError
-from .looks.bank import default_folder, list_characters, read_character, save_character
-from .looks.resolve import look_and_holder, own_look
-from .session import runtime
-from .settings import prefs
-from .settings.props import set_references
-from .wire.looks import Look
+from ..errors import StoryShadeError
+from ..looks.bank import default_folder, list_characters, read_character, save_character
+from ..looks.resolve import look_and_holder, own_look
+from ..session import runtime
+from ..settings import prefs
+from ..settings.props import set_references
+from ..wire.looks import Look
 
 
 def bank_folder(context) -> Path:

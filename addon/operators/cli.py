@@ -16,21 +16,21 @@ from pathlib import Path
 
 import bpy
 
-from .errors import InputError, StoryShadeError
-from .export import bundle
-from .looks.looks_file import load_looks_file
-from .looks.reference_files import check_image
-from .looks.references import style_of
-from .remote.client import DEFAULT_URL, Client
-from .session import shots
-from .session.build import reshade_request, shade_request
-from .session.sequence import SequenceRun, shot_request, shot_settings
-from .session.shade import DONE, ShadeRequest, ShadeSession
-from .settings import prefs, props, request_settings
-from .settings.request_settings import Choices
-from .takes import reshade, take
-from .wire.layering import parse_names
-from .wire.references import parse_reference_arg
+from ..errors import InputError, StoryShadeError
+from ..export import bundle
+from ..looks.looks_file import load_looks_file
+from ..looks.reference_files import check_image
+from ..looks.references import style_of
+from ..remote.client import DEFAULT_URL, Client
+from ..session import shots
+from ..session.build import reshade_request, shade_request
+from ..session.sequence import SequenceRun, shot_request, shot_settings
+from ..session.shade import DONE, ShadeRequest, ShadeSession
+from ..settings import prefs, props, request_settings
+from ..settings.request_settings import Choices
+from ..takes import reshade, take
+from ..wire.layering import parse_names
+from ..wire.references import parse_reference_arg
 
 
 class _Parser(argparse.ArgumentParser):
@@ -326,7 +326,7 @@ def run_shots(args: argparse.Namespace, edit_scene, client: Client, url: str) ->
 
 
 def run_reattach(args: argparse.Namespace) -> int:
-    from .session.build import reattach_session
+    from ..session.build import reattach_session
 
     url = args.server or prefs.server()[0] or DEFAULT_URL
     token = args.token or prefs.server()[1]

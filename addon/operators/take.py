@@ -7,9 +7,9 @@ import json
 
 import bpy
 
-from . import compat
-from .settings import props
-from .takes import take
+from .. import compat
+from ..settings import props
+from ..takes import take
 
 
 def active_take(context):

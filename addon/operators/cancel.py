@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .session import runtime
+from ..session import runtime
 
 
 class STORYSHADE_OT_cancel(bpy.types.Operator):
