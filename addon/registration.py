@@ -16,23 +16,15 @@ from collections.abc import Callable
 
 import bpy
 
-from . import panel, panel_looks, panel_shots, preview
 from .looks.props import StoryShadeLook, StoryShadeReference
-from .operators import (
-    bank,
-    cancel,
-    cli,
-    looks,
-    pull,
-    references,
-    reshade,
-    server,
-    shade,
-    take,
-)
-from .operators import sequence as op_sequence
+from .operators import bank, cancel, cli, pull, reshade, server, shade, take
+from .operators import looks as look_ops
+from .operators import references as reference_ops
+from .operators import sequence as sequence_ops
 from .session import handlers, runtime, sequence
 from .settings import prefs, preset_hooks, props
+from .ui import looks as look_panels
+from .ui import preview, shots, sidebar
 
 
 class Class:
@@ -203,23 +195,23 @@ REGISTERED = (
     Class(reshade.STORYSHADE_OT_reshade_take),
     Class(reshade.STORYSHADE_OT_contact_sheet),
     Class(reshade.STORYSHADE_OT_open_review),
-    Class(looks.STORYSHADE_OT_look_add),
-    Class(looks.STORYSHADE_OT_look_remove),
-    Class(looks.STORYSHADE_OT_look_select),
-    Class(references.STORYSHADE_OT_reference_add),
-    Class(references.STORYSHADE_OT_reference_remove),
+    Class(look_ops.STORYSHADE_OT_look_add),
+    Class(look_ops.STORYSHADE_OT_look_remove),
+    Class(look_ops.STORYSHADE_OT_look_select),
+    Class(reference_ops.STORYSHADE_OT_reference_add),
+    Class(reference_ops.STORYSHADE_OT_reference_remove),
     Class(bank.STORYSHADE_OT_bank_save),
     Class(bank.STORYSHADE_OT_bank_load),
-    Class(op_sequence.STORYSHADE_OT_shot_toggle),
-    Class(op_sequence.STORYSHADE_OT_shade_sequence),
+    Class(sequence_ops.STORYSHADE_OT_shot_toggle),
+    Class(sequence_ops.STORYSHADE_OT_shade_sequence),
     # The interface: the sidebar (3D viewport and Sequencer), the looks' panels, the menu.
-    Class(panel.STORYSHADE_PT_main),
-    Class(panel.STORYSHADE_PT_sequencer),
-    Class(panel_looks.STORYSHADE_PT_object_look),
-    Class(panel_looks.STORYSHADE_PT_collection_look),
-    Class(panel_looks.STORYSHADE_PT_looks),
-    Class(bank.STORYSHADE_MT_bank),
-    Class(panel_shots.STORYSHADE_PT_shots),
+    Class(sidebar.STORYSHADE_PT_main),
+    Class(sidebar.STORYSHADE_PT_sequencer),
+    Class(look_panels.STORYSHADE_PT_object_look),
+    Class(look_panels.STORYSHADE_PT_collection_look),
+    Class(look_panels.STORYSHADE_PT_looks),
+    Class(look_panels.STORYSHADE_MT_bank),
+    Class(shots.STORYSHADE_PT_shots),
     Call("the latest frame's preview icon", preview.create, preview.remove),
     # What runs when Blender saves or loads a file, and what a changed picker asks.
     Handler("save_pre", handlers.save_pre),

@@ -128,11 +128,11 @@ def test_frame_range_is_the_scenes_or_custom(scene) -> None:
 
 def test_panels_draw_without_errors(scene) -> None:
     """Both sidebar panels are registered where the issue asks for them."""
-    from addon import panel
+    from addon.ui import sidebar
 
-    assert panel.STORYSHADE_PT_main.bl_space_type == "VIEW_3D"
-    assert panel.STORYSHADE_PT_sequencer.bl_space_type == "SEQUENCE_EDITOR"
-    for cls in (panel.STORYSHADE_PT_main, panel.STORYSHADE_PT_sequencer):
+    assert sidebar.STORYSHADE_PT_main.bl_space_type == "VIEW_3D"
+    assert sidebar.STORYSHADE_PT_sequencer.bl_space_type == "SEQUENCE_EDITOR"
+    for cls in (sidebar.STORYSHADE_PT_main, sidebar.STORYSHADE_PT_sequencer):
         assert cls.bl_category == "StoryShade" and cls.bl_region_type == "UI"
         assert hasattr(bpy.types, cls.bl_idname)
 

@@ -17,11 +17,11 @@ from serverproc import ServerProcess
 from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered, new_scene
 from test_addon_panel import Layout
 
-from addon import panel
 from addon.operators import pull
 from addon.remote.client import Client
 from addon.remote.pull_run import ASKED, CANCELLED, DONE, PullRun
 from addon.session import runtime
+from addon.ui import sidebar
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def server(monkeypatch, fresh_hub, tmp_path: Path):
 def _draw(scene) -> list:
     log: list = []
     ctx = SimpleNamespace(scene=scene, region=SimpleNamespace(width=280))
-    panel.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), ctx)
+    sidebar.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), ctx)
     return log
 
 

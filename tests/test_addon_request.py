@@ -27,13 +27,13 @@ from test_addon_helpers import (
     png_bytes,
 )
 
-from addon import panel
 from addon.errors import InputError
 from addon.looks.resolve import LookOverrides
 from addon.operators import cli, reshade
 from addon.session import build
 from addon.settings import presets
 from addon.takes import take
+from addon.ui import sidebar
 
 URL = "http://127.0.0.1:9"
 
@@ -161,12 +161,12 @@ def test_the_take_sub_panel_says_which_settings_re_shade_uses(scene, tmp_path) -
     _take(scene, tmp_path)
     context = SimpleNamespace(scene=scene, region=SimpleNamespace(width=280))
     log: list = []
-    panel._take(_Recorder(log), context)
+    sidebar._take(_Recorder(log), context)
     assert "With this take's own settings" in " ".join(log), log
     assert "prop reshade_use_sidebar" in log
     scene.storyshade.reshade_use_sidebar = True
     log.clear()
-    panel._take(_Recorder(log), context)
+    sidebar._take(_Recorder(log), context)
     said = " ".join(log)
     assert "With the sidebar's settings:" in said and "seed 0" in said, log
 

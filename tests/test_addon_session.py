@@ -23,7 +23,7 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, preview
+from addon import compat
 from addon.errors import StoryShadeError
 from addon.export import bundle
 from addon.operators import modal as modal_run
@@ -40,6 +40,7 @@ from addon.session.shade import (
     ShadeSession,
 )
 from addon.takes import take
+from addon.ui import preview
 
 
 @pytest.fixture(autouse=True)

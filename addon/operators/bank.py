@@ -1,7 +1,7 @@
 """The character bank in Blender: save the active look (with its reference images) to the
 bank, and give the selected objects a character from it (addon/looks/bank.py holds the files).
 
-Picking is a menu of the bank's folders, read when it opens: a dynamic EnumProperty items
+Picking is a menu of the bank's folders (ui/looks.py), read when it opens: a dynamic EnumProperty items
 callback would crash (4.2) or hang (4.5) the bpy module at exit (FIELD_NOTES).
 """
 
@@ -133,23 +133,3 @@ class STORYSHADE_OT_bank_load(bpy.types.Operator):
         )
         self.report({"INFO"}, runtime.status(context.scene).bank_note)
         return {"FINISHED"}
-
-
-class STORYSHADE_MT_bank(bpy.types.Menu):
-    """The bank's characters; picking one gives it to the selected objects."""
-
-    bl_idname = "STORYSHADE_MT_bank"
-    bl_label = "Characters"
-
-    def draw(self, context):
-        layout = self.layout
-        try:
-            names = list_characters(bank_folder(context))
-        except StoryShadeError as exc:
-            layout.label(text=exc.problem, icon="ERROR")
-            layout.label(text=exc.fix, icon="BLANK1")
-            return
-        if not names:
-            layout.label(text="No characters yet: Save Active Look to Bank adds one", icon="INFO")
-        for name in names:
-            layout.operator("storyshade.bank_load", text=name, icon="USER").name = name

@@ -25,36 +25,6 @@ def current(spec: str) -> PullRun | None:
     return _run if _run is not None and _run.spec == spec else None
 
 
-def draw(layout, context, answer: dict, wrapped) -> None:
-    """Below the readiness summary (panel.py, which hands over its `wrapped` label
-    writer): the offer, the question, the progress."""
-    run = current(answer.get("preset", ""))
-    quality = answer.get("quality") or "these presets"
-    if run is None or run.state not in (ASKING, ASKED, PULLING, DONE, FAILED):
-        if not answer.get("ready") and any(m.get("get") for m in answer.get("missing", [])):
-            layout.operator(
-                "storyshade.models_pull", text=f"Download Models for {quality}", icon="IMPORT"
-            )
-        return
-    if run.state == ASKING:
-        layout.label(text="Asking the server what is missing…", icon="TIME")
-    elif run.state == ASKED:
-        wrapped(layout, context, run.question(), "IMPORT")
-        row = layout.row(align=True)
-        row.operator("storyshade.models_pull", text="Download", icon="IMPORT").confirm = True
-        row.operator("storyshade.models_pull_cancel", text="Cancel", icon="X")
-    elif run.state == PULLING:
-        layout.progress(factor=run.fraction, text=run.line())
-        layout.operator("storyshade.models_pull_cancel", text="Cancel Download", icon="X")
-    elif run.state == DONE:
-        layout.label(text=f"Models for {run.quality} downloaded", icon="CHECKMARK")
-    elif run.error is not None:
-        wrapped(layout, context, run.error.problem, "ERROR")
-        if run.error.fix:
-            wrapped(layout, context, run.error.fix, "INFO")
-        layout.operator("storyshade.models_pull", text="Try Again", icon="FILE_REFRESH")
-
-
 def _recheck(context) -> None:
     """Ask the server again whether the presets are ready now."""
     url, token = prefs.server(context)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import bpy
 
-from . import compat
-from .errors import StoryShadeError
-from .operators.sequence import skipped
-from .panel import wrapped
-from .session import runtime, shots
+from .. import compat
+from ..errors import StoryShadeError
+from ..operators.sequence import skipped
+from ..session import runtime, shots
+from .text_fit import wrapped
 
 NO_SHOTS = (
     "No shots: bind cameras to markers (Marker > Bind Camera to Markers) or add scene "

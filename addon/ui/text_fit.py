@@ -68,3 +68,10 @@ def wrap(text: str, width: float, context=None) -> list[str]:
                 line += char
         lines.append(line)
     return lines
+
+
+def wrapped(layout, context, text: str, icon: str = "NONE") -> None:
+    """Long lines as several labels, measured with Blender's font: one label is cut off."""
+    width = column_width(context, icon=icon != "NONE")
+    for i, line in enumerate(wrap(text, width, context)):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")

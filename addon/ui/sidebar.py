@@ -10,24 +10,18 @@ import os
 
 import bpy
 
-from . import compat, preview, text_fit
-from .looks.reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
-from .operators import pull
-from .operators.take import active_take
-from .session import runtime
-from .settings import presets, props
-from .settings.presets import LAYERS, load
-from .settings.request_settings import NO_COLOR_MATCH
+from .. import compat
+from ..looks.reference_files import FORMATS, MAX_REFERENCES, SUPPORTED
+from ..operators.take import active_take
+from ..session import runtime
+from ..settings import presets, props
+from ..settings.presets import LAYERS, load
+from ..settings.request_settings import NO_COLOR_MATCH
+from . import preview, pull, text_fit
+from .text_fit import wrapped
 
 UNIT = text_fit.UNIT
 PREVIEW_SHARE = 0.4  # of the region's height: the rest of the panel stays in view
-
-
-def wrapped(layout, context, text: str, icon: str = "NONE") -> None:
-    """Long lines as several labels, measured with Blender's font: one label is cut off."""
-    width = text_fit.column_width(context, icon=icon != "NONE")
-    for i, line in enumerate(text_fit.wrap(text, width, context)):
-        layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
 
 
 def _server(layout, context) -> None:
@@ -66,7 +60,7 @@ def _readiness(layout, context, opts) -> None:
         return
     ok = answer.get("ready", False)
     wrapped(layout, context, answer.get("summary", ""), "CHECKMARK" if ok else "ERROR")
-    pull.draw(layout, context, answer, wrapped)  # Download Models for <quality>
+    pull.draw(layout, context, answer)  # Download Models for <quality>
 
 
 def _look(layout, context, opts) -> None:

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import bpy
 
-from .looks.resolve import REGION_KINDS, look_of, own_look
-from .operators.bank import bank_folder
-from .panel import draw_references, wrapped
-from .session import runtime
+from ..errors import StoryShadeError
+from ..looks.bank import list_characters
+from ..looks.resolve import REGION_KINDS, look_of, own_look
+from ..operators.bank import bank_folder
+from ..session import runtime
+from .sidebar import draw_references
+from .text_fit import wrapped
 
 PLACEHOLDER = "What is it? e.g. a crate"  # longer was cut off at the default width
 NO_PROMPT = "No prompt: Shade stops until you describe it"
@@ -183,3 +186,23 @@ def _bank(layout, context) -> None:
     st = runtime.peek(context.scene)
     if st.bank_note:
         wrapped(body, context, st.bank_note, "ERROR" if st.bank_error else "INFO")
+
+
+class STORYSHADE_MT_bank(bpy.types.Menu):
+    """The bank's characters; picking one gives it to the selected objects."""
+
+    bl_idname = "STORYSHADE_MT_bank"
+    bl_label = "Characters"
+
+    def draw(self, context):
+        layout = self.layout
+        try:
+            names = list_characters(bank_folder(context))
+        except StoryShadeError as exc:
+            layout.label(text=exc.problem, icon="ERROR")
+            layout.label(text=exc.fix, icon="BLANK1")
+            return
+        if not names:
+            layout.label(text="No characters yet: Save Active Look to Bank adds one", icon="INFO")
+        for name in names:
+            layout.operator("storyshade.bank_load", text=name, icon="USER").name = name
