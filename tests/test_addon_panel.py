@@ -117,6 +117,22 @@ def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
     assert any("flat colour" in t or "cel" in t.lower() for t in labels), "style description"
 
 
+def test_motion_scale_sits_under_the_camera_picker(scene) -> None:
+    """The presets' value, said in words, until the override is ticked; then a slider."""
+    opts = scene.storyshade
+    opts.camera = "calm"
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
+    at = log.index(("prop", "camera"))
+    after = log[at : log.index(("prop", "resolution"))]
+    assert ("prop", "use_motion_scale") in after and ("prop", "motion_scale") not in after
+    assert ("label", "0.7 from the presets") in after
+    opts.use_motion_scale = True
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
+    after = log[log.index(("prop", "camera")) : log.index(("prop", "resolution"))]
+    assert ("prop", "motion_scale") in after
+    assert not any(kind == "label" and "from the presets" in t for kind, t, *_ in after)
+
+
 def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) -> None:
     session = ShadeSession(scene, FakeClient(), ShadeRequest(settings={}))
     runtime.current = session

@@ -2,7 +2,7 @@
 settings.
 
 The panel's Shade and `blender -b FILE -c storyshade shade` build their request in one
-place (session_setup.shade_request): the CLI starts from the .blend's sidebar and puts the
+place (session/build.py: shade_request): the CLI starts from the .blend's sidebar and puts the
 flags given over it, so the same scene and flags make the same request. The user's
 negative prompt is added after the presets' (as the prompt is wrapped in the style's
 words), on both sides.
@@ -103,6 +103,31 @@ def test_colour_match_is_refused_where_the_engine_has_no_windows(scene, tmp_path
     key.write_bytes(png_bytes())
     opts.color_match_image = str(key)
     assert _panel(scene).settings["color_match"] == {"strength": 1.0, "image": str(key)}
+
+
+def _shade_button(scene):
+    """The request the sidebar's Shade button makes (build_session, as the operator)."""
+    context = SimpleNamespace(scene=scene, preferences=bpy.context.preferences)
+    session = build.build_session(context)
+    session.cancel()  # only its request matters here
+    return session.request
+
+
+def test_the_sidebars_motion_scale_goes_with_the_panels_request_and_the_clis(scene) -> None:
+    """Motion Scale, under the Camera/Motion picker: the presets' value unless ticked, then
+    the sidebar's, in what Shade sends, in the CLI's request of the .blend, on the take."""
+    opts = scene.storyshade
+    opts.camera, opts.quality = "calm", "tiny"
+    assert "motion_scale" not in _shade_button(scene).settings, "the calm preset's applies"
+    opts.use_motion_scale, opts.motion_scale = True, 0.35
+    request = _shade_button(scene)
+    assert request.settings["motion_scale"] == 0.35
+    assert request.settings["preset"] == "anime-cel,calm,512x512,tiny"
+    assert request.inputs["use_motion_scale"] is True
+    assert request.inputs["motion_scale"] == pytest.approx(0.35)
+    assert _cli(scene).settings == request.settings, "blender -c storyshade shade: the same"
+    opts.use_motion_scale = False
+    assert "motion_scale" not in _panel(scene).settings
 
 
 # -- re-shading: the take's own settings by default ------------------------------------------

@@ -23,7 +23,7 @@ FIXTURE = REPO / "tests" / "data" / "saved_before_rooms.blend"
 BEFORE = json.loads(FIXTURE.with_suffix(".json").read_text(encoding="utf-8"))
 # What the add-on has gained since: new sidebar settings (a .blend without them gets
 # their defaults). Anything else new, or anything gone, fails below.
-ADDED_SETTINGS: set[str] = set()
+ADDED_SETTINGS = {"use_motion_scale", "motion_scale"}
 
 
 @pytest.fixture()

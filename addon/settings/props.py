@@ -95,6 +95,20 @@ class StoryShadeSceneSettings(bpy.types.PropertyGroup):
     )
     depth_weight: bpy.props.FloatProperty(name="Depth", default=0.8, min=0.0, max=2.0)
     normal_weight: bpy.props.FloatProperty(name="Normal", default=0.6, min=0.0, max=2.0)
+    use_motion_scale: bpy.props.BoolProperty(
+        name="Motion Scale",
+        description="Override how much the picture moves from frame to frame (else the "
+        "presets' motion scale, e.g. the Camera/Motion preset's)",
+        default=False,
+    )
+    motion_scale: bpy.props.FloatProperty(
+        name="Scale",
+        description="How strongly the motion modules mix frames: 0 = each frame on its own, "
+        "1 = as the motion model was trained, between calms the motion, above 1 exaggerates it",
+        default=1.0,
+        min=0.0,
+        max=2.0,
+    )
     use_color_match: bpy.props.BoolProperty(
         name="Colour Match",
         description="Keep one palette along the shot (and across shots, with a key frame): "
@@ -175,6 +189,7 @@ def choices(opts) -> request_settings.Choices:
         seed=opts.seed,
         control_weights=weights,
         color_match=color_match,
+        motion_scale=opts.motion_scale if opts.use_motion_scale else None,
     )
 
 
@@ -192,6 +207,8 @@ INPUT_KEYS = (
     "use_control_weights",
     "depth_weight",
     "normal_weight",
+    "use_motion_scale",
+    "motion_scale",
     "use_color_match",
     "color_match_strength",
     "color_match_image",

@@ -32,6 +32,7 @@ class Choices:
     seed: int | None = None
     control_weights: dict[str, float] | None = None  # {"depth": w, "normal": w}; None: presets'
     color_match: dict | None = None  # {"strength": s, "image"?: absolute path}; None: off
+    motion_scale: float | None = None  # None: the presets'
     references: list[dict] | None = None  # replace the .blend's (the CLI's --reference)
     raw: dict = field(default_factory=dict)  # the CLI's --settings JSON, under the rest
 
@@ -72,6 +73,8 @@ def build(choices: Choices) -> dict:
         }
         if controls:
             out["controls"] = controls
+    if choices.motion_scale is not None:
+        out["motion_scale"] = round(choices.motion_scale, 3)
     if choices.color_match is not None:
         engine = base.get("engine", "")
         if engine in NO_COLOR_MATCH:

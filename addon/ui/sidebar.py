@@ -76,6 +76,8 @@ def _look(layout, context, opts) -> None:
         chosen = next((p for p in infos[layer] if p.name == getattr(opts, layer)), None)
         if chosen is not None and chosen.description:
             wrapped(col, context, chosen.description)
+        if layer == "camera":
+            _motion_scale(col, context, opts)
         if layer == "quality":
             _readiness(col, context, opts)
     col = body.column(align=True)
@@ -92,6 +94,20 @@ def _look(layout, context, opts) -> None:
     sub.prop(opts, "normal_weight")
     _color_match(body, context, opts, infos)
     draw_references(body, context, opts.references, "Style References")
+
+
+def _motion_scale(layout, context, opts) -> None:
+    """Under the Camera/Motion picker: the presets' motion scale, or the user's own."""
+    col = layout.column(align=True)
+    col.prop(opts, "use_motion_scale")
+    if opts.use_motion_scale:
+        col.prop(opts, "motion_scale", slider=True)
+        return
+    value = presets.layered_settings(props.preset_names(opts)).get("motion_scale")
+    if isinstance(value, int | float):
+        wrapped(col, context, f"{value:g} from the presets", "BLANK1")
+    else:
+        wrapped(col, context, "The server's default", "BLANK1")
 
 
 def _color_match(layout, context, opts, infos) -> None:
