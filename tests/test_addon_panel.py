@@ -125,7 +125,7 @@ def test_motion_scale_sits_under_the_camera_picker(scene) -> None:
     at = log.index(("prop", "camera"))
     after = log[at : log.index(("prop", "resolution"))]
     assert ("prop", "use_motion_scale") in after and ("prop", "motion_scale") not in after
-    assert ("label", "0.7 from the presets") in after
+    assert ("label", "0.70 from the presets") in after
     opts.use_motion_scale = True
     log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
     after = log[log.index(("prop", "camera")) : log.index(("prop", "resolution"))]

@@ -1,7 +1,7 @@
 """The worker thread ↔ main loop protocol, driven directly (no Blender event loop).
 
-The worker (addon/worker.py) must never touch bpy: it only puts protocol messages on a
-queue, and the main thread drains them. These tests run it against a scripted fake server.
+The worker (addon/remote/worker.py) must never touch bpy: it only puts protocol messages on
+a queue, and the main thread drains them. These tests run it against a scripted fake server.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The character bank in Blender: save the active look (with its reference images) to the
-bank, and give the selected objects a character from it (addon/looks/bank.py holds the files).
+bank, and give the selected objects a character from it (looks/bank.py holds the files).
 
-Picking is a menu of the bank's folders (ui/looks.py), read when it opens: a dynamic EnumProperty items
-callback would crash (4.2) or hang (4.5) the bpy module at exit (FIELD_NOTES).
+Picking is a menu of the bank's folders (ui/looks.py), read when it opens: a dynamic
+EnumProperty items callback would crash (4.2) or hang (4.5) the bpy module at exit
+(FIELD_NOTES).
 """
 
 from __future__ import annotations

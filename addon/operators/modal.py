@@ -2,8 +2,8 @@
 operator (ShadeRun) and shown in the panel, status bar and preview.
 
 Interactive: a modal operator. Its timer exports one frame per tick and then drains the
-network worker's queue (session/shade.py); Blender stays responsive, Esc or the Cancel button
-stops the run and the server job. Background mode (`blender -b`, scripts, tests) never
+network worker's queue (session/shade.py); Blender stays responsive, Esc or the Cancel
+button stops the run and the server job. Background mode (`blender -b`, scripts, tests) never
 fires timers, so there the same session runs to the end synchronously.
 """
 

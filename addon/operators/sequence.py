@@ -1,8 +1,8 @@
 """The `storyshade.shade_sequence` operator and the shot list's include/exclude toggle.
 
-Shade Sequence runs one session per chosen shot (session/sequence.py) on the same modal timer as a
-single shot: Esc or Cancel stops the shot under way and the rest; each finished shot keeps
-its take. In background mode it runs to the end before returning.
+Shade Sequence runs one session per chosen shot (session/sequence.py) on the same modal
+timer as a single shot: Esc or Cancel stops the shot under way and the rest; each finished
+shot keeps its take. In background mode it runs to the end before returning.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """One shading run's take: where its frames go and what the server made of it (TakeRun),
 the job record a later Blender reattaches by, and the run's temporary bundle folder.
 
-The run itself is split in two (see session/shade.py): Blender exports and places the take on
-the main thread, while worker.NetworkJob does every network call in a thread. No bpy here.
+The run itself is split in two (see session/shade.py): Blender exports and places the take
+on the main thread, while remote/worker.py's NetworkJob does every network call in a
+thread. No bpy here.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _motion_scale(layout, context, opts) -> None:
         return
     value = presets.layered_settings(props.preset_names(opts)).get("motion_scale")
     if isinstance(value, int | float):
-        wrapped(col, context, f"{value:g} from the presets", "BLANK1")
+        wrapped(col, context, f"{value:.2f} from the presets", "BLANK1")
     else:
         wrapped(col, context, "The server's default", "BLANK1")
 
