@@ -5,7 +5,8 @@ Video Sequence Editor → demo-out/shot.blend and demo-out/contact_sheet.png.
 
 Uses real models when $STORYSHADE_MODELS holds what the default presets need; otherwise
 the tiny random-weight models (their output is noise: they prove the pipeline, not the
-look) plus the model-free `preview` engine, which gives a meaningful draft.
+look) plus the model-free `preview` engine, which gives a meaningful draft. A Wan VACE
+take joins them: `wan-tiny` beside the tiny models, `wan` when its checkpoint is there.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def choose_models() -> tuple[list[Path], str]:
         from storyshade.models.tiny import write_tiny_models
 
         write_tiny_models(tiny)
+    if not (tiny / "checkpoints" / "tiny-wan-vace").is_dir():
+        from storyshade.models.tiny_wan import write_tiny_wan_models
+
+        write_tiny_wan_models(tiny)
     say(
         "NO REAL MODELS CONFIGURED: shading with tiny random-weight models (their frames are "
         "noise). Set STORYSHADE_MODELS to a folder with SD1.5, motion adapter and ControlNets "
@@ -80,7 +85,7 @@ def main() -> int:
     server = ServerProcess(OUT / "server", None, *[a for r in roots for a in ("--models", str(r))])
     with server:
         say(f"server running at {server.url}")
-        presets = [p for p in (preset, "preview") if p is not None]
+        presets = [p for p in (preset, wan_preset(roots, preset), "preview") if p is not None]
         for name in presets:
             if name == "preview" and not preview_available():
                 continue
@@ -100,6 +105,23 @@ def main() -> int:
     say(f"saved {blend} (open it in Blender 4.2+ and look at the Sequencer)")
     say(f"demo wall time {time.time() - t0:.1f} s")
     return 0
+
+
+def wan_preset(roots: list[Path], preset: str) -> str | None:
+    """The Wan VACE take's preset: wan-tiny beside the tiny set, wan when its models are
+    there, else none (the demo shades without Wan)."""
+    if preset == "tiny":
+        return "wan-tiny"
+    from storyshade.errors import ModelError
+    from storyshade.models.loader import model_key
+    from storyshade.presets import resolve
+
+    try:
+        model_key(roots, resolve("wan"))
+    except ModelError:
+        say("no Wan VACE checkpoint: the demo has no Wan take (`models check wan` says why)")
+        return None
+    return "wan"
 
 
 def preview_available() -> bool:

@@ -31,14 +31,16 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models root holding the tiny random-weight set (written once per test session).
-    Under a Python without the backend's packages (the bpy 4.2 run) the server's Python
-    writes it, as `storyshade models tiny` does for a user."""
+    """A models root holding the tiny random-weight sets, SD1.5 and Wan VACE (written once
+    per test session, as `storyshade models tiny` writes them). Under a Python without the
+    backend's packages (the bpy 4.2 run) the server's Python writes them."""
     root = tmp_path_factory.mktemp("models")
     if _has_torch():
         from storyshade.models.tiny import write_tiny_models
+        from storyshade.models.tiny_wan import write_tiny_wan_models
 
         write_tiny_models(root)
+        write_tiny_wan_models(root)
     else:
         _server_python("-m", "storyshade", "models", "tiny", str(root))
     return root

@@ -116,7 +116,8 @@ def test_overrides_are_valid_server_settings(scene) -> None:
     settings = dict(props.overrides(opts))
     resolved = resolve(settings.pop("preset"), settings)
     assert resolved.controls["depth"].scale == 2.0 and resolved.controls["depth"].model
-    assert resolved.prompt.endswith(", x") and resolved.width == 64
+    assert resolved.prompt == "x" and resolved.full_prompt.endswith(", x")  # inside the style
+    assert resolved.width == 64
 
 
 def test_frame_range_is_the_scenes_or_custom(scene) -> None:

@@ -217,8 +217,9 @@ def test_missing_models_refuse_shade_before_exporting(live, scene) -> None:
     assert st.is_error, st.text
     assert st.text.startswith("'standard' cannot run here: missing checkpoint")
     assert "'stable-diffusion-v1-5'" in st.text
-    assert st.text.endswith("works now: preview, tiny"), st.text
-    assert st.fix.startswith("pick Quality 'preview' (or 'tiny'), which works now")
+    # `storyshade models tiny` writes the SD1.5 and the Wan VACE tiny sets
+    assert st.text.endswith("works now: preview, tiny, wan-tiny"), st.text
+    assert st.fix.startswith("pick Quality 'preview' (or 'tiny', 'wan-tiny'), which works now")
     assert not live["takes"].exists(), "nothing exported, no take folder"
     # The panel shows the same next to the Quality picker after Check.
     assert bpy.ops.storyshade.server_check() == {"FINISHED"}

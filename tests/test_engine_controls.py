@@ -263,6 +263,7 @@ def test_bad_spans_are_refused_naming_the_setting(control, where):
 
 def test_stock_engine_passes_spans_to_diffusers(live_models, cache):
     from storyshade.engine.animatediff import StockAnimateDiffEngine
+    from storyshade.engines import Shot, check_job
 
     controls = controls_for(FRAMES)
     stock = StockAnimateDiffEngine([live_models], cache)
@@ -280,12 +281,10 @@ def test_stock_engine_passes_spans_to_diffusers(live_models, cache):
     assert np.array_equal(
         off, np.stack([f for _, f in stock.render(controls, normal_only, Reporter())])
     )
-    with pytest.raises(StoryShadeError) as err:
-        list(
-            stock.render(
-                controls,
-                spec_settings({"guess_mode": True}, {}, engine="animatediff-stock"),
-                Reporter(),
-            )
+    with pytest.raises(StoryShadeError) as err:  # refused before the job's work starts
+        check_job(
+            spec_settings({"guess_mode": True}, {}, engine="animatediff-stock"),
+            [live_models],
+            Shot(FRAMES),
         )
     assert "guess_mode" in err.value.field

@@ -162,12 +162,17 @@ def test_stock_engine_applies_motion_scale(tiny_models, cache):
     assert np.abs(frames.astype(int) - stock_zero.astype(int)).max() <= 1
 
 
-def test_stock_engine_refuses_long_shots_before_loading(tiny_models):
+def test_stock_engine_refuses_long_shots_before_loading(tiny_models, tmp_path):
+    """Through the one render path (render.py checks the job before any work)."""
+    from conftest import write_synthetic_bundle
+    from storyshade.bundle import load_bundle
+    from storyshade.render import render_bundle
+
     fresh = ModelCache(size=1)
-    engine = StockAnimateDiffEngine([tiny_models], fresh)
     settings = tiny_settings(engine="animatediff-stock")
+    bundle = load_bundle(write_synthetic_bundle(tmp_path / "b", frames=33, size=(32, 24)))
     with pytest.raises(StoryShadeError) as err:
-        list(engine.render(controls_for(33), settings, Reporter()))
+        render_bundle(bundle, settings, tmp_path / "out", [tiny_models], fresh)
     assert fresh.loads == 0, "refused before any weights load"
     assert "33 frames" in err.value.problem and "at most 32" in err.value.problem
     assert "free_noise" in err.value.fix and err.value.field == "settings.engine"

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"wire"},  # addon/wire/ as storyshade.wire: what the add-on and the server share
     {
+        "allocator",  # the process's heap behaviour, set by every entry point
         "errors",
         "declare",  # what a setting declares besides its type: stage, feature, layers
         "settings",

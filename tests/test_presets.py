@@ -38,12 +38,9 @@ def test_every_shipped_preset_validates_and_merges(monkeypatch: pytest.MonkeyPat
         for key, value in preset.settings.items():
             if key in ("loras", "motion_loras", "controls"):
                 continue
-            if key in ("prompt_prefix", "prompt_suffix"):
-                assert value in settings.prompt
-            else:
-                got = getattr(settings, key)
-                got = got.model_dump() if hasattr(got, "model_dump") else got
-                assert got == value, (name, key)
+            got = getattr(settings, key)
+            got = got.model_dump() if hasattr(got, "model_dump") else got
+            assert got == value, (name, key)
 
 
 def test_shipped_layers_cover_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,11 +64,14 @@ def test_shipped_layers_cover_the_issue(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_style_wraps_the_user_prompt() -> None:
+    """The model reads prefix, prompt, suffix; the three stay apart in the settings, so
+    looks get the same wrapping (tests/test_prompt_text.py)."""
     s = resolve("watercolor", {"prompt": "a lighthouse at dusk"})
-    assert s.prompt.startswith("watercolor painting")
-    assert "a lighthouse at dusk" in s.prompt
-    assert s.prompt.endswith("storybook illustration")
-    assert s.full_prompt == s.prompt and s.prompt_prefix == ""
+    assert s.prompt == "a lighthouse at dusk"
+    assert s.full_prompt.startswith("watercolor painting")
+    assert "a lighthouse at dusk" in s.full_prompt
+    assert s.full_prompt.endswith("storybook illustration")
+    assert s.full_prompt == s.styled(s.prompt)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_user_folder_overrides_shipped_preset(user_dir: Path, capsys) -> None:
         'loras = [{ name = "my-ink", weight = 0.7 }]\n',
     )
     s = resolve("ink-noir", {"prompt": "a cat"})
-    assert s.prompt == "charcoal sketch, a cat"
+    assert s.full_prompt == "charcoal sketch, a cat"
     assert [(lo.name, lo.weight) for lo in s.loras] == [("my-ink", 0.7)]
     assert main(["presets", "list", "--layer", "style"]) == 0
     out = capsys.readouterr().out
@@ -159,7 +159,7 @@ def test_cli_show_prints_the_merged_result(capsys) -> None:
     assert main(["presets", "show", "pastel,768x432,draft", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["width"], data["height"], data["steps"]) == (768, 432, 4)
-    assert data["prompt"].startswith("soft pastel")
+    assert data["prompt_prefix"].startswith("soft pastel") and data["prompt"] == ""
     assert main(["presets", "show", "clay"]) == 0
     out = capsys.readouterr().out
     assert "# style      clay" in out and "clay.toml" in out

@@ -34,6 +34,10 @@ def _plain(root: Path) -> bytes:
     return zip_dir(write_synthetic_bundle(root, frames=2))
 
 
+def _five(root: Path) -> bytes:  # the shortest shot a Wan engine takes
+    return zip_dir(write_synthetic_bundle(root, frames=5))
+
+
 def _long(root: Path) -> bytes:  # more frames than the tiny v3 adapter takes at once (32)
     return zip_dir(write_synthetic_bundle(root, frames=33, size=(32, 24)))
 
@@ -66,6 +70,8 @@ def _with_reference(root: Path) -> bytes:
 
 
 REF = [{"image": "references/ref.png"}]
+WAN_STOCK = {"preset": "wan-tiny", "engine": "wan-vace-stock", "wan_window": 81, "wan_overlap": 16}
+VACE = "vace"
 
 # name: (where the engine checks it, bundle, settings, status, field)
 RULES: dict[str, tuple[str, object, dict, int, str]] = {
@@ -159,6 +165,29 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
         "models/loader.py:settings.device", _plain,
         {"preset": "preview", "device": "cuda:7"}, 400, "settings.device",
     ),
+    "a Wan shot under one latent group": (
+        "engine/wan_checks.py:settings.engine", _plain, {"preset": "wan-tiny"}, 400, "frames",
+    ),
+    "the stock Wan engine with two control videos": (
+        "engine/wan_checks.py:settings.controls", _five,
+        {**WAN_STOCK, "controls": {"depth": {"model": VACE, "scale": 1.0},
+                                   "normal": {"model": VACE, "scale": 0.5}}},
+        400, "settings.controls",
+    ),
+    "the stock Wan engine with a partial control span": (
+        "engine/wan_checks.py:settings.controls.*.start", _five,
+        {**WAN_STOCK, "controls": {"depth": {"model": VACE, "scale": 1.0, "start": 0.5}}},
+        400, "settings.controls.depth.start",
+    ),
+    "the stock Wan engine at a size not in 16s": (
+        "engine/wan_checks.py:settings.engine", _five, {**WAN_STOCK, "width": 72}, 400,
+        "settings.engine",
+    ),
+    "a VACE reference with a strength": (
+        "engine/wan_checks.py:settings.references.*.weight", _with_reference,
+        {"preset": "wan-tiny", "references": [{**REF[0], "weight": 1.5}]}, 400,
+        "settings.references.0.weight",
+    ),
     "a device that is not a device": (
         "models/loader.py:settings.device", _plain,
         {**TINY, "device": "toaster"}, 400, "settings.device",
@@ -168,6 +197,8 @@ RULES: dict[str, tuple[str, object, dict, int, str]] = {
 # Checks in the engine and control code that refuse something other than a combination of
 # a job's settings (or its settings and shot), with where that is refused instead.
 NOT_PAIRS = {
+    "engine/wan_references.py:settings.color_match.image": "an unreadable colour-match "
+    "frame: check_references at submit",
     "engine/levers.py:settings.compile": "compile 'on' on a machine without a compiler or "
     "Triton: a fact of the machine, checked at submit (engine check)",
     "engine/color_match.py:settings.color_match": "an unreadable colour-match frame: "

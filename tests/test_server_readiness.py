@@ -29,9 +29,9 @@ def test_default_quality_without_real_models_says_what_is_missing_and_what_works
     roles = {m["role"]: m for m in body["missing"]}
     assert "checkpoint" in roles and roles["checkpoint"]["name"] == "stable-diffusion-v1-5"
     assert "not found" in roles["checkpoint"]["problem"]
-    assert body["works_now"] == ["preview", "tiny"]
+    assert body["works_now"] == ["preview", "tiny", "wan-tiny"]  # the tiny sets
     assert body["summary"].startswith("'standard' cannot run here: missing checkpoint")
-    assert body["summary"].endswith("works now: preview, tiny")
+    assert body["summary"].endswith("works now: preview, tiny, wan-tiny")
     text = json.dumps(body)
     assert str(tiny_models) not in text and str(tiny_models.resolve()) not in text
 

@@ -23,7 +23,7 @@ from storyshade.errors import Cancelled, StoryShadeError
 from storyshade.models.loader import ModelCache, model_key
 from storyshade.models.tiny import TINY_NAMES
 from storyshade.progress import Reporter
-from storyshade.settings import Settings
+from storyshade.settings import Settings, validate_settings
 
 SIZE = 64
 
@@ -254,12 +254,8 @@ def test_free_noise_and_flat_fusion_render(tiny_models, cache):
 
 def test_window_settings_are_checked_before_any_work(tiny_models, cache):
     engine = WindowedAnimateDiffEngine([tiny_models], cache)
-    with pytest.raises(StoryShadeError) as err:
-        list(
-            engine.render(
-                controls_for(4), tiny_settings(context_length=8, context_overlap=8), Reporter()
-            )
-        )
+    with pytest.raises(StoryShadeError) as err:  # where settings are made, before any job
+        validate_settings({**tiny_settings().model_dump(), "context_overlap": 16})
     assert err.value.field == "settings.context_overlap"
     with pytest.raises(StoryShadeError) as err:
         list(engine.render(controls_for(4), tiny_settings(context_length=48), Reporter()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -70,15 +71,35 @@ def test_write_section_keeps_other_sections(tmp_path):
     assert text.endswith("## Server\n\nslow.\n") and text.count(HEADING) == 1
 
 
-def test_peak_including_inputs_has_its_columns_and_verdict():
+def test_the_users_command_has_its_columns_and_verdict():
     render = [
         {**fake("render", 16, 20.0, 1100), "pass_size": 256},
         {**fake("render", 256, 300.0, 1122), "pass_size": 256},
     ]
     text = table(RESULTS + render)
-    assert "peak MiB incl. inputs | incl. inputs vs first row |" in text
+    assert "`storyshade render` peak MiB | its peak vs first row |" in text
     assert "| 1.067x | 1122 | 1.020x |" in text
-    assert "peak MiB incl. inputs" not in table(RESULTS)  # no render runs: no such columns
+    assert "`storyshade render`" not in table(RESULTS)  # no render runs: no such columns
+    alone = table(render)
+    assert "| 256 | 1122 | 1.020x | 300 |" in alone
     verdict = describe(render)
-    assert "256x256 EXR passes" in verdict
+    assert "256x256 EXR passes" in verdict and "no allocator or thread variables" in verdict
     assert "peak at 256 frames is 1.020x its peak at 16 (target <= 1.05x): met" in verdict
+
+
+def test_the_users_command_is_measured_as_a_user_runs_it(tmp_path, monkeypatch):
+    """The benchmark's `render` case runs the `storyshade` command with the caller's
+    environment minus any MALLOC_* variable, and the case's settings as a user preset."""
+    import tomllib
+
+    from bench_engine import _without_malloc, write_quality_preset
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert not any(k.startswith("MALLOC_") for k in _without_malloc(dict(os.environ)))
+    case = Case(engine="render", frames=16, models="m", width=128, height=128)
+    preset = write_quality_preset(tmp_path, case) / "quality" / "bench.toml"
+    data = tomllib.loads(preset.read_text(encoding="utf-8"))["settings"]
+    assert (data["width"], data["steps"], data["controls"]["depth"]["scale"]) == (128, 2, 0.8)
+    from storyshade.presets import load_preset
+
+    assert load_preset(preset).layer == "quality"  # a valid quality preset

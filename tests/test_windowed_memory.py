@@ -60,7 +60,7 @@ def test_peak_memory_is_flat_in_frame_count(tiny_models):
 def render_peak(models: Path, frames: int, hold_inputs: bool = False) -> dict:
     """Peak (MiB) of the real render path from a bundle of PASS_SIZE-square EXR passes on
     disk: decoding, control images, the engine and the PNGs, with the inputs included."""
-    return tiny_run(models, "render", frames, pass_size=PASS_SIZE, hold_inputs=hold_inputs)
+    return tiny_run(models, "bundle", frames, pass_size=PASS_SIZE, hold_inputs=hold_inputs)
 
 
 INPUTS_MARGIN = 1.05  # issue #17: peak incl. inputs at a long shot within 5% of 16 frames

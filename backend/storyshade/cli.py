@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from storyshade import allocator
 from storyshade.errors import StoryShadeError
 from storyshade.models.cli import add_models_flag
 from storyshade.settings_flags import add_setting_flags, setting_overrides
@@ -84,6 +85,7 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator.configure()  # before any large allocation: peak memory as measured
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -27,6 +27,8 @@ ENGINES: dict[str, str] = {
     "animatediff": "storyshade.engine.windowed:WindowedAnimateDiffEngine",
     "animatediff-stock": "storyshade.engine.animatediff:StockAnimateDiffEngine",
     "preview": "storyshade.engine.preview:PreviewEngine",
+    "wan-vace": "storyshade.engine.wan_vace:WanVaceEngine",
+    "wan-vace-stock": "storyshade.engine.wan_stock:StockWanVaceEngine",
 }
 DEFAULT_ENGINE = "animatediff"
 

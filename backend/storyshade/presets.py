@@ -210,15 +210,12 @@ def resolve(
 ) -> Settings:
     """Merge layer defaults, the named presets and overrides into validated Settings.
 
-    The style's prompt prefix/suffix are folded into `prompt` here, so `prompt` is exactly
-    what the model sees (and `full_prompt` equals it).
+    The style's prompt prefix/suffix stay fields of their own: the engine puts them around
+    the shot's prompt and around every look's (`Settings.styled`), and what is validated
+    here is exactly what a job stores.
     """
     merged = merged_dict(spec, overrides)
     settings = validate_settings(merged)
     for note in notes(settings):
         warnings.warn(note, PresetWarning, stacklevel=2)
-    if settings.prompt_prefix or settings.prompt_suffix:
-        settings = settings.model_copy(
-            update={"prompt": settings.full_prompt, "prompt_prefix": "", "prompt_suffix": ""}
-        )
     return settings

@@ -68,7 +68,7 @@ class Control(BaseModel):
         "control_guidance_end): step i of N runs it when (i+1)/N <= end; 0 = never; end = "
         "0.6 lets the model settle the layout, then finish details freely",
     )
-    guess_mode: Annotated[bool, D("generation", "controls")] = Field(
+    guess_mode: Annotated[bool, D("generation", "guess_mode")] = Field(
         default=False,
         description="steer from the control image alone: the ControlNet sees only the conditional "
         "branch, the unconditional one gets no residual, and its residuals fade from 0.1 "
@@ -175,8 +175,9 @@ class Settings(BaseModel):
     engine: Annotated[str, D("controls", SHOT, (QUALITY,))] = Field(
         default=engines.DEFAULT_ENGINE,
         description="'animatediff' (windowed, any length), 'animatediff-stock' (diffusers' "
-        "pipeline, the reference) or 'preview' (no model, cel-shaded draft); every engine and "
-        "what it can do: docs/engine.md",
+        "pipeline, the reference), 'preview' (no model, cel-shaded draft), 'wan-vace' (Wan 2.1 "
+        "VACE, windowed, any length) or 'wan-vace-stock' (diffusers' WanVACEPipeline); every "
+        "engine and what it can do: docs/engine.md",
         json_schema_extra={"enum": engines.names()},
     )
     prompt: Annotated[str, D("generation", "text", flag="--prompt")] = Field(
@@ -185,12 +186,12 @@ class Settings(BaseModel):
     prompt_prefix: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="",
         max_length=1000,
-        description="set by style presets; `presets.resolve` folds it into `prompt`",
+        description="set by style presets: put before the prompt and every look's prompt",
     )
     prompt_suffix: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="",
         max_length=1000,
-        description="set by style presets; `presets.resolve` folds it into `prompt`",
+        description="set by style presets: put after the prompt and every look's prompt",
     )
     negative_prompt: Annotated[str, D("generation", "text", (STYLE,))] = Field(
         default="", max_length=2000, description="what to steer away from (needs CFG > 1)"
@@ -231,7 +232,7 @@ class Settings(BaseModel):
     )
     scheduler: Annotated[
         Literal["ddim", "euler", "euler_a", "dpmpp_2m", "lcm"],
-        D("generation", "sampling", (QUALITY,)),
+        D("generation", "scheduler", (QUALITY,)),
     ] = Field(default="ddim", description="sampler; euler_a and lcm add fresh noise every step")
     controls: Annotated[dict[str, Control], D("controls", "controls", (STYLE, QUALITY))] = Field(
         default_factory=lambda: {
@@ -281,7 +282,7 @@ class Settings(BaseModel):
         "so a long shot, or separate shots, keep one palette (docs/references.md); null = "
         "off",
     )
-    context_length: Annotated[int, D("generation", "windows", (QUALITY,))] = Field(
+    context_length: Annotated[int, D("generation", "frame_windows", (QUALITY,))] = Field(
         default=16,
         ge=2,
         le=64,
@@ -289,7 +290,7 @@ class Settings(BaseModel):
         "24 for v1; AnimateDiff was trained on 16); memory scales with L, not with the "
         "shot",
     )
-    context_overlap: Annotated[int, D("generation", "windows", (QUALITY,))] = Field(
+    context_overlap: Annotated[int, D("generation", "frame_windows", (QUALITY,))] = Field(
         default=4,
         ge=0,
         le=32,
@@ -313,12 +314,12 @@ class Settings(BaseModel):
         "evenly; 'shifting': windows on a stride L-O grid whose offset changes every "
         "step, so no frame always sits at a seam (use it if seams show)",
     )
-    context_fuse: Annotated[Literal["pyramid", "flat"], D("generation", "windows", (QUALITY,))] = (
-        Field(
-            default="pyramid",
-            description="how overlapping windows' predictions blend: 'pyramid' weights a window's middle "
-            "over its edges (1, 2, ..., 2, 1), 'flat' averages",
-        )
+    context_fuse: Annotated[
+        Literal["pyramid", "flat"], D("generation", "window_fuse", (QUALITY,))
+    ] = Field(
+        default="pyramid",
+        description="how overlapping windows' predictions blend: 'pyramid' weights a window's middle "
+        "over its edges (1, 2, ..., 2, 1), 'flat' averages",
     )
     free_noise: Annotated[bool, D("generation", "free_noise", (QUALITY,))] = Field(
         default=False,
@@ -416,11 +417,95 @@ class Settings(BaseModel):
         description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps': one the server has (/v1/health)",
     )
 
+    # -- Wan VACE only: their features are read by the Wan engines alone, so the other
+    # engines refuse them (engines.check_settings), as the Wan engines refuse AnimateDiff's
+    wan_window: Annotated[int, D("generation", "latent_windows", (QUALITY,))] = Field(
+        default=81,
+        ge=5,
+        le=257,
+        description="Wan: frames per context window, 4k+1 (81 frames = 21 latent frames, "
+        "what Wan 2.1 was trained on)",
+    )
+    wan_overlap: Annotated[int, D("generation", "latent_windows", (QUALITY,))] = Field(
+        default=16,
+        ge=0,
+        le=252,
+        description="Wan: frames shared by neighbouring windows, a multiple of 4 (whole "
+        "latent frames)",
+    )
+    wan_scheduler: Annotated[
+        Literal["unipc", "euler"], D("generation", "flow_sampling", (QUALITY,))
+    ] = Field(
+        default="unipc",
+        description="Wan: flow-matching sampler, UniPC (as shipped) or Euler",
+    )
+    wan_shift: Annotated[float, D("generation", "flow_sampling", (QUALITY,))] = Field(
+        default=3.0,
+        gt=0.0,
+        le=20.0,
+        description="Wan: flow shift of the sampler's schedule (3 for 480p, 5 for 720p)",
+    )
+    wan_cache: Annotated[
+        Literal["off", "first_block", "taylorseer"], D("generation", "wan_cache", (QUALITY,))
+    ] = Field(
+        default="off",
+        description="wan-vace: diffusers' step cache on the transformer: first-block cache "
+        "or TaylorSeer (speed for quality; docs/engine.md)",
+    )
+    wan_cache_threshold: Annotated[
+        float, D("generation", "wan_cache", (QUALITY,), only_with="wan_cache")
+    ] = Field(
+        default=0.05,
+        ge=0.01,
+        le=0.3,
+        description="wan-vace: first_block: how much change is tolerated before "
+        "the blocks run again (higher = faster, blurrier)",
+    )
+    wan_cache_interval: Annotated[
+        int, D("generation", "wan_cache", (QUALITY,), only_with="wan_cache")
+    ] = Field(
+        default=4,
+        ge=2,
+        le=10,
+        description="wan-vace: taylorseer: full computation every N steps, predicted between",
+    )
+    wan_offload: Annotated[
+        Literal["none", "model", "group"], D("generation", "offload", (QUALITY,), effect="speed")
+    ] = Field(
+        default="none",
+        description="wan-vace: keep the transformer in CPU memory and move it (model) or "
+        "its blocks one group at a time (group) to the GPU: for 8 GB GPUs",
+    )
+
+    @field_validator("wan_window")
+    @classmethod
+    def _wan_window(cls, value: int) -> int:
+        if value % 4 != 1:
+            raise ValueError(
+                f"{value} is not 4k+1 frames (the Wan VAE keeps the first frame and "
+                "groups the rest by 4); use e.g. 33, 49 or 81"
+            )
+        return value
+
+    @field_validator("wan_overlap")
+    @classmethod
+    def _wan_overlap(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("wan_window")
+        if value % 4:
+            raise ValueError(f"{value} is not a multiple of 4 (whole latent frames)")
+        if window is not None and value >= window - 1:
+            raise ValueError(f"overlap {value} must be below the window ({window} frames) - 1")
+        return value
+
     @property
     def full_prompt(self) -> str:
-        """The text the model sees: style prefix, the user's prompt, style suffix."""
-        parts = (self.prompt_prefix, self.prompt, self.prompt_suffix)
-        return ", ".join(p.strip().strip(",").strip() for p in parts if p.strip())
+        """The text the model sees for the shot: its prompt inside the style."""
+        return self.styled(self.prompt)
+
+    def styled(self, text: str) -> str:
+        """`text` inside the style: prefix, text, suffix. The one place this is built, for
+        the shot's prompt and every look's (engine/regions.py)."""
+        return join_prompt(self.prompt_prefix, text, self.prompt_suffix)
 
     @field_validator("width", "height")
     @classmethod
@@ -484,6 +569,12 @@ class Settings(BaseModel):
         if info.field_name == "depth_far" and near is not None and value <= near:
             raise ValueError(f"depth_far {value} must be greater than depth_near {near}")
         return value
+
+
+def join_prompt(*parts: str) -> str:
+    """Texts as one prompt, comma-separated like a hand-written one (empty parts left out)."""
+    cleaned = (p.strip().strip(",").strip() for p in parts)
+    return ", ".join(p for p in cleaned if p)
 
 
 def validate_settings(data: dict) -> Settings:

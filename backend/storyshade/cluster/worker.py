@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from storyshade import allocator
 from storyshade.cancel import CancelToken
 from storyshade.errors import Cancelled, StoryShadeError
 from storyshade.wire.layout import frame_name
@@ -41,6 +42,7 @@ class ShadeWorker:
     """Renders jobs sent by the server's dispatcher (storyshade.cluster.dispatch)."""
 
     def __init__(self, threads: int, memory_bytes: int) -> None:
+        allocator.configure()  # before torch and the models: as `storyshade` sets it
         # One torch thread per reserved CPU: several workers on one machine must not fight
         # over the same cores (Ray sets OMP_NUM_THREADS only for the actor's own process).
         os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -5,7 +5,9 @@ as the reference the windowed engine is checked against. Without `free_noise` th
 modules see the whole shot at once, so a shot longer than the motion adapter's positional
 table (32 frames for v2/v3, 24 for v1) cannot run: it is refused before any model loads.
 With `free_noise`, diffusers' FreeNoise windows the temporal attention with the job's
-`context_length` and stride `context_length - context_overlap`.
+`context_length` and stride `context_length - context_overlap`. Prompts are encoded as
+diffusers ships it: 77 tokens at most (75 of text), the rest cut off; a job's events say
+when that happens (the windowed engine reads long prompts whole: engine/text.py).
 """
 
 from __future__ import annotations
@@ -76,6 +78,26 @@ def disable_free_noise(pipe: Any) -> None:
             pipe._disable_free_noise_in_block(block)
 
 
+def say_truncated(pipe: Any, settings: Settings, reporter: Reporter) -> None:
+    """A note event for each text diffusers' encode_prompt will cut at 77 tokens."""
+    from storyshade.engine.text import chunk_size, overflow
+
+    texts = {"the prompt": settings.full_prompt}
+    if settings.guidance_scale > 1:
+        texts["the negative prompt"] = settings.negative_prompt
+    for name, text in texts.items():
+        dropped = overflow(pipe, text)
+        if dropped:
+            reporter.note(
+                f"{name} is {dropped} tokens longer than the {chunk_size(pipe.tokenizer)} "
+                "the stock engine reads (diffusers as shipped): its end is not used; "
+                "engine 'animatediff' reads it whole",
+                event="prompt_truncated",
+                text=name,
+                dropped=dropped,
+            )
+
+
 class StockAnimateDiffEngine:
     name = "animatediff-stock"
     capabilities = Capabilities(
@@ -89,7 +111,10 @@ class StockAnimateDiffEngine:
                 "controls",
                 "controlnet_models",
                 "loras",
-                "windows",
+                "scheduler",
+                "guess_mode",
+                "frame_windows",
+                "window_fuse",
                 "decode_chunks",
                 "free_noise",
                 "normal_image",
@@ -146,6 +171,7 @@ class StockAnimateDiffEngine:
         cancel = cancel or CancelToken()
         key, pipe = load_pipeline(self.roots, self.cache, settings, reporter, self.models, cancel)
         check_windows(settings, pipe.unet)
+        say_truncated(pipe, settings, reporter)
         roles = [role for role, _ in key.controlnets]
         conditioning = [[Image.fromarray(f) for f in controls.frames[r]] for r in roles]
         specs = [settings.controls[r] for r in roles]

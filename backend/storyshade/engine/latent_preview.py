@@ -25,20 +25,30 @@ SD15_LATENT_RGB = torch.tensor(
 )
 
 
-def latents_to_rgb(latents: torch.Tensor) -> np.ndarray:
-    """(1, 4, F, h, w) diffusion latents → (F, h, w, 3) uint8."""
+def latents_to_rgb(
+    latents: torch.Tensor, factors: torch.Tensor = SD15_LATENT_RGB, bias: torch.Tensor | None = None
+) -> np.ndarray:
+    """(1, C, F, h, w) diffusion latents → (F, h, w, 3) uint8, by a C x 3 linear map
+    (SD1.5's by default; another model family passes its own, and its bias)."""
     x = latents[0].detach().float().cpu().permute(1, 2, 3, 0)  # F, h, w, C
-    rgb = x @ SD15_LATENT_RGB.to(x.dtype)
+    rgb = x @ factors.to(x.dtype)
+    if bias is not None:
+        rgb = rgb + bias.to(x.dtype)
     return ((rgb + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).numpy()
 
 
-def preview_strip(latents: torch.Tensor, count: int = 4) -> tuple[list[int], str]:
+def preview_strip(
+    latents: torch.Tensor,
+    count: int = 4,
+    factors: torch.Tensor = SD15_LATENT_RGB,
+    bias: torch.Tensor | None = None,
+) -> tuple[list[int], str]:
     """Up to `count` evenly spaced frames side by side, as (frame indices, base64 PNG)."""
     from PIL import Image
 
     num_frames = latents.shape[2]
     picks = sorted({round(i * (num_frames - 1) / max(count - 1, 1)) for i in range(count)})
-    rgb = latents_to_rgb(latents[:, :, picks])
+    rgb = latents_to_rgb(latents[:, :, picks], factors, bias)
     buffer = io.BytesIO()
     Image.fromarray(np.concatenate(list(rgb), axis=1)).save(buffer, format="PNG")
     return picks, base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -7,8 +7,10 @@ text, and blends the results per pixel by the look's mask at that layer's resolu
     out = shot + sum_r weight_r * mask_r * (look_r - shot)
 
 so one UNet call per window per step serves every look, and a look's cost is one
-cross-attention over 77 text tokens per layer (small next to self-attention over h*w
-tokens). Masks come from the exact region id maps of the Object Index pass: area-averaged
+cross-attention over its text's tokens per layer (77 per 75-token chunk: small next to
+self-attention over h*w tokens). A look's text is its prompt inside the shot's style
+(`Settings.styled`, as the shot's prompt is built) and its negative follows the shot's
+(`look_texts`); each is read whole (engine/text.py), and looks' texts may differ in length. Masks come from the exact region id maps of the Object Index pass: area-averaged
 down to each layer's size (a small object still weighs in) with a one-cell feather, sliced
 per window with the frames. Rows follow diffusers' batch order (CFG branch * frames +
 frame): conditional rows attend to each look's prompt, unconditional rows to its negative.
@@ -30,8 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from storyshade.bundle import Region
+from storyshade.engine.text import encode_pair
 from storyshade.errors import StoryShadeError
-from storyshade.settings import Settings
+from storyshade.progress import Reporter
+from storyshade.settings import Settings, join_prompt
 
 
 def _latent_masks(ids: np.ndarray, region_ids: Sequence[int], size: tuple[int, int]) -> np.ndarray:
@@ -74,15 +78,15 @@ class RegionState:
         self,
         id_maps: Sequence[np.ndarray],
         looks: Sequence[Region],
-        cond: torch.Tensor,
-        uncond: torch.Tensor | None,
+        cond: Sequence[torch.Tensor],
+        uncond: Sequence[torch.Tensor] | None,
         latent_size: tuple[int, int],
     ) -> None:
         self.id_maps = id_maps
         self.region_ids = [look.id for look in looks]
         self.weights = [float(look.weight) for look in looks]
-        self.cond = cond  # (R, tokens, dim): each look's prompt
-        self.uncond = uncond  # (R, tokens, dim): each look's negative, with CFG
+        self.cond = list(cond)  # per look (1, tokens, dim): its prompt
+        self.uncond = list(uncond) if uncond is not None else None  # its negative, with CFG
         self.latent_size = latent_size
         self.window = range(0)
         self.rows: tuple[str, ...] = ("cond",)
@@ -188,23 +192,29 @@ class RegionState:
     def text(self, k: int) -> torch.Tensor:
         """Look k's text per CFG branch of the call (B, tokens, dim): its prompt for the
         conditional branch, its negative for the unconditional one."""
-        return torch.cat(
-            [(self.cond if r == "cond" else self.uncond)[k : k + 1] for r in self.rows]
-        )
+        return torch.cat([self.cond[k] if r == "cond" else self.uncond[k] for r in self.rows])
+
+
+def look_texts(settings: Settings, look: Region) -> tuple[str, str]:
+    """A look's (prompt, negative) as the model reads them: its prompt inside the shot's
+    style, exactly as the shot's prompt is built; the shot's negative (the style's, with
+    the user's words) followed by the look's own."""
+    return settings.styled(look.prompt), join_prompt(settings.negative_prompt, look.negative)
 
 
 def encode_looks(
-    pipe: Any, settings: Settings, looks: Sequence[Region]
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(R, tokens, dim) embeddings of each look's prompt (inside the style's prefix and
-    suffix) and, with CFG, of its negative (the shot's when it has none)."""
+    pipe: Any, settings: Settings, looks: Sequence[Region], reporter: Reporter | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """Each look's (1, tokens, dim) prompt embeddings and, with CFG, its negative's (as many
+    tokens as its prompt's), from `look_texts`, read whole (engine/text.py)."""
     cfg = settings.guidance_scale > 1
     cond, uncond = [], []
     for look in looks:
-        text = settings.model_copy(update={"prompt": look.prompt}).full_prompt
-        negative = look.negative or settings.negative_prompt or None
-        positive, neg = pipe.encode_prompt(text, pipe.unet.device, 1, cfg, negative)
+        text, negative = look_texts(settings, look)
+        name = f"look '{look.name}'"
+        names = (f"the prompt of {name}", f"the negative prompt of {name}")
+        positive, neg = encode_pair(pipe, text, negative, cfg, reporter, names)
         cond.append(positive)
         if cfg:
             uncond.append(neg)
-    return torch.cat(cond), (torch.cat(uncond) if cfg else None)
+    return cond, (uncond if cfg else None)

@@ -86,13 +86,16 @@ def shot_noise(settings: Settings, num_frames: int, latent_shape: tuple[int, int
     )
 
 
-def encode_text(pipe: Any, settings: Settings) -> Any:
-    """[negative, positive] prompt embeddings with CFG, else [positive] (one row each)."""
+def encode_text(pipe: Any, settings: Settings, reporter: Reporter | None = None) -> Any:
+    """[negative, positive] prompt embeddings with CFG, else [positive] (one row each), the
+    prompt inside the style and read whole (engine/text.py)."""
     import torch
 
+    from storyshade.engine.text import encode_pair
+
     cfg = settings.guidance_scale > 1
-    positive, negative = pipe.encode_prompt(
-        settings.full_prompt, pipe.unet.device, 1, cfg, settings.negative_prompt or None
+    positive, negative = encode_pair(
+        pipe, settings.full_prompt, settings.negative_prompt, cfg, reporter
     )
     return torch.cat([negative, positive]) if cfg else positive
 
@@ -178,7 +181,10 @@ class WindowedAnimateDiffEngine:
                 "references",
                 "ip_adapter",
                 "color_match",
-                "windows",
+                "scheduler",
+                "guess_mode",
+                "frame_windows",
+                "window_fuse",
                 "window_schedule",
                 "decode_chunks",
                 "free_noise",
@@ -270,11 +276,11 @@ class WindowedAnimateDiffEngine:
         sampler.calls = ModelCalls(pipe, compile_, reporter)
         looks = looks if controls.regions else ()
         with torch.inference_mode():  # not held across `yield`: it is thread-wide state
-            text = encode_text(pipe, settings)
+            text = encode_text(pipe, settings, reporter)
             noise = shot_noise(settings, num_frames, latent_shape)
             specs = [control_spec(settings, role) for role in roles]
             if looks:
-                cond, uncond = encode_looks(pipe, settings, looks)
+                cond, uncond = encode_looks(pipe, settings, looks, reporter)
                 sampler.regions = RegionState(
                     controls.regions, looks, cond, uncond, latent_shape[1:]
                 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storyshade.engines import capabilities
+from storyshade.engines import capabilities, engine_class
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.settings import Settings
 
@@ -93,6 +93,9 @@ def check_preset(roots: list[Path], settings: Settings) -> Report:
     if not capabilities(settings.engine).needs_models:
         report.notes.append(f"the {settings.engine} engine needs no models")
         return report
+    own = getattr(engine_class(settings.engine), "check_models", None)
+    if own is not None:  # a model family with checks of its own (the Wan engines)
+        return own(roots, settings, report, needs_of(settings), _where_to_get)
     for need in needs_of(settings):
         report.needs.append(need)
         try:

@@ -25,7 +25,13 @@ def _detail(found) -> str:
 
     if found.refused:
         return f"REFUSED ({found.refused}): convert to .safetensors (docs/models.md)"
+    if found.note.startswith("Wan "):  # Wan LoRAs and single files: the note says it all
+        return found.note
     try:
+        if found.kind == "checkpoint" and found.note == "Wan":
+            from storyshade.models.wan_arch import wan_arch
+
+            return wan_arch(found.path).describe()
         if found.kind == "checkpoint":
             return checkpoint_arch(found.path).describe()
         if found.kind == "controlnet":
@@ -87,14 +93,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_tiny(args: argparse.Namespace) -> int:
     from storyshade.models.tiny import write_tiny_models, write_tiny_single_files
+    from storyshade.models.tiny_wan import write_tiny_wan_models
 
     paths = write_tiny_models(args.dir)
+    paths.update(write_tiny_wan_models(args.dir))
     if args.single_file:
         singles = write_tiny_single_files(args.dir)
         paths.update({f"{k} (file)": v for k, v in singles.items()})
     for role, path in paths.items():
         print(f"{role:22s} {path}")
-    print(f"tiny random-weight models written; use --models {Path(args.dir)} --preset tiny")
+    print(
+        f"tiny random-weight models written; use --models {Path(args.dir)} --preset tiny "
+        "(or --preset wan-tiny for the Wan VACE engine)"
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from storyshade.errors import ModelError
 from storyshade.models.header import shapes
 from storyshade.models.ip_adapter import is_encoder_config, is_ip_adapter
 from storyshade.models.safety import is_pickle, pickle_only_folder
+from storyshade.models.wan_arch import classify_wan_file, is_wan_folder
 
 KINDS = ("checkpoint", "motion_adapter", "controlnet", "lora", "ip_adapter", "image_encoder")
 CLASS_KINDS = {
@@ -82,6 +83,9 @@ def classify_file(path: Path) -> tuple[str, str]:
         return "checkpoint", ""
     if is_ip_adapter(keys):
         return "ip_adapter", ""
+    wan = classify_wan_file(shapes(path))
+    if wan is not None:
+        return wan
     if any("lora" in k.lower() for k in keys):
         motion = any("motion_modules" in k for k in keys)
         return "lora", "motion LoRA" if motion else "style LoRA"
@@ -118,6 +122,8 @@ def _folder_model(folder: Path, name: str, layout: str, repo: str | None) -> Fou
 
     if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
         return Found("checkpoint", name, folder, layout, repo, refused())
+    if is_wan_folder(folder):  # a video transformer instead of a UNet (models/wan_arch.py)
+        return Found("checkpoint", name, folder, layout, repo, refused(), "Wan")
     config = folder / "config.json"
     if config.is_file():
         try:

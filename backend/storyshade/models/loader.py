@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storyshade.engines import engine_class
 from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models import compat
 from storyshade.models.locate import check_checkpoint, check_folder_weights, find
@@ -129,6 +130,9 @@ def model_key(roots: list[Path], settings: Settings) -> ModelKey:
 
     Raises ModelError naming what is missing, refused (pickle) or mismatched.
     """
+    own = getattr(engine_class(settings.engine), "resolve_models", None)
+    if own is not None:  # a model family that resolves its own (the Wan engines)
+        return own(roots, settings)
     ckpt = find(roots, "checkpoint", settings.checkpoint)
     check_checkpoint(ckpt)
     motion = find(roots, "motion_adapter", settings.motion_adapter)
@@ -188,6 +192,8 @@ def _checkpoint_parts(key: ModelKey, dtype: Any) -> dict[str, Any]:
 
 
 def _load(key: ModelKey) -> Any:
+    if hasattr(key, "load"):  # a key that knows its own pipeline (models/wan_loader.py)
+        return key.load()
     import torch
     from diffusers import AnimateDiffControlNetPipeline, ControlNetModel, MotionAdapter
 
@@ -228,6 +234,8 @@ def _load(key: ModelKey) -> Any:
 
 def configure(pipe: Any, key: ModelKey) -> Any:
     """Apply the key's sampler and LoRA strengths to a loaded pipeline, without reloading."""
+    if hasattr(key, "configure"):  # a key that knows its own pipeline (models/wan_loader.py)
+        return key.configure(pipe)
     apply_scheduler(pipe, key.scheduler)
     apply_loras(pipe, key.loras)
     return pipe

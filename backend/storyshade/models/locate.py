@@ -105,6 +105,15 @@ def check_checkpoint(path: Path) -> None:
         if is_pickle(path) or path.suffix != ".safetensors":
             raise pickle_error(path, field="checkpoint")
         return
+    from storyshade.models.wan_arch import is_wan_folder
+
+    if is_wan_folder(path):
+        raise ModelError(
+            f"checkpoint {path} is a Wan video checkpoint (a transformer, no UNet); the "
+            "AnimateDiff engines need an SD1.5-family checkpoint",
+            "use engine 'wan-vace' (e.g. --preset wan) with it, or name an SD1.5 checkpoint",
+            field="checkpoint",
+        )
     missing = [p for p in CHECKPOINT_PARTS if not (path / p).is_dir()]
     if missing:
         raise ModelError(

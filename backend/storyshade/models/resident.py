@@ -19,7 +19,12 @@ from storyshade.models.loader import ModelCache, ModelKey
 def weights_bytes(key: ModelKey) -> int:
     """Bytes of safetensors weights the pipeline for `key` loads (≈ its memory at that dtype)."""
     total = 0
-    for path in (key.checkpoint, key.motion_adapter, *(p for _, p in key.controlnets)):
+    paths = (
+        key.weight_paths()
+        if hasattr(key, "weight_paths")  # a Wan key (models/wan_loader.py)
+        else (key.checkpoint, key.motion_adapter, *(p for _, p in key.controlnets))
+    )
+    for path in paths:
         path = Path(path)
         files = [path] if path.is_file() else path.rglob("*.safetensors")
         total += sum(f.stat().st_size for f in files)

@@ -101,6 +101,7 @@ _ENTRIES = [
         file(f"animatediff_lightning_{n}step_diffusers", _LIGHTNING, "motion_adapter", f"animatediff_lightning_{n}step_diffusers.safetensors")
         for n in (1, 2, 4, 8)
     ),
+    file("Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32", "Kijai/WanVideo_comfy", "lora", "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors", note="a few-step (CausVid) distillation LoRA for Wan 2.1 1.3B"),
     *(
         folder(f"animatediff-motion-lora-{move}", f"guoyww/animatediff-motion-lora-{move}", "lora", note="needs the v2 motion adapter")
         for move in ("zoom-in", "zoom-out", "pan-left", "pan-right", "tilt-up", "tilt-down")

@@ -56,7 +56,9 @@ class FoundModel(BaseModel):
     kind: str
     name: str = Field(description="as presets name it (a hub repo id in the HF cache)")
     layout: str = Field(description="diffusers, single-file or hf-cache")
-    refused: str = Field("", description="why it cannot be used (pickle weights), if so")
+    refused: str = Field(
+        "", description="why it cannot be used (weights in an unsafe format), if so"
+    )
 
 
 class Lack(BaseModel):
