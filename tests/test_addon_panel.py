@@ -133,6 +133,16 @@ def test_motion_scale_sits_under_the_camera_picker(scene) -> None:
     assert not any(kind == "label" and "from the presets" in t for kind, t, *_ in after)
 
 
+def test_motion_scale_is_greyed_with_the_reason_where_the_engine_refuses_it(scene) -> None:
+    opts = scene.storyshade
+    opts.quality, opts.use_motion_scale = "wan-tiny", True
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
+    after = log[log.index(("prop", "camera")) : log.index(("prop", "resolution"))]
+    said = " ".join(text for kind, text, *_ in after if kind == "label")  # wrapped lines
+    assert "The 'wan-vace' engine cannot scale motion" in said
+    assert ("prop", "motion_scale") not in after
+
+
 def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) -> None:
     session = ShadeSession(scene, FakeClient(), ShadeRequest(settings={}))
     runtime.current = session

@@ -31,7 +31,7 @@ from addon.errors import InputError
 from addon.looks.resolve import LookOverrides
 from addon.operators import cli, reshade
 from addon.session import build
-from addon.settings import presets
+from addon.settings import presets, request_settings
 from addon.takes import take
 from addon.ui import sidebar
 
@@ -128,6 +128,33 @@ def test_the_sidebars_motion_scale_goes_with_the_panels_request_and_the_clis(sce
     assert _cli(scene).settings == request.settings, "blender -c storyshade shade: the same"
     opts.use_motion_scale = False
     assert "motion_scale" not in _panel(scene).settings
+
+
+def test_motion_scale_is_refused_where_the_engine_has_no_motion_modules(scene) -> None:
+    opts = scene.storyshade
+    opts.quality, opts.use_motion_scale = "wan-tiny", True
+    with pytest.raises(InputError, match="'wan-vace' engine, which has none"):
+        _panel(scene)
+    with pytest.raises(InputError, match="untick Motion Scale"):
+        _cli(scene)
+    opts.quality = "preview"  # the preview engine reads no motion, and says it ignores it
+    assert _panel(scene).settings["motion_scale"] == 1.0
+
+
+def test_what_shade_refuses_is_what_the_engines_declare() -> None:
+    """The add-on refuses a sidebar setting, before exporting, for exactly the engines
+    whose declaration neither reads nor ignores its feature (the server's 400)."""
+    pytest.importorskip("pydantic", reason="the backend's declarations (not in bpy 4.2's venv)")
+    from storyshade import engines
+
+    for setting, feature in (("color_match", "color_match"), ("motion_scale", "motion")):
+        refusing = [
+            name
+            for name in engines.names()
+            if not engines.capabilities(name).honours(feature)
+            and feature not in engines.capabilities(name).ignores
+        ]
+        assert sorted(request_settings.REFUSED[setting].engines) == sorted(refusing), setting
 
 
 # -- re-shading: the take's own settings by default ------------------------------------------

@@ -17,8 +17,42 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from . import presets
 
-# Engines without context windows: they refuse colour matching (docs/engine.md).
-NO_COLOR_MATCH = ("preview", "animatediff-stock")
+
+@dataclass(frozen=True)
+class Refused:
+    """A sidebar setting the engines in `engines` refuse (they neither read nor ignore
+    it: the server would answer 400 after the export), so Shade says so before."""
+
+    engines: tuple[str, ...]
+    control: str  # the sidebar's control that sets it
+    needs: str  # what it needs, which those engines lack
+    cannot: str  # what those engines cannot do, for the panel's note
+
+
+# As the engines declare it (docs/engine.md); tests/test_addon_request.py holds this to
+# the backend's declarations.
+REFUSED = {
+    "color_match": Refused(
+        ("preview", "animatediff-stock", "wan-vace-stock"),
+        "Colour Match",
+        "context windows",
+        "match colours",
+    ),
+    "motion_scale": Refused(
+        ("wan-vace", "wan-vace-stock"), "Motion Scale", "motion modules", "scale motion"
+    ),
+}
+
+
+def check_engine(setting: str, engine: str) -> None:
+    """Refuse `setting` where the presets' `engine` would (REFUSED)."""
+    refused = REFUSED[setting]
+    if engine in refused.engines:
+        raise InputError(
+            f"{refused.control.lower()} needs {refused.needs}, and these presets use the "
+            f"'{engine}' engine, which has none",
+            f"untick {refused.control}, or pick a quality that uses AnimateDiff",
+        )
 
 
 @dataclass
@@ -74,15 +108,10 @@ def build(choices: Choices) -> dict:
         if controls:
             out["controls"] = controls
     if choices.motion_scale is not None:
+        check_engine("motion_scale", base.get("engine", ""))
         out["motion_scale"] = round(choices.motion_scale, 3)
     if choices.color_match is not None:
-        engine = base.get("engine", "")
-        if engine in NO_COLOR_MATCH:
-            raise InputError(
-                f"colour match needs context windows, and these presets use the '{engine}' "
-                "engine, which has none",
-                "untick Colour Match, or pick a quality that uses AnimateDiff",
-            )
+        check_engine("color_match", base.get("engine", ""))
         out["color_match"] = dict(choices.color_match)
     if choices.references is not None:
         out["references"] = choices.references

@@ -16,7 +16,7 @@ from ..operators.take import active_take
 from ..session import runtime
 from ..settings import presets, props
 from ..settings.presets import LAYERS, load
-from ..settings.request_settings import NO_COLOR_MATCH
+from ..settings.request_settings import REFUSED
 from . import preview, pull, text_fit
 from .text_fit import wrapped
 
@@ -96,10 +96,24 @@ def _look(layout, context, opts) -> None:
     draw_references(body, context, opts.references, "Style References")
 
 
+def _refused(col, context, opts, setting: str, ticked: bool) -> bool:
+    """Whether the presets' engine refuses `setting`; if so the control is greyed and, when
+    ticked, says why (Shade would stop at it)."""
+    engine = presets.layered_settings(props.preset_names(opts)).get("engine", "")
+    if engine not in REFUSED[setting].engines:
+        return False
+    col.active = False
+    if ticked:
+        wrapped(col, context, f"The '{engine}' engine cannot {REFUSED[setting].cannot}", "ERROR")
+    return True
+
+
 def _motion_scale(layout, context, opts) -> None:
     """Under the Camera/Motion picker: the presets' motion scale, or the user's own."""
     col = layout.column(align=True)
     col.prop(opts, "use_motion_scale")
+    if _refused(col, context, opts, "motion_scale", opts.use_motion_scale):
+        return
     if opts.use_motion_scale:
         col.prop(opts, "motion_scale", slider=True)
         return
@@ -115,11 +129,7 @@ def _color_match(layout, context, opts, infos) -> None:
     reason, when the chosen quality's engine has no windows to match."""
     col = layout.column(align=True)
     col.prop(opts, "use_color_match")
-    engine = presets.layered_settings(props.preset_names(opts)).get("engine", "")
-    if engine in NO_COLOR_MATCH:
-        col.active = False
-        if opts.use_color_match:
-            wrapped(col, context, f"The '{engine}' engine cannot match colours", "ERROR")
+    if _refused(col, context, opts, "color_match", opts.use_color_match):
         return
     sub = col.column(align=True)
     sub.enabled = opts.use_color_match
