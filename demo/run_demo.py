@@ -66,7 +66,9 @@ def main() -> int:
     from storyboard import add_looks, build_storyboard
 
     import addon
-    from addon import cli, compat, export
+    from addon import compat
+    from addon.export import bundle as export
+    from addon.operators import cli
 
     roots, preset = choose_models()
     scene = build_storyboard(frames=24, width=512, height=288)

@@ -54,7 +54,7 @@ def main() -> int:
     from storyshade.render import render_bundle
 
     import addon
-    from addon import export
+    from addon.export import bundle as export
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:

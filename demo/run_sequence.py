@@ -44,7 +44,7 @@ def bind_shots(scene) -> None:
 
 
 def timed(label: str, argv: list[str], rows: list[tuple[str, float]]) -> None:
-    from addon import cli
+    from addon.operators import cli
 
     t = time.monotonic()
     if cli.main(argv) != 0:

@@ -4,9 +4,10 @@ blender --python scripts/gui_check.py -- --server URL --out DIR [--slow-preset N
 
 Everything happens on bpy.app.timers, as a user would click: give the shot's objects looks
 (Object and Collection properties, the sidebar's Looks), open the StoryShade sidebar,
-Check, Shade with `preview`, watch progress, look at the Sequencer, Shade a slow job and
-cancel it, the panel at UI scale 1.5, then an edit of two camera-marker shots in the Shots
-sub-panel and Shade Sequence (--shots-only: only that). --bank-only: a style reference,
+Check, Motion Scale under the camera picker (--motion-only: only that), Shade with
+`preview`, watch progress, look at the Sequencer, Shade a slow job and cancel it, the
+panel at UI scale 1.5, then an edit of two camera-marker shots in the Shots sub-panel and
+Shade Sequence (--shots-only: only that). --bank-only: a style reference,
 a look's character reference, that look saved to a character bank and loaded onto another
 object, then Shade with the tiny preset (the tiny IP-Adapter). Screenshots of the sidebar
 (and Sequencer) go to DIR as PNGs, with DIR/log.json: the panel's texts at each step, the
@@ -42,6 +43,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--looks-only", action="store_true", help="stop after the looks step")
     p.add_argument("--shots-only", action="store_true", help="only the shots step")
     p.add_argument("--stale-only", action="store_true", help="only the stale error step")
+    p.add_argument("--motion-only", action="store_true", help="only the motion scale step")
     p.add_argument(
         "--fresh-user",
         metavar="ZIP",
@@ -65,7 +67,8 @@ LOG: dict = {"blender": bpy.app.version_string, "steps": [], "screenshots": []}
 
 
 def addon_module(name: str):
-    """A module of the installed extension (bl_ext.<repo>.storyshade.addon.<name>)."""
+    """A module of the installed extension by its path in addon/, e.g. "session.runtime"
+    (bl_ext.<repo>.storyshade.addon.session.runtime)."""
     for key, mod in sys.modules.items():
         if key.endswith(f"storyshade.addon.{name}"):
             return mod
@@ -151,7 +154,7 @@ PROBE = Probe()
 
 
 def phase() -> str:
-    session = addon_module("runtime").current
+    session = addon_module("session.runtime").current
     return session.phase if session is not None else "idle"
 
 
@@ -210,7 +213,7 @@ def opts():
 def status():
     """What the sidebar says about the scene's run (the add-on's runtime.Status; an
     add-on from before it kept these in the scene's settings)."""
-    runtime = addon_module("runtime")
+    runtime = addon_module("session.runtime")
     if hasattr(runtime, "status"):
         return runtime.status(bpy.context.scene)
     o = opts()
@@ -367,7 +370,7 @@ def scroll(area, region_kind: str, down: bool, pages: int = 12) -> None:
 def looks_step(view):
     """Give the shot looks as a user would, and look at every place they show."""
     scene, layer = bpy.context.scene, bpy.context.view_layer
-    panels = addon_module("panel_looks")
+    panels = addon_module("ui.looks")
     # The Block is a building: it goes in a collection, and the look on the collection.
     buildings = bpy.data.collections.new("Buildings")
     scene.collection.children.link(buildings)
@@ -436,6 +439,29 @@ def looks_step(view):
         bpy.ops.wm.save_mainfile()
 
 
+# -- motion scale ----------------------------------------------------------------------------
+def motion_step(view):
+    """Motion Scale under the Camera/Motion picker: the presets' value in words, then the
+    override ticked with its slider; the request a Shade would send carries it."""
+    main = addon_module("ui.sidebar").STORYSHADE_PT_main
+    with ctx(view):
+        bpy.ops.storyshade.server_check()
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
+    opts().camera = "calm"
+    yield 1.0
+    note("motion scale, the presets'", panel=panel_texts(main))
+    screenshot("motion-scale-presets")
+    opts().use_motion_scale, opts().motion_scale = True, 0.4
+    yield 1.0
+    sent = addon_module("settings.props").overrides(opts())
+    note("motion scale, the sidebar's", panel=panel_texts(main), request=sent)
+    if sent.get("motion_scale") != 0.4:
+        raise RuntimeError(f"the request does not carry the motion scale: {sent}")
+    screenshot("motion-scale")
+    opts().use_motion_scale, opts().camera = False, "static"
+    yield 0.5
+
+
 # -- references and the character bank -------------------------------------------------------
 def write_png(path: Path, rgb: tuple[float, float, float]) -> Path:
     """A small flat-colour PNG with a darker stripe, written by Blender itself."""
@@ -455,8 +481,8 @@ def bank_step(view):
     Crate saved to a bank and loaded onto the Block, then Shade with the tiny preset (the
     tiny IP-Adapter): the references travel with the shot."""
     scene, layer = bpy.context.scene, bpy.context.view_layer
-    looks_panel = addon_module("panel_looks")
-    main = addon_module("panel").STORYSHADE_PT_main
+    looks_panel = addon_module("ui.looks")
+    main = addon_module("ui.sidebar").STORYSHADE_PT_main
     refs = PROJECT / "refs"
     refs.mkdir(parents=True, exist_ok=True)
     palette = write_png(refs / "palette.png", (0.9, 0.5, 0.1))
@@ -505,7 +531,7 @@ def bank_step(view):
     select(block)
     menu: list[str] = []
     fake = type("M", (), {"layout": Recorder(menu)})()
-    addon_module("op_bank").STORYSHADE_MT_bank.draw(fake, bpy.context)
+    addon_module("ui.looks").STORYSHADE_MT_bank.draw(fake, bpy.context)
     with ctx(view):
         bpy.ops.storyshade.bank_load(name="Crate")
     scroll(view, "UI", down=True)
@@ -530,7 +556,7 @@ def bank_step(view):
 
     # Shade with the tiny preset: the three references go with the shot.
     opts().quality = "tiny"
-    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
     yield from press_run(view, bpy.ops.storyshade.shade)
     note("bank shaded", main=panel_texts(main))
     screenshot("bank-shaded")
@@ -564,11 +590,11 @@ def shots_step(view):
     """Bind cameras to markers, look at the Shots sub-panel, leave a shot out and back in,
     Shade Sequence with `preview`, then the takes in the Sequencer at the shots' frames."""
     scene = bpy.context.scene
-    panels = addon_module("panel_shots")
-    main = addon_module("panel").STORYSHADE_PT_main
+    panels = addon_module("ui.shots")
+    main = addon_module("ui.sidebar").STORYSHADE_PT_main
     build_edit(scene)
     opts().quality = "preview"
-    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
     scroll(view, "UI", down=True)
     yield 0.5
     scroll(view, "UI", down=True)  # again: the first scroll can stop at the old end
@@ -593,7 +619,7 @@ def shots_step(view):
     seen: set[int] = set()
     deadline = time.monotonic() + 300
     while busy_sequence() and time.monotonic() < deadline:
-        seq = addon_module("runtime").sequence
+        seq = addon_module("session.runtime").sequence
         o = status()
         if seq.index not in seen and o.text.startswith("Exporting") and o.progress > 0.3:
             seen.add(seq.index)
@@ -609,7 +635,7 @@ def shots_step(view):
         yield 0.1
     PROBE.on = False
     yield 1.0
-    seq = addon_module("runtime").sequence
+    seq = addon_module("session.runtime").sequence
     note("sequence done", headline=seq.headline(), failed=seq.failed, main=panel_texts(main))
     screenshot("shots-done")
     scroll(view, "UI", down=True)
@@ -650,7 +676,7 @@ def shots_step(view):
         bpy.ops.storyshade.cancel()
     yield from until(lambda: not busy_sequence(), 120)
     yield 1.0
-    seq = addon_module("runtime").sequence
+    seq = addon_module("session.runtime").sequence
     note(
         "sequence cancelled", headline=seq.headline(), shot_index=seq.index, main=panel_texts(main)
     )
@@ -671,7 +697,7 @@ def reshade_step(view, scene, strip_name: str):
     yield 0.5
     yield from open_sidebar(view)
     yield 1.0
-    panel = addon_module("panel").STORYSHADE_PT_sequencer
+    panel = addon_module("ui.sidebar").STORYSHADE_PT_sequencer
     note("reshade take panel", panel=panel_texts(panel))
     screenshot("reshade", view)
     yield from press_run(view, bpy.ops.storyshade.reshade_take)
@@ -696,7 +722,7 @@ def reshade_step(view, scene, strip_name: str):
 
 
 def busy_sequence() -> bool:
-    seq = addon_module("runtime").sequence
+    seq = addon_module("session.runtime").sequence
     return seq is not None and seq.running
 
 
@@ -712,7 +738,7 @@ def until(pred, timeout: float):
 
 
 def busy() -> bool:
-    return addon_module("runtime").busy()
+    return addon_module("session.runtime").busy()
 
 
 def press_run(view, operator, timeout: float = 300):
@@ -728,7 +754,7 @@ def press_run(view, operator, timeout: float = 300):
 def stale_error_step(view, prefs):
     """A Shade that cannot reach the server says so; once a Check reaches it, the old
     "cannot reach" under Shade is gone (it stayed, saved in the .blend, before)."""
-    main = addon_module("panel").STORYSHADE_PT_main
+    main = addon_module("ui.sidebar").STORYSHADE_PT_main
     prefs.server_url = "http://127.0.0.1:9"  # nothing listens there
     # Run to its end at once (refused in the check): a modal run's error report would
     # leave a popup at the pointer over the rest of the screenshots.
@@ -745,7 +771,7 @@ def stale_error_step(view, prefs):
     prefs.server_url = ARGS.server
     with ctx(view):
         bpy.ops.storyshade.server_check()
-    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
     yield 1.0
     texts = panel_texts(main)
     note("checked after the error", main=texts)
@@ -769,7 +795,7 @@ def fresh_user_steps():
         )
     LOG["install"] = sorted(result)
     yield 1.0
-    prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
+    prefs = bpy.context.preferences.addons[addon_module("identity").ADDON_ID].preferences
     prefs.server_url = ARGS.server  # in memory, as a user types it; never saved
     LOG["preferences_saved_after_install"] = userpref.exists()
     build_shot(save=False)
@@ -818,14 +844,14 @@ def steps():
     if ARGS.fresh_user:
         yield from fresh_user_steps()
         return
-    prefs = bpy.context.preferences.addons[addon_module("prefs").ADDON_ID].preferences
+    prefs = bpy.context.preferences.addons[addon_module("identity").ADDON_ID].preferences
     prefs.server_url = ARGS.server
-    PROBE.wrap_modal(addon_module("operators").STORYSHADE_OT_shade)
-    PROBE.wrap_modal(addon_module("op_sequence").STORYSHADE_OT_shade_sequence)
+    PROBE.wrap_modal(addon_module("operators.shade").STORYSHADE_OT_shade)
+    PROBE.wrap_modal(addon_module("operators.sequence").STORYSHADE_OT_shade_sequence)
     for module, name in (
-        ("panel", "STORYSHADE_PT_main"),
-        ("panel_looks", "STORYSHADE_PT_looks"),
-        ("panel_looks", "STORYSHADE_PT_object_look"),
+        ("ui.sidebar", "STORYSHADE_PT_main"),
+        ("ui.looks", "STORYSHADE_PT_looks"),
+        ("ui.looks", "STORYSHADE_PT_object_look"),
     ):
         PROBE.wrap_draw(getattr(addon_module(module), name))
     bpy.app.timers.register(PROBE.tick, first_interval=PROBE_S)
@@ -837,6 +863,9 @@ def steps():
 
     if ARGS.shots_only:
         yield from shots_step(view)
+        return
+    if ARGS.motion_only:
+        yield from motion_step(view)
         return
     if ARGS.bank_only:
         yield from bank_step(view)
@@ -855,16 +884,17 @@ def steps():
     # 1. Check: readiness of the default quality shows under the Quality picker.
     with ctx(view):
         bpy.ops.storyshade.server_check()
-    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
     yield 1.0
-    note("checked", readiness=addon_module("runtime").health.readiness)
+    note("checked", readiness=addon_module("session.runtime").health.readiness)
     screenshot("check")
+    yield from motion_step(view)
 
     # 2. Shade with `preview`: progress, then the take.
     opts().quality = "preview"
-    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
     yield 0.5
-    note("preview picked", readiness=addon_module("runtime").health.readiness)
+    note("preview picked", readiness=addon_module("session.runtime").health.readiness)
     PROBE.on = True  # a baseline first: the idle window, sidebar open, nothing running
     yield 3.0
     PROBE.on = True
@@ -909,7 +939,7 @@ def steps():
 
     # 4. A slow job, cancelled mid-denoise: the message must come from the server.
     opts().preset = ARGS.slow_preset
-    yield from until(lambda: not addon_module("runtime").health.busy, 30)
+    yield from until(lambda: not addon_module("session.runtime").health.busy, 30)
     with ctx(view):
         bpy.ops.storyshade.shade("INVOKE_DEFAULT")
     yield from until(lambda: status().text.startswith("Loading") or not busy(), 300)

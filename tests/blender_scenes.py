@@ -2,7 +2,7 @@
 
 Scenes are tiny (tens of pixels, 1 Cycles sample) and built with the data API in a fresh
 empty file, so each is exactly what its name says. Passes are rendered through the
-add-on's own export (addon/export.py) when it is present, so the tests cover the real
+add-on's own export (addon/export/bundle.py) when it is present, so the tests cover the real
 Blender → bundle → control image path; otherwise a minimal local exporter stands in.
 
 Conventions: Blender is Z-up; an unrotated camera looks down -Z with +Y up, so a camera at
@@ -138,13 +138,13 @@ def _fcurves(obj: bpy.types.Object):
 
 def export(scene: bpy.types.Scene, out_dir: Path) -> Path:
     """Write a shot bundle for the scene's frame range: the add-on's export when it exists."""
-    if (REPO / "addon" / "export.py").is_file():
+    if (REPO / "addon" / "export" / "bundle.py").is_file():
         return _addon_export().export_bundle(scene, Path(out_dir))
     return _export_locally(scene, Path(out_dir))
 
 
 def _addon_export():
-    """addon/export.py and the modules it imports, without addon/__init__.py.
+    """addon/export/bundle.py and the modules it imports, without addon/__init__.py.
 
     The package's __init__ pulls in the UI (operators, panels, the server client); the
     export needs none of it, and these tests should not depend on it.
@@ -154,11 +154,11 @@ def _addon_export():
         package = types.ModuleType(name)
         package.__path__ = [str(REPO / "addon")]
         sys.modules[name] = package
-    return importlib.import_module(f"{name}.export")
+    return importlib.import_module(f"{name}.export.bundle")
 
 
 def _export_locally(scene: bpy.types.Scene, out_dir: Path) -> Path:
-    """Stand-in for addon/export.py: 1-sample Cycles Z + Normal passes to multilayer EXR."""
+    """Stand-in for addon/export/bundle.py: 1-sample Cycles Z + Normal passes to multilayer EXR."""
     scene.render.engine = "CYCLES"
     scene.cycles.samples = 1
     scene.cycles.use_denoising = False

@@ -11,9 +11,9 @@ import bpy
 import pytest
 from test_addon_helpers import ensure_registered, new_scene, png_bytes
 
-from addon import runtime
-from addon.bank import TOML, dump_toml, list_characters, read_character
 from addon.errors import InputError
+from addon.looks.bank import TOML, dump_toml, list_characters, read_character
+from addon.session import runtime
 from addon.wire.looks import Look
 
 

@@ -36,7 +36,8 @@ sys.path.insert(0, {tests!r})
 res = bpy.ops.extensions.package_install_files(
     filepath={zip!r}, repo="user_default", enable_on_install=True)
 assert res == {{"FINISHED"}}, res
-from bl_ext.user_default.storyshade.addon import export_proc, session
+from bl_ext.user_default.storyshade.addon.session import shade as session
+from bl_ext.user_default.storyshade.addon.export import background
 from test_addon_helpers import FakeClient, build_shot
 
 scene = bpy.context.scene
@@ -52,17 +53,17 @@ blender = os.path.join(work, "blender")  # what a window starts: bpy.app.binary_
 with open(blender, "w") as fh:
     fh.write(f"#!/bin/sh\\nexec {{sys.executable}} {tests!r}/blender_cli.py \\"$@\\"\\n")
 os.chmod(blender, 0o755)
-export_proc.available = lambda: True  # a window (the bpy module is always background)
+background.available = lambda: True  # a window (the bpy module is always background)
 
 def shade(case):
     binary = blender if case != "no_blender" else os.path.join(work, "gone", "blender")
-    export_proc.blender_binary = lambda: binary
+    background.blender_binary = lambda: binary
     os.environ.pop("BLENDER_CLI_ABORT_AFTER", None)
     if case == "crash":
         os.environ["BLENDER_CLI_ABORT_AFTER"] = "storyshade: Exporting 1/2"
-    module = export_proc.addon_module
+    module = background.addon_module
     if case == "no_addon":  # a module the background Blender cannot enable
-        export_proc.addon_module = lambda: "bl_ext.user_default.not_installed"
+        background.addon_module = lambda: "bl_ext.user_default.not_installed"
     bundle = session.temp_bundle_dir
     if case == "unwritable":  # the export folder is below a file: nothing can go there
         blocker = os.path.join(work, "a-file")
@@ -82,7 +83,7 @@ def shade(case):
         if not texts or texts[-1] != run.status_line():
             texts.append(run.status_line())
     session.temp_bundle_dir = bundle
-    export_proc.addon_module = module
+    background.addon_module = module
     return {{
         "outcome": run.outcome,
         "problem": run.error.problem if run.error else "",
@@ -208,20 +209,20 @@ def test_a_good_export_leaves_no_log_behind(shaded) -> None:
 def test_the_command_enables_the_add_on_before_its_command() -> None:
     """`--addons MODULE` before `-c`: Blender enables the add-on for that run whatever the
     saved preferences say (checked on Debian's 4.3.2 and 5.2.2 by gui_check.sh)."""
-    from addon import export_proc
+    from addon.export import background
 
-    cmd = export_proc.command(Path("/x.blend"), "Scene", Path("/out"), 1, 8, "sh", None)
+    cmd = background.command(Path("/x.blend"), "Scene", Path("/out"), 1, 8, "sh", None)
     i = cmd.index("--addons")
-    assert cmd[i + 1] == export_proc.addon_module() and i < cmd.index("-c")
+    assert cmd[i + 1] == background.addon_module() and i < cmd.index("-c")
     assert cmd[cmd.index("-c") + 1 : cmd.index("-c") + 3] == ["storyshade", "export"]
 
 
 def test_the_module_name_is_the_add_on_package_above_addon() -> None:
-    from addon import prefs
+    from addon import identity
 
     for package, module in (
         ("bl_ext.user_default.storyshade.addon", "bl_ext.user_default.storyshade"),
         ("bl_ext.studio_repo.storyshade.addon", "bl_ext.studio_repo.storyshade"),
         ("storyshade.addon", "storyshade"),  # a legacy add-on folder
     ):
-        assert prefs.root_package(package) == module
+        assert identity.root_package(package) == module

@@ -22,8 +22,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the add-on imports as the package `addon`
 
 import addon  # noqa: E402
-from addon import prefs  # noqa: E402
 from addon.errors import ConnectionLost  # noqa: E402
+from addon.settings import prefs  # noqa: E402
 
 
 def _unregister_at_exit() -> None:

@@ -17,8 +17,9 @@ import pytest
 from test_addon_helpers import REPO, FakeClient, ensure_registered, new_scene, png_bytes
 
 import addon
-from addon import panel, panel_looks, preview, runtime
-from addon.session import ShadeRequest, ShadeSession
+from addon.session import runtime
+from addon.session.shade import ShadeRequest, ShadeSession
+from addon.ui import looks, preview, sidebar
 
 
 class Layout:
@@ -91,7 +92,7 @@ def _ctx(scene):
 
 
 def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
-    log = _draw(panel.STORYSHADE_PT_main, _ctx(scene))
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
     props = {name for kind, name, *_ in log if kind == "prop"}
     assert {
         "style",
@@ -116,6 +117,32 @@ def test_idle_panel_shows_server_presets_prompts_range_and_shade(scene) -> None:
     assert any("flat colour" in t or "cel" in t.lower() for t in labels), "style description"
 
 
+def test_motion_scale_sits_under_the_camera_picker(scene) -> None:
+    """The presets' value, said in words, until the override is ticked; then a slider."""
+    opts = scene.storyshade
+    opts.camera = "calm"
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
+    at = log.index(("prop", "camera"))
+    after = log[at : log.index(("prop", "resolution"))]
+    assert ("prop", "use_motion_scale") in after and ("prop", "motion_scale") not in after
+    assert ("label", "0.70 from the presets") in after
+    opts.use_motion_scale = True
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
+    after = log[log.index(("prop", "camera")) : log.index(("prop", "resolution"))]
+    assert ("prop", "motion_scale") in after
+    assert not any(kind == "label" and "from the presets" in t for kind, t, *_ in after)
+
+
+def test_motion_scale_is_greyed_with_the_reason_where_the_engine_refuses_it(scene) -> None:
+    opts = scene.storyshade
+    opts.quality, opts.use_motion_scale = "wan-tiny", True
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
+    after = log[log.index(("prop", "camera")) : log.index(("prop", "resolution"))]
+    said = " ".join(text for kind, text, *_ in after if kind == "label")  # wrapped lines
+    assert "The 'wan-vace' engine cannot scale motion" in said
+    assert ("prop", "motion_scale") not in after
+
+
 def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) -> None:
     session = ShadeSession(scene, FakeClient(), ShadeRequest(settings={}))
     runtime.current = session
@@ -125,7 +152,7 @@ def test_running_panel_shows_progress_cancel_and_preview(scene, tmp_path: Path) 
     frame = tmp_path / "0001.png"
     frame.write_bytes(png_bytes())
     st.preview_path = str(frame)
-    log = _draw(panel.STORYSHADE_PT_main, _ctx(scene))
+    log = _draw(sidebar.STORYSHADE_PT_main, _ctx(scene))
     assert ("label", "Denoising step 12/20, window 3/7") in log
     assert ("progress", 0.4, "40%") in log
     assert ("operator", "storyshade.cancel") in log and ("operator", "storyshade.shade") not in log
@@ -139,20 +166,20 @@ def test_error_shows_problem_and_fix(scene) -> None:
     st = runtime.status(scene)
     st.text, st.fix, st.is_error = "cannot reach the StoryShade server", "press Start", True
     labels = [
-        text for kind, text, *_ in _draw(panel.STORYSHADE_PT_main, _ctx(scene)) if kind == "label"
+        text for kind, text, *_ in _draw(sidebar.STORYSHADE_PT_main, _ctx(scene)) if kind == "label"
     ]
     assert "cannot reach the StoryShade server" in labels and "Fix: press Start" in labels
 
 
 def test_sequencer_panel_shows_the_active_take(scene, tmp_path: Path) -> None:
-    from addon import take
+    from addon.takes import take
 
     folder, name, _ = take.next_take_dir("shot", str(tmp_path / "{shot}" / "{take}"), scene)
     strip = take.add_take_strip(
         scene, folder, [1, 2], "shot", name, {"job": "j1", "settings": {"seed": 4}}
     )
     scene.sequence_editor.active_strip = strip
-    log = _draw(panel.STORYSHADE_PT_sequencer, _ctx(scene))
+    log = _draw(sidebar.STORYSHADE_PT_sequencer, _ctx(scene))
     assert ("label", "Take: shot_take_001") in log and ("label", "Seed: 4") in log
     assert ("operator", "storyshade.take_use_settings") in log
 
@@ -165,11 +192,11 @@ def test_look_panel_warns_about_a_look_without_prompt(scene) -> None:
     cube = scene.objects["Cube"]
     cube.storyshade_look.enabled = True
     ctx = SimpleNamespace(scene=scene, object=cube, region=SimpleNamespace(width=280))
-    log = _draw(panel_looks.STORYSHADE_PT_object_look, ctx)
+    log = _draw(looks.STORYSHADE_PT_object_look, ctx)
     assert ("prop", "prompt") in log and ("prop", "weight") in log
     assert " ".join(_labels(log)).startswith("No prompt: Shade stops")
     cube.storyshade_look.prompt = "a wooden crate"
-    labels = _labels(_draw(panel_looks.STORYSHADE_PT_object_look, ctx))
+    labels = _labels(_draw(looks.STORYSHADE_PT_object_look, ctx))
     assert labels == ["References: none"], "no warning once it has a prompt"
 
 
@@ -177,20 +204,20 @@ def test_look_panel_says_what_an_object_without_a_look_inherits(scene) -> None:
     """Not the object's own greyed, empty fields: they read as a look without a prompt."""
     cube = scene.objects["Cube"]
     ctx = SimpleNamespace(scene=scene, object=cube, region=SimpleNamespace(width=280))
-    log = _draw(panel_looks.STORYSHADE_PT_object_look, ctx)
+    log = _draw(looks.STORYSHADE_PT_object_look, ctx)
     assert ("prop", "prompt") not in log and "shot's prompt" in " ".join(_labels(log))
     girls = bpy.data.collections.new("Girl")
     scene.collection.children.link(girls)
     girls.objects.link(cube)
     girls.storyshade_look.enabled, girls.storyshade_look.prompt = True, "a girl in a red coat"
-    text = " ".join(_labels(_draw(panel_looks.STORYSHADE_PT_object_look, ctx)))
+    text = " ".join(_labels(_draw(looks.STORYSHADE_PT_object_look, ctx)))
     assert "collection 'Girl'" in text and "a girl in a red coat" in text
     coll_ctx = SimpleNamespace(scene=scene, collection=girls, region=SimpleNamespace(width=280))
-    assert ("prop", "prompt") in _draw(panel_looks.STORYSHADE_PT_collection_look, coll_ctx)
+    assert ("prop", "prompt") in _draw(looks.STORYSHADE_PT_collection_look, coll_ctx)
 
 
 def test_sidebar_looks_open_and_named_apart_from_the_style_section(scene) -> None:
-    cls = panel_looks.STORYSHADE_PT_looks
+    cls = looks.STORYSHADE_PT_looks
     assert cls.bl_label == "Object Looks" and "DEFAULT_CLOSED" not in getattr(
         cls, "bl_options", set()
     )
@@ -213,12 +240,13 @@ def test_unregister_and_register_again(scene) -> None:
 
 
 def test_blender_exits_cleanly_after_the_add_on_ran() -> None:
-    """Regression: under bpy 4.2, a PropertyGroup with Python methods or a registered CLI
-    command crashed the process at exit (and a dynamic enum callback hung 4.5)."""
+    """Regression: under bpy 4.2, a PropertyGroup with Python methods, a registered CLI
+    command, or an enum update callback whose module globals hold bpy crashed the process
+    at exit (and a dynamic enum callback hung 4.5)."""
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "import bpy, addon\n"
-        "from addon import props\n"
+        "from addon.settings import props\n"
         "addon.register()\n"
         "opts = bpy.context.scene.storyshade\n"
         "opts.quality = 'tiny'\n"

@@ -11,9 +11,11 @@ import pytest
 from test_addon_helpers import FakeClient, ensure_registered, new_scene, png_bytes
 from test_addon_panel import Layout
 
-from addon import operators, panel, preview, runtime, text_fit
-from addon.protocol import Message
-from addon.session import CANCELLED, NETWORK, ShadeRequest, ShadeSession
+from addon.operators import modal
+from addon.remote.protocol import Message
+from addon.session import runtime
+from addon.session.shade import CANCELLED, NETWORK, ShadeRequest, ShadeSession
+from addon.ui import preview, sidebar, text_fit
 
 DEFAULT_SIDEBAR = 280  # px at UI scale 1.0: what a new Blender window's N panel has
 
@@ -49,7 +51,7 @@ def test_every_label_fits_the_default_sidebar(scene, scale: float) -> None:
         SimpleNamespace(problem="Connection refused", fix="start it with `storyshade serve`"),
     )
     log: list = []
-    panel.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), ctx)
+    sidebar.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), ctx)
     limit = text_fit.column_width(ctx, icon=False)
     labels = _labels(log)
     assert "Take shot_take_003 added on channel 4" in " ".join(labels)
@@ -82,15 +84,15 @@ def test_preview_is_a_collapsible_sub_panel_sized_to_the_region(
         assert preview.icon_for(str(frame)) == 0 and preview.loaded()[0] == str(frame)
         monkeypatch.setattr(preview, "icon_for", lambda path: 7 if path else 0)
     log: list = []
-    panel.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), _ctx(scene, 1.0))
+    sidebar.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), _ctx(scene, 1.0))
     assert ("panel", "storyshade_preview") in log
     at = log.index(("panel", "storyshade_preview"))
     assert (
         log.index(("operator", "storyshade.shade")) < at < log.index(("panel", "storyshade_look"))
     )
-    short = panel.preview_scale(_ctx(scene, 1.0, height=400))
-    tall = panel.preview_scale(_ctx(scene, 1.0, height=2000))
-    assert short == pytest.approx(400 * panel.PREVIEW_SHARE / 20)  # the height limits it
+    short = sidebar.preview_scale(_ctx(scene, 1.0, height=400))
+    tall = sidebar.preview_scale(_ctx(scene, 1.0, height=2000))
+    assert short == pytest.approx(400 * sidebar.PREVIEW_SHARE / 20)  # the height limits it
     assert tall < 14 and tall * 20 <= DEFAULT_SIDEBAR, "never wider than the sidebar"
 
 
@@ -140,7 +142,7 @@ def test_nothing_from_the_last_run_shows_in_the_next(scene, tmp_path: Path) -> N
     st = runtime.status(scene)
     st.preview_path = str(tmp_path / "old_take" / "0002.png")
 
-    class Op(operators.ShadeRun):
+    class Op(modal.ShadeRun):
         def report(self, *_a) -> None:
             pass
 

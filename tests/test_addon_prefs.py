@@ -12,10 +12,12 @@ import bpy
 import pytest
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import prefs, presets, props, server_local, take
-from addon.client import DEFAULT_URL
 from addon.errors import StoryShadeError
-from addon.server_local import HealthCheck
+from addon.remote import server_local
+from addon.remote.client import DEFAULT_URL
+from addon.remote.server_local import HealthCheck
+from addon.settings import prefs, presets, props
+from addon.takes import take
 
 
 @pytest.fixture(autouse=True)
@@ -127,11 +129,11 @@ def test_frame_range_is_the_scenes_or_custom(scene) -> None:
 
 def test_panels_draw_without_errors(scene) -> None:
     """Both sidebar panels are registered where the issue asks for them."""
-    from addon import panel
+    from addon.ui import sidebar
 
-    assert panel.STORYSHADE_PT_main.bl_space_type == "VIEW_3D"
-    assert panel.STORYSHADE_PT_sequencer.bl_space_type == "SEQUENCE_EDITOR"
-    for cls in (panel.STORYSHADE_PT_main, panel.STORYSHADE_PT_sequencer):
+    assert sidebar.STORYSHADE_PT_main.bl_space_type == "VIEW_3D"
+    assert sidebar.STORYSHADE_PT_sequencer.bl_space_type == "SEQUENCE_EDITOR"
+    for cls in (sidebar.STORYSHADE_PT_main, sidebar.STORYSHADE_PT_sequencer):
         assert cls.bl_category == "StoryShade" and cls.bl_region_type == "UI"
         assert hasattr(bpy.types, cls.bl_idname)
 
@@ -213,6 +215,12 @@ def test_health_summary_in_plain_words() -> None:
     check.start(Down())
     check.join(5)
     assert check.summary() == (False, "Not reachable at http://127.0.0.1:1", "start it")
+
+
+def test_folders_found_from_the_add_on_files_are_the_checkouts() -> None:
+    """Paths counted up from a module's own file: they change when the module moves."""
+    assert server_local.ADDON_ROOT == REPO
+    assert presets.presets_dir() == REPO / "presets"
 
 
 def test_repo_venv_is_what_auto_detect_finds_in_a_checkout() -> None:

@@ -17,9 +17,11 @@ from serverproc import ServerProcess
 from test_addon_helpers import disable_prefs, enable_prefs, ensure_registered, new_scene
 from test_addon_panel import Layout
 
-from addon import op_pull, panel, runtime
-from addon.client import Client
-from addon.pull_run import ASKED, CANCELLED, DONE, PullRun
+from addon.operators import pull
+from addon.remote.client import Client
+from addon.remote.pull_run import ASKED, CANCELLED, DONE, PullRun
+from addon.session import runtime
+from addon.ui import sidebar
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +43,7 @@ def server(monkeypatch, fresh_hub, tmp_path: Path):
 def _draw(scene) -> list:
     log: list = []
     ctx = SimpleNamespace(scene=scene, region=SimpleNamespace(width=280))
-    panel.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), ctx)
+    sidebar.STORYSHADE_PT_main.draw(SimpleNamespace(layout=Layout(log)), ctx)
     return log
 
 
@@ -58,7 +60,7 @@ def test_download_models_for_the_chosen_quality(server, fresh_hub) -> None:
         assert ("operator", "storyshade.models_pull") in log  # Download Models for draft
 
         assert bpy.ops.storyshade.models_pull() == {"FINISHED"}  # the size, nothing yet
-        run = op_pull.current("anime-cel,static,512x512,draft")
+        run = pull.current("anime-cel,static,512x512,draft")
         assert run is not None and run.state == ASKED and run.plan["needed_bytes"] > 0
         assert not list(server.models.iterdir())
         log = _draw(scene)

@@ -14,10 +14,12 @@ import pytest
 from test_addon_helpers import FakeClient, enable_prefs, png_bytes
 from test_addon_session import registered  # noqa: F401 (autouse: add-on, scene, preferences)
 
-from addon import cli, compat, runtime
+from addon import compat
 from addon.errors import InputError
-from addon.reference_files import wire_settings
-from addon.session import DONE, ShadeRequest, ShadeSession
+from addon.looks.reference_files import wire_settings
+from addon.operators import cli
+from addon.session import runtime
+from addon.session.shade import DONE, ShadeRequest, ShadeSession
 
 
 @pytest.fixture
@@ -183,7 +185,7 @@ def test_cli_bad_references_exit_2_naming_the_problem(scene, tmp_path, capsys, a
 
 def test_reattaching_needs_no_reference_files(scene, tmp_path: Path) -> None:
     """The job is on the server already: its images may be gone from this machine."""
-    from addon.shade import TakeRun
+    from addon.takes.run import TakeRun
 
     gone = {"image": str(tmp_path / "gone.png"), "weight": 0.8}
     folder = tmp_path / "takes" / "shot" / "take_001"
@@ -210,7 +212,7 @@ def test_shade_sequence_sends_the_edits_style_references_to_every_shot(tmp_path)
     """Scene strips are shots of other scenes: the style references are the edit's."""
     from test_shots import strip_edit
 
-    from addon.op_sequence import build_sequence
+    from addon.operators.sequence import build_sequence
 
     edit = strip_edit()
     enable_prefs(server_url="http://127.0.0.1:9", output_pattern=str(tmp_path / "{take}"))
@@ -232,7 +234,7 @@ def _looks_file(tmp_path: Path, girl: dict) -> Path:
 
 
 def test_a_looks_file_carries_references_relative_to_itself(scene, tmp_path: Path) -> None:
-    from addon.looks import load_looks_file
+    from addon.looks.looks_file import load_looks_file
 
     bpy.data.objects["Cube"].name = "Girl"  # no look in the .blend: the file's only
     front = _png(tmp_path / "pipeline" / "girl" / "front.png", (250, 20, 20))

@@ -12,7 +12,9 @@ import pytest
 from test_addon_helpers import png_bytes
 from test_addon_server import live, scene  # noqa: F401 (fixtures: the server, a scene)
 
-from addon import cli, export, take
+from addon.export import bundle
+from addon.operators import cli
+from addon.takes import take
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +29,7 @@ def test_cli_reference_reaches_the_server_and_steers_the_take(live, scene, tmp_p
     assert cli.main(argv) == 0
     assert cli.main([*argv, "--reference", f"{image}:1.5@Cube"]) == 0
     plain, steered = sorted(
-        take.shot_strips(scene, export.shot_name(scene)), key=lambda s: s.channel
+        take.shot_strips(scene, bundle.shot_name(scene)), key=lambda s: s.channel
     )
     job = steered["storyshade_job"]
     jobs = list(Path(live["models_dir"]).parent.glob(f"home/**/jobs/{job}"))

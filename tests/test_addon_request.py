@@ -2,7 +2,7 @@
 settings.
 
 The panel's Shade and `blender -b FILE -c storyshade shade` build their request in one
-place (session_setup.shade_request): the CLI starts from the .blend's sidebar and puts the
+place (session/build.py: shade_request): the CLI starts from the .blend's sidebar and puts the
 flags given over it, so the same scene and flags make the same request. The user's
 negative prompt is added after the presets' (as the prompt is wrapped in the style's
 words), on both sides.
@@ -27,9 +27,13 @@ from test_addon_helpers import (
     png_bytes,
 )
 
-from addon import cli, op_reshade, panel, presets, session_setup, take
 from addon.errors import InputError
-from addon.looks import LookOverrides
+from addon.looks.resolve import LookOverrides
+from addon.operators import cli, reshade
+from addon.session import build
+from addon.settings import presets, request_settings
+from addon.takes import take
+from addon.ui import sidebar
 
 URL = "http://127.0.0.1:9"
 
@@ -44,7 +48,7 @@ def scene(tmp_path: Path):
 
 
 def _panel(scene):
-    return session_setup.shade_request(scene, URL, context=bpy.context)
+    return build.shade_request(scene, URL, context=bpy.context)
 
 
 def _cli(scene, *flags: str):
@@ -101,6 +105,58 @@ def test_colour_match_is_refused_where_the_engine_has_no_windows(scene, tmp_path
     assert _panel(scene).settings["color_match"] == {"strength": 1.0, "image": str(key)}
 
 
+def _shade_button(scene):
+    """The request the sidebar's Shade button makes (build_session, as the operator)."""
+    context = SimpleNamespace(scene=scene, preferences=bpy.context.preferences)
+    session = build.build_session(context)
+    session.cancel()  # only its request matters here
+    return session.request
+
+
+def test_the_sidebars_motion_scale_goes_with_the_panels_request_and_the_clis(scene) -> None:
+    """Motion Scale, under the Camera/Motion picker: the presets' value unless ticked, then
+    the sidebar's, in what Shade sends, in the CLI's request of the .blend, on the take."""
+    opts = scene.storyshade
+    opts.camera, opts.quality = "calm", "tiny"
+    assert "motion_scale" not in _shade_button(scene).settings, "the calm preset's applies"
+    opts.use_motion_scale, opts.motion_scale = True, 0.35
+    request = _shade_button(scene)
+    assert request.settings["motion_scale"] == 0.35
+    assert request.settings["preset"] == "anime-cel,calm,512x512,tiny"
+    assert request.inputs["use_motion_scale"] is True
+    assert request.inputs["motion_scale"] == pytest.approx(0.35)
+    assert _cli(scene).settings == request.settings, "blender -c storyshade shade: the same"
+    opts.use_motion_scale = False
+    assert "motion_scale" not in _panel(scene).settings
+
+
+def test_motion_scale_is_refused_where_the_engine_has_no_motion_modules(scene) -> None:
+    opts = scene.storyshade
+    opts.quality, opts.use_motion_scale = "wan-tiny", True
+    with pytest.raises(InputError, match="'wan-vace' engine, which has none"):
+        _panel(scene)
+    with pytest.raises(InputError, match="untick Motion Scale"):
+        _cli(scene)
+    opts.quality = "preview"  # the preview engine reads no motion, and says it ignores it
+    assert _panel(scene).settings["motion_scale"] == 1.0
+
+
+def test_what_shade_refuses_is_what_the_engines_declare() -> None:
+    """The add-on refuses a sidebar setting, before exporting, for exactly the engines
+    whose declaration neither reads nor ignores its feature (the server's 400)."""
+    pytest.importorskip("pydantic", reason="the backend's declarations (not in bpy 4.2's venv)")
+    from storyshade import engines
+
+    for setting, feature in (("color_match", "color_match"), ("motion_scale", "motion")):
+        refusing = [
+            name
+            for name in engines.names()
+            if not engines.capabilities(name).honours(feature)
+            and feature not in engines.capabilities(name).ignores
+        ]
+        assert sorted(request_settings.REFUSED[setting].engines) == sorted(refusing), setting
+
+
 # -- re-shading: the take's own settings by default ------------------------------------------
 REGIONS = [{"id": 1, "name": "Cube", "prompt": "a crate", "negative": "", "weight": 1.0}]
 
@@ -119,7 +175,7 @@ def _take(scene, tmp_path: Path):
 
 def _reshade(scene):
     context = SimpleNamespace(scene=scene, preferences=bpy.context.preferences)
-    session = op_reshade.build_reshade_session(context)
+    session = reshade.build_reshade_session(context)
     session.cancel()  # only its request matters here
     return session.request
 
@@ -157,12 +213,12 @@ def test_the_take_sub_panel_says_which_settings_re_shade_uses(scene, tmp_path) -
     _take(scene, tmp_path)
     context = SimpleNamespace(scene=scene, region=SimpleNamespace(width=280))
     log: list = []
-    panel._take(_Recorder(log), context)
+    sidebar._take(_Recorder(log), context)
     assert "With this take's own settings" in " ".join(log), log
     assert "prop reshade_use_sidebar" in log
     scene.storyshade.reshade_use_sidebar = True
     log.clear()
-    panel._take(_Recorder(log), context)
+    sidebar._take(_Recorder(log), context)
     said = " ".join(log)
     assert "With the sidebar's settings:" in said and "seed 0" in said, log
 

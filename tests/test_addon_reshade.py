@@ -14,7 +14,9 @@ import blender_scenes as bs
 import bpy
 import pytest
 
-from addon import cli, compat, runtime
+from addon import compat
+from addon.operators import cli
+from addon.session import runtime
 
 PREVIEW = json.dumps({"width": 64, "height": 64})
 # The server runs from the backend's Python (the bpy 4.2 suite's venv has no backend).

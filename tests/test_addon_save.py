@@ -26,8 +26,12 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, operators, panel, props, runtime
-from addon.session import DONE, FAILED, ShadeRequest, ShadeSession
+from addon import compat
+from addon.operators import modal
+from addon.session import runtime
+from addon.session.shade import DONE, FAILED, ShadeRequest, ShadeSession
+from addon.settings import props
+from addon.ui import sidebar
 
 FRAMES = [1, 2, 3, 4]
 
@@ -53,8 +57,8 @@ def _shade(scene, fake: FakeClient | None = None) -> ShadeSession:
     deadline = time.monotonic() + 120
     while session.running and time.monotonic() < deadline:
         session.tick(wait=0.05)
-        operators.show(session, bpy.context)
-    operators.show(session, bpy.context)
+        modal.show(session, bpy.context)
+    modal.show(session, bpy.context)
     return session
 
 
@@ -75,7 +79,7 @@ def _labels(scene) -> list[str]:
         def label(self, text: str = "", **_k):
             out.append(text)
 
-    panel.draw(Layout(), SimpleNamespace(scene=scene, region=SimpleNamespace(width=2000)))
+    sidebar.draw(Layout(), SimpleNamespace(scene=scene, region=SimpleNamespace(width=2000)))
     return out
 
 

@@ -12,9 +12,9 @@ import itertools
 
 from test_addon_helpers import ensure_registered
 
-from addon.sequence import SequenceRun
-from addon.session import DONE
-from addon.shots import Shot
+from addon.session.sequence import SequenceRun
+from addon.session.shade import DONE
+from addon.session.shots import Shot
 
 
 class Clock:

@@ -18,9 +18,14 @@ import pytest
 from serverproc import free_port
 from test_addon_helpers import REPO, disable_prefs, enable_prefs, ensure_registered, new_scene
 
-from addon import cli, compat, export, runtime, server_local, take
-from addon.client import Client
-from addon.session import CANCELLED, DONE, ModalDriver, ShadeRequest, ShadeSession
+from addon import compat
+from addon.export import bundle
+from addon.operators import cli
+from addon.remote import server_local
+from addon.remote.client import Client
+from addon.session import runtime
+from addon.session.shade import CANCELLED, DONE, ModalDriver, ShadeRequest, ShadeSession
+from addon.takes import take
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +98,7 @@ def test_headless_cli_shades_two_takes_on_two_channels(live, scene, capsys) -> N
     out = capsys.readouterr().out
     for line in ("Exporting 2/2", "submitted", "Denoising", "Frames 2/2 received", "take strip"):
         assert "storyshade: " in out and line in out, line
-    shot = export.shot_name(scene)
+    shot = bundle.shot_name(scene)
     strips = sorted(take.shot_strips(scene, shot), key=lambda s: s.channel)
     assert [(s.name, s.channel) for s in strips] == [
         (f"{shot}_take_001", 1),
@@ -125,7 +130,7 @@ def test_shade_button_in_background_mode_runs_to_a_take(live, scene) -> None:
     scene.storyshade.seed = 11
     scene.storyshade.prompt = "storm"
     assert bpy.ops.storyshade.shade("INVOKE_DEFAULT") == {"FINISHED"}
-    (strip,) = take.shot_strips(scene, export.shot_name(scene))
+    (strip,) = take.shot_strips(scene, bundle.shot_name(scene))
     assert strip["storyshade_seed"] == 11 and strip["storyshade_prompt"] == "storm"
     assert strip["storyshade_server"] == live["server_url"]
     st = runtime.status(scene)
@@ -160,9 +165,9 @@ def test_esc_cancels_the_real_server_job(live, scene) -> None:
     ed = scene.sequence_editor
     assert ed is None or not list(compat.all_strips(ed))
     assert session.outcome != DONE
-    shot = live["takes"] / export.shot_name(scene)
+    shot = live["takes"] / bundle.shot_name(scene)
     assert not shot.exists() or not list(shot.iterdir()), "no empty take folder is left"
-    assert take.next_take_dir(export.shot_name(scene), live["output_pattern"], scene)[1] == (
+    assert take.next_take_dir(bundle.shot_name(scene), live["output_pattern"], scene)[1] == (
         "take_001"
     ), "the cancelled run used no take number"
 
@@ -193,7 +198,7 @@ def test_job_outlives_blender_and_reattach_places_its_take(live, scene, capsys) 
     argv = ["reattach", "--server", live["server_url"], "--no-save"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert f"reattached to job {job_id}" in capsys.readouterr().out
-    (strip,) = take.shot_strips(scene, export.shot_name(scene))
+    (strip,) = take.shot_strips(scene, bundle.shot_name(scene))
     assert strip["storyshade_job"] == job_id and len(strip.elements) == 2
     assert client.job(job_id)["state"] == "done"
     assert cli.main(argv) == 1  # nothing left to reattach to

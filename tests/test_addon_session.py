@@ -23,8 +23,13 @@ from test_addon_helpers import (
     new_scene,
 )
 
-from addon import compat, export, operators, preview, runtime, session_setup, take
-from addon.session import (
+from addon import compat
+from addon.errors import StoryShadeError
+from addon.export import bundle
+from addon.operators import modal as modal_run
+from addon.operators import shade
+from addon.session import build, runtime
+from addon.session.shade import (
     CANCELLED,
     DONE,
     EXPORTING,
@@ -34,6 +39,8 @@ from addon.session import (
     ShadeRequest,
     ShadeSession,
 )
+from addon.takes import take
+from addon.ui import preview
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +84,7 @@ def test_modal_loop_exports_shades_and_adds_a_take(registered, tmp_path: Path) -
     scene = registered
     fake = FakeClient()
     session = _session(scene, fake, tmp_path)
-    driver = ModalDriver(session, lambda s: operators.show(s, bpy.context))
+    driver = ModalDriver(session, lambda s: modal_run.show(s, bpy.context))
     result, _ = _loop(driver)
     assert result == {"FINISHED"} and session.outcome == DONE
     for expected in (
@@ -138,7 +145,7 @@ def test_esc_during_denoising_cancels_the_server_job(registered, tmp_path: Path)
     ]
     fake = FakeClient(script=script)
     driver = ModalDriver(
-        _session(registered, fake, tmp_path), lambda s: operators.show(s, bpy.context)
+        _session(registered, fake, tmp_path), lambda s: modal_run.show(s, bpy.context)
     )
     _loop(driver, until=lambda s: s.text.startswith("Denoising"))
     assert driver.handle("ESC", "PRESS") == {"RUNNING_MODAL"}, "waits for the server to confirm"
@@ -151,10 +158,10 @@ def test_esc_during_denoising_cancels_the_server_job(registered, tmp_path: Path)
     assert st.text.endswith("s after Cancel; no frames were made")
     ed = registered.sequence_editor
     assert ed is None or not list(compat.all_strips(ed)), "a cancelled run adds no take"
-    shot = tmp_path / "takes" / export.shot_name(registered)
+    shot = tmp_path / "takes" / bundle.shot_name(registered)
     assert not shot.exists() or not list(shot.iterdir()), "no empty take folder is left"
     _folder, name, _ = take.next_take_dir(
-        export.shot_name(registered), str(tmp_path / "takes" / "{shot}" / "{take}"), registered
+        bundle.shot_name(registered), str(tmp_path / "takes" / "{shot}" / "{take}"), registered
     )
     assert name == "take_001", "the cancelled run used no take number"
 
@@ -177,7 +184,7 @@ def test_server_failure_shows_problem_and_fix(registered, tmp_path: Path) -> Non
     }
     fake = FakeClient(script=[{"type": "state", "state": "failed", "error": error}])
     session = _session(registered, fake, tmp_path)
-    result, _ = _loop(ModalDriver(session, lambda s: operators.show(s, bpy.context)))
+    result, _ = _loop(ModalDriver(session, lambda s: modal_run.show(s, bpy.context)))
     assert result == {"CANCELLED"} and session.outcome == FAILED
     st = runtime.status(registered)
     assert st.is_error and "no motion adapter" in st.text
@@ -211,7 +218,7 @@ def test_a_bug_ends_the_run_instead_of_leaving_it_busy(registered, tmp_path, mon
 
 def test_no_camera_is_reported_before_anything_starts(registered, tmp_path: Path) -> None:
     registered.camera = None
-    with pytest.raises(operators.StoryShadeError, match="no active camera"):
+    with pytest.raises(StoryShadeError, match="no active camera"):
         _session(registered, FakeClient(), tmp_path)
 
 
@@ -237,15 +244,15 @@ class _Op:
     """The real operator's methods on a plain object: Blender cannot instantiate one
     outside its event system, but the methods are ordinary functions."""
 
-    invoke = operators.STORYSHADE_OT_shade.invoke
-    modal = operators.STORYSHADE_OT_shade.modal
-    execute = operators.STORYSHADE_OT_shade.execute
-    cancel = operators.STORYSHADE_OT_shade.cancel
-    _begin = operators.STORYSHADE_OT_shade._begin
-    _build = operators.STORYSHADE_OT_shade._build
-    _end = operators.STORYSHADE_OT_shade._end
-    _update = operators.STORYSHADE_OT_shade._update
-    _stop_timer = operators.STORYSHADE_OT_shade._stop_timer
+    invoke = shade.STORYSHADE_OT_shade.invoke
+    modal = shade.STORYSHADE_OT_shade.modal
+    execute = shade.STORYSHADE_OT_shade.execute
+    cancel = shade.STORYSHADE_OT_shade.cancel
+    _begin = shade.STORYSHADE_OT_shade._begin
+    _build = shade.STORYSHADE_OT_shade._build
+    _end = shade.STORYSHADE_OT_shade._end
+    _update = shade.STORYSHADE_OT_shade._update
+    _stop_timer = shade.STORYSHADE_OT_shade._stop_timer
 
     def __init__(self) -> None:
         self.reports: list[tuple[set, str]] = []
@@ -256,8 +263,8 @@ class _Op:
 
 def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, monkeypatch) -> None:
     fake = FakeClient()
-    monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
-    monkeypatch.setattr(operators, "background", lambda: False)
+    monkeypatch.setattr(build, "Client", lambda url, token: fake)
+    monkeypatch.setattr(modal_run, "background", lambda: False)
     registered.storyshade.quality = "tiny"
     wm = _FakeWM()
     ctx = SimpleNamespace(
@@ -269,8 +276,8 @@ def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, m
     )
     op = _Op()
     assert op.invoke(ctx, SimpleNamespace(type="LEFTMOUSE", value="PRESS")) == {"RUNNING_MODAL"}
-    assert wm.timers == [operators.TICK_SECONDS] and wm.handlers == [op]
-    assert runtime.busy() and not operators.STORYSHADE_OT_shade.poll(bpy.context)
+    assert wm.timers == [modal_run.TICK_SECONDS] and wm.handlers == [op]
+    assert runtime.busy() and not shade.STORYSHADE_OT_shade.poll(bpy.context)
     result = {"RUNNING_MODAL"}
     deadline = time.monotonic() + 60
     while result == {"RUNNING_MODAL"} and time.monotonic() < deadline:
@@ -281,7 +288,7 @@ def test_operator_invoke_and_modal_with_simulated_events(registered, tmp_path, m
     assert op.reports[-1][0] == {"INFO"} and "take_001" in op.reports[-1][1]
     assert fake.submitted["settings"]["preset"].endswith(",tiny")
     strip_inputs = json.loads(
-        next(iter(take.shot_strips(registered, export.shot_name(registered))))["storyshade_inputs"]
+        next(iter(take.shot_strips(registered, bundle.shot_name(registered))))["storyshade_inputs"]
     )
     assert strip_inputs["quality"] == "tiny"
 
@@ -290,16 +297,16 @@ def test_operator_runs_synchronously_in_background_mode(registered, tmp_path, mo
     """Timers never fire under `blender -b`: the button's operator must still finish."""
     assert bpy.app.background
     fake = FakeClient()
-    monkeypatch.setattr(session_setup, "Client", lambda url, token: fake)
+    monkeypatch.setattr(build, "Client", lambda url, token: fake)
     assert bpy.ops.storyshade.shade("INVOKE_DEFAULT") == {"FINISHED"}
     assert bpy.ops.storyshade.shade() == {"FINISHED"}
-    names = sorted(s.name for s in take.shot_strips(registered, export.shot_name(registered)))
+    names = sorted(s.name for s in take.shot_strips(registered, bundle.shot_name(registered)))
     assert [n.rsplit("_", 1)[-1] for n in names] == ["001", "002"]
     assert runtime.current is None
 
 
 def test_operator_failure_raises_with_fix_in_background(registered, monkeypatch) -> None:
-    monkeypatch.setattr(session_setup, "Client", lambda url, token: FakeClient(unreachable=True))
+    monkeypatch.setattr(build, "Client", lambda url, token: FakeClient(unreachable=True))
     with pytest.raises(RuntimeError, match="cannot reach"):
         bpy.ops.storyshade.shade()
     assert runtime.status(registered).is_error and runtime.status(registered).fix

@@ -10,8 +10,10 @@ import bpy
 import pytest
 from test_addon_helpers import color_strip, ensure_registered, new_scene, png_bytes
 
-from addon import compat, props, take
+from addon import compat
 from addon.errors import StoryShadeError
+from addon.settings import props
+from addon.takes import take
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,10 @@ import bpy
 import pytest
 from test_addon_helpers import FakeClient, disable_prefs, ensure_registered, new_scene
 
-from addon import compat, runtime, take
-from addon.session import DONE, ShadeRequest, ShadeSession
+from addon import compat
+from addon.session import runtime
+from addon.session.shade import DONE, ShadeRequest, ShadeSession
+from addon.takes import take
 
 NEEDS_5 = pytest.mark.skipif(
     not compat.has_sequencer_scene(), reason="Blender 5.0+ only: per-workspace sequencer scene"

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from storyboard import build_storyboard
 
-from addon import cli, compat
+from addon import compat
+from addon.operators import cli
 
 
 @pytest.fixture(autouse=True)

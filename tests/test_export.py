@@ -11,8 +11,8 @@ import pytest
 from storyboard import build_storyboard
 from storyshade.bundle import load_bundle
 
-from addon import export
 from addon.errors import StoryShadeError
+from addon.export import bundle as export
 
 
 def _state(scene) -> dict:

@@ -25,7 +25,8 @@ def test_zip_holds_only_manifest_init_addon_presets(extension_zip: Path) -> None
     names = zipfile.ZipFile(extension_zip).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"blender_manifest.toml", "__init__.py", "addon", "presets"}
-    assert "addon/cli.py" in names
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "addon").rglob("*.py")}
+    assert "addon/operators/cli.py" in modules and modules <= set(names), "every room ships"
     assert any(n.startswith("presets/style/") for n in names)
     assert not any("__pycache__" in n for n in names)
 

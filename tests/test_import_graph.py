@@ -1,6 +1,8 @@
 """The import graph, read from the source: no cycles between modules (backend and add-on),
-and the backend's layers only look down: models -> controls -> engine -> render ->
-server / cluster, with cluster never importing server (what both need lives below them)."""
+the backend's layers only look down: models -> controls -> engine -> render ->
+server / cluster, with cluster never importing server (what both need lives below them);
+and so do the add-on's rooms: ui -> operators -> session -> settings -> remote -> takes ->
+export -> looks -> the ground -> wire."""
 
 from __future__ import annotations
 
@@ -45,6 +47,22 @@ LAYERS = [
     {"cli", "__main__"},
 ]
 FORBIDDEN = {("cluster", "server")}  # same layer, one direction only
+
+# The add-on's rooms (sub-packages of addon/) and the few modules at its root, lowest
+# first; a room may import its own modules and the rooms below it, never one above.
+ADDON_LAYERS = [
+    {"wire"},  # what the add-on and the server share (standard library only)
+    {"errors", "compat", "identity"},  # the ground: errors, Blender versions, the add-on's name
+    {"looks"},  # looks, references, the character bank: what a grey box is
+    {"export"},  # the shot bundle, written here or in a background Blender
+    {"takes"},  # take folders and strips, re-shading a range, a run's job record
+    {"remote"},  # the server from Blender's side, off the main thread: never bpy
+    {"settings"},  # the sidebar's saved settings, preferences, presets, the request
+    {"session"},  # a run's state machine, sequences, what lives while Blender runs
+    {"operators"},  # what a user runs: one operator per job, and the command line
+    {"ui"},  # panels and menus: they only read state
+    {"registration"},  # the one list of what the add-on adds to Blender
+]
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:
@@ -152,11 +170,10 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def test_backend_layers_only_look_down() -> None:
-    layer = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+def upward(graph: dict[str, set[str]], layers: list[set[str]], forbidden=frozenset()) -> list:
+    """The imports that look up (or across a forbidden pair) between layered units."""
+    layer = {unit: i for i, units in enumerate(layers) for unit in units}
     wrong = []
-    graph = imports(*BACKEND)
-    assert any(m.startswith("storyshade.wire.") for m in graph), "the wire is in the graph"
     for module, targets in graph.items():
         src = _unit(module)
         for target in targets:
@@ -164,6 +181,39 @@ def test_backend_layers_only_look_down() -> None:
             if not src or not dst or src == dst:
                 continue
             assert src in layer and dst in layer, f"{src} or {dst}: put it in a layer"
-            if layer[dst] > layer[src] or (src, dst) in FORBIDDEN:
+            if layer[dst] > layer[src] or (src, dst) in forbidden:
                 wrong.append(f"{module} imports {target}")
-    assert wrong == []
+    return wrong
+
+
+def test_backend_layers_only_look_down() -> None:
+    graph = imports(*BACKEND)
+    assert any(m.startswith("storyshade.wire.") for m in graph), "the wire is in the graph"
+    assert upward(graph, LAYERS, FORBIDDEN) == []
+
+
+def test_addon_rooms_only_look_down() -> None:
+    graph = imports(REPO / "addon", "addon")
+    rooms = {_unit(m) for m in graph} - {""}
+    assert rooms == set().union(*ADDON_LAYERS), "every room and root module has a layer"
+    assert upward(graph, ADDON_LAYERS) == []
+
+
+def test_the_rooms_check_sees_an_upward_import(tmp_path: Path) -> None:
+    for room in ("ui", "session"):
+        (tmp_path / room).mkdir()
+        (tmp_path / room / "__init__.py").write_text('"""A room."""\n')
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "ui" / "panel.py").write_text("from ..session import run\n")
+    (tmp_path / "session" / "run.py").write_text("from ..ui import panel\n")
+    graph = imports(tmp_path, "pkg")
+    assert upward(graph, [{"session"}, {"ui"}]) == ["pkg.session.run imports pkg.ui.panel"]
+
+
+def test_a_room_is_entered_without_running_anything() -> None:
+    """Each room's __init__.py only says what the room holds: importing one module of a
+    room (the worker thread's, a test's) runs no other module of it."""
+    for init in sorted((REPO / "addon").glob("*/__init__.py")):
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), init
+        assert isinstance(body[0].value, ast.Constant) and len(body[0].value.value) > 80, init

@@ -14,19 +14,21 @@ import numpy as np
 import pytest
 from storyshade.bundle import load_bundle
 
-from addon import export, looks
+import addon
 from addon.errors import StoryShadeError
+from addon.export import bundle as export
+from addon.looks import looks_file, resolve
 
 
 @pytest.fixture(scope="module", autouse=True)
 def look_props():
-    """The look PropertyGroup on objects and collections (the add-on registers it)."""
+    """The look PropertyGroup on objects and collections: the add-on, registered."""
     mine = not hasattr(bpy.types.Object, "storyshade_look")
     if mine:
-        looks.register()
+        addon.register()
     yield
     if mine:
-        looks.unregister()
+        addon.unregister()
 
 
 def _file(tmp_path: Path, data: dict) -> Path:
@@ -45,7 +47,7 @@ def test_object_entering_is_in_no_region_map_before_it_enters(tmp_path) -> None:
     cube = scene.objects["Cube"]
     cube.pass_index = 7  # the user's own pass index, to be restored
     layer = scene.view_layers[0]
-    overrides = looks.load_looks_file(
+    overrides = looks_file.load_looks_file(
         _file(
             tmp_path, {"objects": {"Cube": {"prompt": "a wooden crate", "color": [0.6, 0.4, 0.2]}}}
         ),
@@ -85,7 +87,7 @@ def test_looks_are_inherited_from_parents_and_collections(tmp_path) -> None:
     wall.storyshade_look.enabled = True
     wall.storyshade_look.prompt = "a brick wall"
 
-    regions, by_object = looks.shot_regions(scene)
+    regions, by_object = resolve.shot_regions(scene)
     assert [(r["id"], r["name"]) for r in regions] == [(1, "Girl"), (2, "Wall")]
     assert by_object == {left.name: 1, right.name: 1, hand.name: 1, "Wall": 2}
 
@@ -106,7 +108,7 @@ def test_a_looks_file_naming_nothing_is_an_error(tmp_path) -> None:
         ({"people": {}}, "must be"),
     ):
         with pytest.raises(StoryShadeError, match=says):
-            looks.load_looks_file(_file(tmp_path, data), scene)
+            looks_file.load_looks_file(_file(tmp_path, data), scene)
 
 
 def test_bad_looks_fail_before_any_frame_and_leave_the_scene_alone(tmp_path) -> None:
@@ -123,7 +125,7 @@ def test_bad_looks_fail_before_any_frame_and_leave_the_scene_alone(tmp_path) -> 
     for i in range(17):
         obj = bs.add_cube(scene, 0.1, (i * 0.2, 0.0, 0.0))
         many["objects"][obj.name] = {"prompt": f"thing {i}"}
-    overrides = looks.load_looks_file(_file(tmp_path, many), scene)
+    overrides = looks_file.load_looks_file(_file(tmp_path, many), scene)
     with pytest.raises(StoryShadeError, match="at most 16"):
         export.export_bundle(scene, tmp_path / "c", looks=overrides)
     assert cube.pass_index == 0 and not scene.view_layers[0].use_pass_object_index
@@ -132,7 +134,7 @@ def test_bad_looks_fail_before_any_frame_and_leave_the_scene_alone(tmp_path) -> 
 def test_pass_indices_come_back_when_the_export_stops_early(tmp_path) -> None:
     scene = bs.object_enters(frames=4)
     scene.objects["Wall"].pass_index = 3
-    overrides = looks.load_looks_file(
+    overrides = looks_file.load_looks_file(
         _file(tmp_path, {"objects": {"Cube": {"prompt": "a crate"}}}), scene
     )
     steps = export.iter_export(scene, tmp_path / "b", looks=overrides)

@@ -194,7 +194,7 @@ def test_killed_client_never_cancels_and_addon_reattaches(srv, tmp_path) -> None
         "import json, sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from pathlib import Path\n"
-        "from addon.client import Client\n"
+        "from addon.remote.client import Client\n"
         f"c = Client({srv.url!r})\n"
         f"job = c.submit(Path({str(bundle)!r}), {{'preset': 'tiny', 'steps': 4, 'seed': 600}})\n"
         "print(json.dumps({'submitted': job['id']}), flush=True)\n"
@@ -220,7 +220,7 @@ def test_killed_client_never_cancels_and_addon_reattaches(srv, tmp_path) -> None
     assert job_id and last
 
     sys.path.insert(0, str(REPO))
-    from addon.client import Client
+    from addon.remote.client import Client
 
     client = Client(srv.url)  # the add-on after a restart: it kept only the job id
     assert client.job(job_id)["state"] in ("running", "done")

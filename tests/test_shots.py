@@ -14,8 +14,10 @@ import bpy
 import pytest
 from serverproc import ServerProcess
 
-from addon import cli, compat, runtime, shots
+from addon import compat
 from addon.errors import StoryShadeError
+from addon.operators import cli
+from addon.session import runtime, shots
 
 PREVIEW = json.dumps({"width": 64, "height": 64})
 
@@ -205,9 +207,9 @@ def test_shade_sequence_button_shades_the_ticked_shots(server, tmp_path: Path) -
 def test_the_cancel_button_stops_the_sequence_not_only_its_shot() -> None:
     """The panel's Cancel during Shade Sequence: no shot starts after the cancelled one
     (it used to cancel only the shot under way, and the next one started)."""
-    from addon import op_cancel
-    from addon.sequence import SequenceRun
-    from addon.session import CANCELLED
+    from addon.operators import cancel
+    from addon.session.sequence import SequenceRun
+    from addon.session.shade import CANCELLED
 
     class FakeSession:
         running, outcome, text = True, "", ""
@@ -222,7 +224,7 @@ def test_the_cancel_button_stops_the_sequence_not_only_its_shot() -> None:
     seq.tick()  # the first shot under way
     runtime.current, runtime.sequence = seq.current, seq
     try:
-        assert op_cancel.STORYSHADE_OT_cancel.execute(None, bpy.context) == {"FINISHED"}
+        assert cancel.STORYSHADE_OT_cancel.execute(None, bpy.context) == {"FINISHED"}
         for _ in range(10):  # before the fix the next shot started (and ran on here)
             if not seq.tick():
                 break

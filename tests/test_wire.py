@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from addon.presets import layered_settings
+from addon.settings.presets import layered_settings
 from addon.wire import archive, layering, manifest
 from addon.wire.layout import FORMAT, VERSION, frame_name, pass_file, take_file
 from addon.wire.references import parse_reference_arg
