@@ -9,6 +9,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storyshade-installed
 # torch first, pinned, so pip never pulls a different multi-GB build; override for your CUDA.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
+# Test processes: one per core (this size of machine has 2); each runs torch on one thread,
+# so two never fight over a core. loadscope keeps a test module (and its one tiny pipeline,
+# or the one Ray cluster) in one process.
+WORKERS ?= 2
 
 .PHONY: setup browser demo demo-sequence test test-nightly lint extension clean
 
@@ -39,7 +43,7 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) --dist loadscope
 	bash scripts/test_bpy42.sh
 
 # Long runs (300 random OpenAPI examples per operation, the full settings walk): nightly CI.
