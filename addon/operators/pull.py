@@ -1,4 +1,4 @@
-"""The sidebar's Download Models button, under the readiness line: when the server lacks a
+"""The sidebar's Download Models button, above the readiness line: when the server lacks a
 quality's models, offer to pull them there (its size first, then a progress bar and Cancel).
 
 Works for the server this Blender started and for a remote server whose administrator token
@@ -15,6 +15,7 @@ from ..remote.pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, Pull
 from ..session import runtime
 from ..settings import prefs, props
 from .modal import redraw
+from .server import watch_health
 
 PULL_TIMEOUT = 120.0  # the dry run asks the hub about every repository first
 
@@ -29,6 +30,10 @@ def _recheck(context) -> None:
     """Ask the server again whether the presets are ready now."""
     url, token = prefs.server(context)
     runtime.health.start(Client(url, token, timeout=5.0), preset=_run.spec if _run else None)
+    # Redraw when the answer is in: without it the window kept the old "cannot run here"
+    # under "downloaded" until the pointer moved (seen in Blender 4.3 and 5.2).
+    if not bpy.app.background and not bpy.app.timers.is_registered(watch_health):
+        bpy.app.timers.register(watch_health, first_interval=0.25)
 
 
 def watch():

@@ -1,4 +1,4 @@
-"""The sidebar's Download Models lines, under the readiness line (Look > Quality): the
+"""The sidebar's Download Models lines, above the readiness line (Look > Quality): the
 offer when the server lacks a quality's models, its size as a question, the download's
 progress, its end. The operators are in operators/pull.py; this only draws their state."""
 

@@ -59,8 +59,10 @@ def _readiness(layout, context, opts) -> None:
             layout.label(text="Asking the server…", icon="TIME")
         return
     ok = answer.get("ready", False)
+    # Download Models for <quality> first: the list of what is missing can run past the
+    # bottom of a 1000-pixel window (seen in Blender 4.3 and 5.2), and the offer with it.
+    pull.draw(layout, context, answer)
     wrapped(layout, context, answer.get("summary", ""), "CHECKMARK" if ok else "ERROR")
-    pull.draw(layout, context, answer)  # Download Models for <quality>
 
 
 def _look(layout, context, opts) -> None:
