@@ -52,6 +52,12 @@ def _args() -> argparse.Namespace:
         "into this (fresh) user folder, never save the preferences, Shade an unsaved file",
     )
     p.add_argument(
+        "--pull-server",
+        help="a second server with an empty models folder whose hub is the stand-in: "
+        "the Download Models step runs against it",
+    )
+    p.add_argument("--pull-only", action="store_true", help="only the Download Models step")
+    p.add_argument(
         "--bank-only",
         action="store_true",
         help="only the references and character bank step (then Shade with tiny)",
@@ -459,6 +465,49 @@ def motion_step(view):
         raise RuntimeError(f"the request does not carry the motion scale: {sent}")
     screenshot("motion-scale")
     opts().use_motion_scale, opts().camera = False, "static"
+    yield 0.5
+
+
+# -- download models -------------------------------------------------------------------------
+def pull_step(view, prefs):
+    """Download Models under the readiness line, against a server that lacks `draft`'s
+    models: the offer, the size asked before a byte moves, the progress bar, the end."""
+    main = addon_module("ui.sidebar").STORYSHADE_PT_main
+    health = addon_module("session.runtime").health
+    pull = addon_module("operators.pull")
+    states = addon_module("remote.pull_run")
+    was, quality = prefs.server_url, opts().quality
+    prefs.server_url = ARGS.pull_server
+    opts().quality = "draft"
+    with ctx(view):
+        bpy.ops.storyshade.server_check()
+    yield from until(lambda: not health.busy, 30)
+    yield 1.0
+    note("pull offered", panel=panel_texts(main))
+    screenshot("pull-offer")
+    with ctx(view):
+        bpy.ops.storyshade.models_pull()
+    yield from until(lambda: pull._run.state != states.ASKING, 120)
+    yield 1.0
+    note("pull asked", panel=panel_texts(main), state=pull._run.state)
+    screenshot("pull-question")
+    if pull._run.state != states.ASKED:
+        raise RuntimeError(f"the size question did not come: {pull._run.error}")
+    with ctx(view):
+        bpy.ops.storyshade.models_pull(confirm=True)
+    yield from until(lambda: pull._run.fraction > 0.2 or pull._run.state != states.PULLING, 120)
+    yield 0.5
+    note("pulling", panel=panel_texts(main), fraction=pull._run.fraction)
+    screenshot("pull-progress")
+    yield from until(lambda: pull._run.state not in states.ACTIVE, 300)
+    # then the panel asks the server again by itself: the line must turn "ready" on screen
+    yield from until(lambda: (health.readiness_for(pull._run.spec) or {}).get("ready"), 30)
+    yield 1.5
+    note("pulled", panel=panel_texts(main), state=pull._run.state)
+    screenshot("pull-done")
+    if pull._run.state != states.DONE:
+        raise RuntimeError(f"the download did not finish: {pull._run.error}")
+    prefs.server_url, opts().quality = was, quality
     yield 0.5
 
 
@@ -870,6 +919,9 @@ def steps():
     if ARGS.bank_only:
         yield from bank_step(view)
         return
+    if ARGS.pull_only:
+        yield from pull_step(view, prefs)
+        return
 
     # 0a. No stale text: Shade with no server there, then a good Check clears its error.
     yield from stale_error_step(view, prefs)
@@ -889,6 +941,8 @@ def steps():
     note("checked", readiness=addon_module("session.runtime").health.readiness)
     screenshot("check")
     yield from motion_step(view)
+    if ARGS.pull_server:
+        yield from pull_step(view, prefs)
 
     # 2. Shade with `preview`: progress, then the take.
     opts().quality = "preview"

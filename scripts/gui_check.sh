@@ -5,7 +5,8 @@
 # drawn, timers never fire and the Sequencer never shows anything. This script installs the
 # built extension zip into real GUI builds and clicks through it (scripts/gui_check.py):
 # looks on objects and a collection, Check, Shade with `preview`, progress, the Sequencer,
-# a cancelled slow job, UI scale 1.5, the Shots sub-panel and Shade Sequence.
+# a cancelled slow job, UI scale 1.5, the Shots sub-panel and Shade Sequence, and Download
+# Models against a second server whose hub is a local stand-in.
 #
 # First, per suite, a *fresh user* run does what a person does: a new user folder, the
 # extension installed with Install from Disk's operator in the running window, the
@@ -71,14 +72,32 @@ STORYSHADE_PRESETS=$PRESETS OMP_NUM_THREADS=1 PYTHONPATH=$REPO/backend \
   "$PY" -m storyshade serve --port "$PORT" --data "$GUI_OUT/server-data" --models "$MODELS" \
   > "$GUI_OUT/server.log" 2>&1 &
 SERVER=$!
+# Download Models: a second server with an empty models folder, its hub the stand-in
+# (tests/hubstandin.py) serving the tiny models under the real repository ids; the
+# Lightning motion file is throttled so the progress bar stays on screen a few seconds.
+HUB=$GUI_ROOT/hub
+[ -f "$HUB/.done" ] || { rm -rf "$HUB" && "$PY" tests/hub_repos.py "$HUB" "$MODELS" >/dev/null && touch "$HUB/.done"; }
+"$PY" -c "import json, pathlib, sys; root = pathlib.Path(sys.argv[1]); \
+key = 'ByteDance/AnimateDiff-Lightning/animatediff_lightning_4step_diffusers.safetensors'; \
+chunks = -(-(root / key).stat().st_size // 8192); \
+(root / '_standin.json').write_text(json.dumps({'throttle': {key: chunks * 8192 // 8}}))" "$HUB"
+HUB_PORT=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+STANDIN_PORT=$HUB_PORT "$PY" tests/hubstandin.py "$HUB" > "$GUI_OUT/hub.log" 2>&1 &
+HUBPID=$!
+PULL_PORT=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+rm -rf "$GUI_OUT/pull-data" "$GUI_OUT/pull-models" && mkdir -p "$GUI_OUT/pull-models"
+HF_ENDPOINT=http://127.0.0.1:$HUB_PORT HF_HOME=$GUI_OUT/pull-hf OMP_NUM_THREADS=1 PYTHONPATH=$REPO/backend \
+  "$PY" -m storyshade serve --port "$PULL_PORT" --data "$GUI_OUT/pull-data" --models "$GUI_OUT/pull-models" \
+  > "$GUI_OUT/pull-server.log" 2>&1 &
+PULLSERVER=$!
 MOUNTS=()
 cleanup() {
-  kill "$SERVER" 2>/dev/null || true
+  kill "$SERVER" "$HUBPID" "$PULLSERVER" 2>/dev/null || true
   for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 for _ in $(seq 120); do
-  "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/v1/health', timeout=2)" 2>/dev/null && break
+  "$PY" -c "import urllib.request as u; [u.urlopen(f'http://127.0.0.1:{p}/v1/health', timeout=2) for p in ($PORT, $PULL_PORT)]" 2>/dev/null && break
   sleep 1
 done
 
@@ -93,6 +112,7 @@ for suite in "${SUITES[@]}"; do
   done
   ver=$(chroot "$root" blender --version 2>/dev/null | head -1 | awk '{print $2}')
   echo "gui_check: $suite: Blender $ver"
+  rm -rf "${GUI_OUT:?}"/pull-models/*  # each suite downloads into an empty models folder
   zipname=$(basename "$ZIP")
   cp "$ZIP" "$root/tmp/$zipname"
   # The fresh user: a new user folder, nothing installed or saved before Blender starts.
@@ -125,7 +145,8 @@ bpy.ops.wm.save_userpref()" >> "$GUI_OUT/install-$suite.log" 2>&1
   if ! timeout 900 chroot "$root" env HOME=/tmp/gui-home LANG=C.UTF-8 \
       xvfb-run -a -s "-screen 0 1600x1000x24" \
       blender --python-exit-code 1 --python /storyshade/scripts/gui_check.py -- \
-      --server "http://127.0.0.1:$PORT" --out /out ${GUI_CHECK_ARGS:-} > "$GUI_OUT/blender-$suite.log" 2>&1; then
+      --server "http://127.0.0.1:$PORT" --pull-server "http://127.0.0.1:$PULL_PORT" --out /out \
+      ${GUI_CHECK_ARGS:-} > "$GUI_OUT/blender-$suite.log" 2>&1; then
     echo "gui_check: $suite: Blender exited with an error (see $GUI_OUT/blender-$suite.log)"
     status=1
   fi
