@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from oom_inject import fail_like_a_full_gpu
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.engine.wan_stock import StockWanVaceEngine, stock_call
@@ -159,3 +160,75 @@ def test_the_stock_engine_refuses_what_it_cannot_do(tiny_models, cache):
     with pytest.raises(StoryShadeError, match="one control video") as err:
         check_job(settings, [tiny_models], Shot(5))
     assert err.value.field == "settings.controls"
+
+
+# -- out of memory: the ladder (engine/wan_oom.py) ----------------------------------------------
+def test_injected_oom_retries_the_window_on_the_next_rung(tiny_models, cache):
+    settings = wan_settings()
+    controls = wan_controls(23)
+    _, clean = render(tiny_models, cache, controls, settings)
+    pipe = cache.get(model_key([tiny_models], settings))
+    events: list[dict] = []
+    handle = fail_like_a_full_gpu(pipe.transformer.blocks[0], [], times=1)
+    try:
+        _, out = render(tiny_models, cache, controls, settings, reporter=Reporter(events.append))
+    finally:
+        handle.remove()
+    ours, theirs = (np.stack([f for _, f in o]).astype(int) for o in (out, clean))
+    assert np.abs(ours - theirs).max() <= 1
+    notes = [e for e in events if e.get("event") == "oom_fallback"]
+    assert [(n["plan"], n["where"]) for n in notes] == [("VAE off the device", "step 1 window 1")]
+    plans = {e["plan"] for e in events if e.get("stage") == "denoising"}
+    assert plans == {"VAE off the device"}, "later windows stay on the rung that worked"
+
+
+def test_oom_on_every_rung_fails_the_job_and_undoes_the_rungs(tiny_models, cache):
+    settings = wan_settings(steps=1)
+    pipe = cache.get(model_key([tiny_models], settings))
+    events: list[dict] = []
+    handle = fail_like_a_full_gpu(pipe.transformer.blocks[0], [], times=100)
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            render(tiny_models, cache, wan_controls(9), settings, reporter=Reporter(events.append))
+    finally:
+        handle.remove()
+    notes = [e["plan"] for e in events if e.get("event") == "oom_fallback"]
+    assert notes == ["VAE off the device", "smaller chunks", "smallest chunks"]
+    blocks = [*pipe.transformer.blocks, *pipe.transformer.vace_blocks]
+    assert not any("forward" in b.ffn.__dict__ for b in blocks), "the chunked calls are undone"
+
+
+def test_chunked_feed_forward_gives_the_same_numbers(tiny_models, cache):
+    """The rungs' chunks are far larger than the tiny model's tokens, so this runs the
+    feed-forward in 5-token chunks: the transformer's output is the same."""
+    from storyshade.engine.pipeline_edits import edited
+    from storyshade.engine.wan_oom import WanPlan, WanRungs
+    from storyshade.engine.wan_sampling import Hints, install_hints, vace_forward
+
+    pipe = cache.get(model_key([tiny_models], wan_settings()))
+    model = pipe.transformer
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, model.config.in_channels, 3, 8, 8, generator=g)
+    control = torch.randn(1, model.config.vace_in_channels, 3, 8, 8, generator=g)
+    text = torch.randn(1, 12, model.config.text_dim, generator=g)
+    scale = torch.ones(len(model.config.vace_layers))
+    t = torch.tensor([500.0])
+
+    def forward(plan: WanPlan | None) -> torch.Tensor:
+        hints = Hints()
+        with torch.inference_mode(), edited() as edits:
+            install_hints(edits, model, hints)
+            if plan is not None:
+                WanRungs(edits, model, pipe.vae).apply(plan)
+            return vace_forward(model, x, t, text, [(control, scale)], hints)
+
+    calls: list[int] = []
+    handle = model.blocks[0].ffn.net[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        whole = forward(None)
+        assert len(calls) == 1
+        chunked = forward(WanPlan("5 tokens", ff_chunk=5))
+    finally:
+        handle.remove()
+    assert len(calls) == 1 + 10  # 3 x 4 x 4 = 48 tokens: ten calls of 5 or fewer
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from oom_inject import fail_like_a_full_gpu
 from storyshade.cancel import CancelToken
 from storyshade.controls import ControlSet
 from storyshade.engine import get_engine
@@ -183,17 +184,6 @@ def test_cancel_is_honoured_between_windows(tiny_models, cache):
     assert len(calls) == 1, "the window in flight finishes; no further window starts"
 
 
-def _raise_once(module: torch.nn.Module, calls: list[int], times: int = 1):
-    """A real module that fails like a full GPU the first `times` times it is called."""
-
-    def hook(*_):
-        calls.append(1)
-        if len(calls) <= times:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. (injected by the test)")
-
-    return module.register_forward_pre_hook(hook)
-
-
 def test_injected_oom_retries_the_window_with_smaller_chunks(tiny_models, cache):
     settings = tiny_settings(context_length=8, context_overlap=2, decode_chunk_size=4)
     controls = controls_for(12)
@@ -203,7 +193,10 @@ def test_injected_oom_retries_the_window_with_smaller_chunks(tiny_models, cache)
     events: list[dict] = []
     unet_calls: list[int] = []
     vae_calls: list[int] = []
-    handles = [_raise_once(pipe.unet, unet_calls), _raise_once(pipe.vae.decoder, vae_calls)]
+    handles = [
+        fail_like_a_full_gpu(pipe.unet, unet_calls),
+        fail_like_a_full_gpu(pipe.vae.decoder, vae_calls),
+    ]
     try:
         frames = render(tiny_models, cache, controls, settings, reporter=Reporter(events.append))
     finally:
@@ -224,7 +217,7 @@ def test_oom_on_every_rung_offloads_then_fails(tiny_models, cache):
     pipe = cache.get(model_key([tiny_models], settings))
     events: list[dict] = []
     calls: list[int] = []
-    handle = _raise_once(pipe.unet, calls, times=100)
+    handle = fail_like_a_full_gpu(pipe.unet, calls, times=100)
     try:
         with pytest.raises(torch.OutOfMemoryError):
             render(tiny_models, cache, controls_for(4), settings, reporter=Reporter(events.append))

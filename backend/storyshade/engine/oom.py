@@ -11,13 +11,24 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import torch
 
 from storyshade.engine.chunking import Plan
+from storyshade.progress import Reporter
 
 T = TypeVar("T")
+
+
+class Rung(Protocol):
+    """A step of a ladder: what the events call it."""
+
+    @property
+    def name(self) -> str: ...
+
+
+P = TypeVar("P", bound=Rung)
 
 
 def _smaller(current: int, cap: int) -> int:
@@ -44,6 +55,16 @@ def ladder(base: Plan) -> list[Plan]:
     return [base, smaller, smallest, replace(smallest, name="offload", offload=True)]
 
 
+def report_fallback(reporter: Reporter, old: Rung, new: Rung, where: str) -> None:
+    """The `oom_fallback` note every engine's ladder sends (docs/engine.md)."""
+    reporter.note(
+        f"out of memory at {where} with '{old.name}'; retrying with '{new.name}'",
+        event="oom_fallback",
+        plan=new.name,
+        where=where,
+    )
+
+
 def free_cached_memory() -> None:
     """Return what an aborted attempt left behind before trying again."""
     gc.collect()
@@ -51,19 +72,20 @@ def free_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class Fallback:
-    """Runs work under the current rung; on OOM moves down the ladder and tries again."""
+class Fallback(Generic[P]):
+    """Runs work under the current rung; on OOM moves down the ladder and tries again.
+    Any engine's ladder: AnimateDiff's Plans (`ladder`), Wan's (engine/wan_oom.py)."""
 
-    def __init__(self, plans: list[Plan], on_fallback: Callable[[Plan, Plan, str], None]):
+    def __init__(self, plans: list[P], on_fallback: Callable[[P, P, str], None]):
         self.plans = plans
         self.level = 0
         self.on_fallback = on_fallback
 
     @property
-    def plan(self) -> Plan:
+    def plan(self) -> P:
         return self.plans[self.level]
 
-    def run(self, work: Callable[[Plan], T], where: str) -> T:
+    def run(self, work: Callable[[P], T], where: str) -> T:
         while True:
             failed = False
             try:

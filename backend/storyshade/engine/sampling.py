@@ -27,7 +27,7 @@ from storyshade.engine.cross_attention import install_cross_attention
 from storyshade.engine.latent_preview import preview_strip
 from storyshade.engine.motion import scale_motion
 from storyshade.engine.noise import step_generators
-from storyshade.engine.oom import Fallback, free_cached_memory, ladder
+from storyshade.engine.oom import Fallback, free_cached_memory, ladder, report_fallback
 from storyshade.engine.pipeline_edits import PipelineEdits, edited
 from storyshade.engine.references import ReferenceLayer
 from storyshade.engine.regions import RegionState
@@ -140,12 +140,7 @@ class WindowedSampler:
         return self.settings.guidance_scale > 1
 
     def _on_fallback(self, old: Plan, new: Plan, where: str) -> None:
-        self.reporter.note(
-            f"out of memory at {where} with '{old.name}'; retrying with '{new.name}'",
-            event="oom_fallback",
-            plan=new.name,
-            where=where,
-        )
+        report_fallback(self.reporter, old, new, where)
 
     # -- one window ------------------------------------------------------------------------
     def _forward(

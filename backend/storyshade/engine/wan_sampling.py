@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 
 from storyshade.cancel import CancelToken
 from storyshade.engine.latent_preview import preview_strip
+from storyshade.engine.oom import Fallback, report_fallback
 from storyshade.engine.pipeline_edits import PipelineEdits, edited
+from storyshade.engine.wan_oom import LADDER, WanPlan, WanRungs
 from storyshade.engine.windows import Fuse, Schedule, context_windows, fusion_weights
 from storyshade.progress import Reporter
 from storyshade.wire.states import Event, Stage
@@ -168,6 +171,7 @@ class WanSampler:
         cancel: CancelToken | None = None,
     ) -> None:
         self.transformer = pipe.transformer
+        self.vae = getattr(pipe, "vae", None)  # off the device on the OOM ladder's rungs
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self.device = torch.device(device)
         self.dtype = self.transformer.dtype
@@ -181,6 +185,10 @@ class WanSampler:
         self.edit: Callable[[PipelineEdits], None] | None = None  # looks, caches, offload
         self.calls = 0  # transformer calls (tests count them)
         self.frame_offset = 0  # the clip's first shot frame (previews name shot frames)
+        self.fallback = Fallback(list(LADDER), self._on_fallback)  # engine/wan_oom.py
+
+    def _on_fallback(self, old: WanPlan, new: WanPlan, where: str) -> None:
+        report_fallback(self.reporter, old, new, where)
 
     @property
     def cfg(self) -> bool:
@@ -241,6 +249,13 @@ class WanSampler:
             pred = pred_uncond + self.config.guidance_scale * (pred - pred_uncond)
         return pred
 
+    def _on_rung(
+        self, rungs: WanRungs, inputs: tuple, window: range, plan: WanPlan
+    ) -> torch.Tensor:
+        """`predict` under the OOM ladder's current rung (engine/wan_oom.py)."""
+        rungs.apply(plan)
+        return self.predict(*inputs, window)
+
     def denoise(
         self,
         noise: torch.Tensor,
@@ -265,6 +280,7 @@ class WanSampler:
             install_hints(edits, self.transformer, self.hints)
             if self.edit is not None:
                 self.edit(edits)
+            rungs = WanRungs(edits, self.transformer, self.vae)
             for i, t in enumerate(timesteps):
                 windows = schedule[i]
                 active = [c.active(i, len(timesteps)) for c in controls]
@@ -272,7 +288,9 @@ class WanSampler:
                 fused = torch.zeros_like(latents)
                 for w, (window, share) in enumerate(zip(windows, shares, strict=True)):
                     self.cancel.check()
-                    pred = self.predict(latents, t, text, controls, active, window).float()
+                    inputs = (latents, t, text, controls, active)
+                    work = partial(self._on_rung, rungs, inputs, window)
+                    pred = self.fallback.run(work, f"step {i + 1} window {w + 1}").float()
                     if self.color_match is not None:
                         x = latents[:, :, r + window.start : r + window.stop]
                         pred[:, :, r:] = self.color_match.window(pred[:, :, r:], x, w, self.sigma())
@@ -291,6 +309,7 @@ class WanSampler:
                         window=w + 1,
                         windows=len(windows),
                         frames=[window.start, window.stop],
+                        plan=self.fallback.plan.name,
                     )
                 self._maybe_preview(i + 1, len(timesteps), latents, fused)
                 latents = self.scheduler.step(fused, t, latents, return_dict=False)[0]
