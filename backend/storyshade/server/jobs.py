@@ -345,7 +345,8 @@ class JobStore:
                 | {"field": error.get("field") if isinstance(error.get("field"), str) else None}
             )
         with self.lock:
-            # The event goes first: an SSE stream that sees a terminal state has its event.
+            # The state first, then its event: a client that reads the event and then GETs
+            # the job finds it ended (the event stream waits for the event: routes_jobs).
             event: dict[str, Any] = {"type": Event.STATE, "state": state}
             if error:
                 event["error"] = error

@@ -239,8 +239,10 @@ class PullJobs:
             event: dict[str, Any] = {"type": Event.STATE, "state": state}
             if error:
                 event["error"] = error
-            self._emit(job, event)
+            # The job's state first: a client that reads the terminal event and then asks
+            # for the job must find it ended (GET reads it without this lock).
             job.state, job.error, job.finished = state, error, time.time()
+            self._emit(job, event)
             self.records.save(job)
             self.tokens.pop(job.id, None)
             self.lock.notify_all()

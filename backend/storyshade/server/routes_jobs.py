@@ -18,9 +18,10 @@ from storyshade.server.pulls import PullJobs
 from storyshade.server.schemas import ERRORS, JobList, JobOut, State, Submitted
 from storyshade.server.submit import accept_job
 from storyshade.server.upload import Limits
-from storyshade.wire.states import TERMINAL
+from storyshade.wire.states import TERMINAL, Event
 
 KEEPALIVE_S = 15.0
+FINAL_EVENT_S = 2.0  # the most a stream waits for a final event after the final state
 
 
 def _client(request: Request) -> str | None:
@@ -154,9 +155,14 @@ def _created(job: dict[str, Any]) -> float:
 
 
 async def _stream(store: JobStore | PullJobs, job_id: str, last: int) -> AsyncIterator[str]:
-    """Replay, then follow, one job's event log; a keep-alive comment when quiet."""
+    """Replay, then follow, one job's event log; a keep-alive comment when quiet.
+
+    A job's state turns final before its final event is written (so that a client that
+    reads the event and then GETs the job finds it ended); the stream waits a moment for
+    that event, and ends without it only where the log could not take it (a full disk)."""
     log_ = store.logs[job_id]
     waiter = log_.subscribe()
+    ended = waited = False
     try:
         yield "retry: 2000\n\n"
         while True:
@@ -165,12 +171,15 @@ async def _stream(store: JobStore | PullJobs, job_id: str, last: int) -> AsyncIt
             terminal = job is None or job.state in TERMINAL  # read before the events
             for event in log_.after(last):
                 last = event["id"]
+                ended |= event["type"] == Event.STATE and event.get("state") in TERMINAL
                 yield f"id: {last}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-            if terminal:
+            if terminal and (ended or job is None or waited):
                 return
+            waited = terminal
             try:
-                await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+                await asyncio.wait_for(waiter.wait(), FINAL_EVENT_S if terminal else KEEPALIVE_S)
             except TimeoutError:
-                yield ": keep-alive\n\n"
+                if not terminal:
+                    yield ": keep-alive\n\n"
     finally:
         log_.unsubscribe(waiter)
