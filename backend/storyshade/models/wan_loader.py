@@ -25,12 +25,6 @@ from storyshade.errors import ModelError
 from storyshade.models.lora import LoraSpec, apply_loras, lora_file
 from storyshade.settings import Settings
 
-WAN_ENGINES = ("wan-vace", "wan-vace-stock")
-
-
-def is_wan(settings: Settings) -> bool:
-    return settings.engine in WAN_ENGINES
-
 
 def wan_dtype(requested: str, device: str) -> str:
     """`auto`: bfloat16 on CUDA (float16 overflows in Wan's attention), float32 elsewhere."""
