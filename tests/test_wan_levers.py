@@ -77,3 +77,27 @@ def test_model_offload_is_its_own_pipeline_with_the_same_numbers(tiny_models, ca
 def test_lever_limits(bad):
     with pytest.raises(ValidationError):
         Settings(engine="wan-vace", **bad)
+
+
+@pytest.mark.parametrize("cache_kind", ["first_block", "taylorseer"])
+def test_an_oom_retry_under_a_step_cache_gives_the_frames_of_no_oom(tiny_models, cache, cache_kind):
+    """A call that fails midway (after the first block) leaves the cache half written; the
+    retry must not read it: the job's frames are those of the same job without the OOM."""
+    from oom_inject import fail_like_a_full_gpu
+    from storyshade.models.loader import model_key
+
+    settings = wan_settings(
+        steps=4, wan_cache=cache_kind, wan_cache_threshold=0.3, wan_cache_interval=2
+    )
+    clean = frames(render(tiny_models, cache, wan_controls(FRAMES), settings)[1])
+    pipe = cache.get(model_key([tiny_models], settings))
+    events: list[dict] = []
+    handle = fail_like_a_full_gpu(pipe.transformer.blocks[1], [], times=1)
+    try:
+        out = render(
+            tiny_models, cache, wan_controls(FRAMES), settings, reporter=Reporter(events.append)
+        )
+    finally:
+        handle.remove()
+    assert [e["plan"] for e in events if e.get("event") == "oom_fallback"] == ["VAE off the device"]
+    assert np.abs(frames(out[1]).astype(int) - clean.astype(int)).max() <= 1

@@ -8,6 +8,8 @@ Each rung computes the same numbers with a smaller peak, as AnimateDiff's ladder
 2. "smaller chunks", 3. "smallest chunks": every block's feed-forward (the largest
    activation: tokens x ffn_dim, 2 GB a call for the 14B at 720p) runs over that many
    tokens at a time; it acts on each token alone, so the result is the same.
+A failed call can leave a step cache (`wan_cache`) half written, so the sampler starts
+every window's cache again before the retry (engine/wan_sampling.py's `_on_fallback`).
 Group offload (`wan_offload = "group"`) is chosen when the model loads, so it is not a
 rung: when the last rung fails too, the job fails with the out-of-memory error.
 """

@@ -188,6 +188,11 @@ class WanSampler:
         self.fallback = Fallback(list(LADDER), self._on_fallback)  # engine/wan_oom.py
 
     def _on_fallback(self, old: WanPlan, new: WanPlan, where: str) -> None:
+        if self.config.cache != "off":
+            # The failed call may have left its step cache half written (the first block's
+            # residual without the rest): the retry would read it. Every window's cache
+            # starts again (one full call each), as at the job's first step.
+            self.transformer._reset_stateful_cache()
         report_fallback(self.reporter, old, new, where)
 
     @property
