@@ -57,6 +57,7 @@ def _args() -> argparse.Namespace:
         "the Download Models step runs against it",
     )
     p.add_argument("--pull-only", action="store_true", help="only the Download Models step")
+    p.add_argument("--wan-only", action="store_true", help="only the Wan VACE step")
     p.add_argument(
         "--bank-only",
         action="store_true",
@@ -465,6 +466,38 @@ def motion_step(view):
         raise RuntimeError(f"the request does not carry the motion scale: {sent}")
     screenshot("motion-scale")
     opts().use_motion_scale, opts().camera = False, "static"
+    yield 0.5
+
+
+# -- wan vace --------------------------------------------------------------------------------
+def wan_step(view):
+    """The Wan engine from the sidebar: wan-tiny in the Quality menu and ready, Motion
+    Scale greyed with the reason (Wan has no motion modules), then Shade: a take."""
+    main = addon_module("ui.sidebar").STORYSHADE_PT_main
+    health = addon_module("session.runtime").health
+    quality = opts().quality
+    opts().quality = "wan-tiny"
+    with ctx(view):
+        bpy.ops.storyshade.server_check()
+    yield from until(lambda: not health.busy, 30)
+    opts().use_motion_scale = True
+    yield 1.0
+    said = panel_texts(main)
+    note("wan picked", panel=said)
+    screenshot("wan-motion-scale")
+    words = " ".join(line.split("] ")[-1] for line in said)  # wrapped lines, icons off
+    if "cannot scale motion" not in words:
+        raise RuntimeError(f"Motion Scale with wan-tiny says no reason: {said}")
+    if "'wan-tiny' is ready" not in words:
+        raise RuntimeError(f"wan-tiny is not ready on the server: {said}")
+    opts().use_motion_scale = False
+    yield 0.5
+    yield from press_run(view, bpy.ops.storyshade.shade, 300)
+    note("wan shaded", panel=panel_texts(main))
+    screenshot("wan-done")
+    if not status().text.startswith("Take "):
+        raise RuntimeError(f"Shade with wan-tiny: {status().text} {status().fix}")
+    opts().quality = quality
     yield 0.5
 
 
@@ -922,6 +955,9 @@ def steps():
     if ARGS.pull_only:
         yield from pull_step(view, prefs)
         return
+    if ARGS.wan_only:
+        yield from wan_step(view)
+        return
 
     # 0a. No stale text: Shade with no server there, then a good Check clears its error.
     yield from stale_error_step(view, prefs)
@@ -943,6 +979,7 @@ def steps():
     yield from motion_step(view)
     if ARGS.pull_server:
         yield from pull_step(view, prefs)
+    yield from wan_step(view)
 
     # 2. Shade with `preview`: progress, then the take.
     opts().quality = "preview"

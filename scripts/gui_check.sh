@@ -6,7 +6,7 @@
 # built extension zip into real GUI builds and clicks through it (scripts/gui_check.py):
 # looks on objects and a collection, Check, Shade with `preview`, progress, the Sequencer,
 # a cancelled slow job, UI scale 1.5, the Shots sub-panel and Shade Sequence, and Download
-# Models against a second server whose hub is a local stand-in.
+# Models against a second server whose hub is a local stand-in, and the Wan engine (wan-tiny).
 #
 # First, per suite, a *fresh user* run does what a person does: a new user folder, the
 # extension installed with Install from Disk's operator in the running window, the
@@ -60,7 +60,9 @@ rm -rf "$GUI_ROOT/dist" && mkdir -p "$GUI_ROOT/dist"
 "$PY" "$BUILDER" build --source-dir "${GUI_ADDON_FROM:-$REPO}" --output-dir "$GUI_ROOT/dist" >/dev/null
 ZIP=$(ls "$GUI_ROOT"/dist/storyshade-*.zip)
 MODELS=$GUI_ROOT/models
-[ -f "$MODELS/.done" ] || { "$PY" -m storyshade models tiny "$MODELS" >/dev/null && touch "$MODELS/.done"; }
+# (again when an older run's set lacks the tiny Wan VACE checkpoint)
+[ -f "$MODELS/.done" ] && [ -d "$MODELS/checkpoints/tiny-wan-vace" ] || {
+  rm -rf "$MODELS" && "$PY" -m storyshade models tiny "$MODELS" >/dev/null && touch "$MODELS/.done"; }
 PRESETS=$GUI_OUT/presets
 mkdir -p "$PRESETS/quality"
 # A quality slow enough to cancel mid-denoise on any machine: the tiny models, many steps.
@@ -151,6 +153,12 @@ bpy.ops.wm.save_userpref()" >> "$GUI_OUT/install-$suite.log" 2>&1
     status=1
   fi
   grep -h "gui_check: stall" "$GUI_OUT/blender-$suite.log" || { echo "gui_check: $suite: no result"; status=1; }
+  # the script's own verdict: Blender quits with 0 after a step failed too
+  if ! grep -q "gui_check: result 0" "$GUI_OUT/blender-$suite.log"; then
+    said=$(grep -h "RuntimeError" "$GUI_OUT/blender-$suite.log" | tail -1)
+    echo "gui_check: $suite: FAIL: ${said:-see $GUI_OUT/blender-$suite.log}"
+    status=1
+  fi
   sleep 2  # xvfb-run's X server may still be closing its devices
   for m in "$root/out" "$root/storyshade" "$root/dev" "$root/proc"; do umount "$m" || umount -l "$m"; done
   MOUNTS=()
