@@ -40,14 +40,23 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "backend"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from harness import (  # noqa: E402
+    peak_mib,
+    reset_peak,
+    synthetic_controls,
+    without_malloc,
+    write_bundle,
+)
+from harness import write_section as write_any_section  # noqa: E402
 
 HEADING = "## Engine: windowed vs stock diffusers"
 
@@ -167,59 +176,6 @@ def write_models(root: Path, shape: Shape, seed: int = 0) -> Path:
 
 
 # -- one measurement, in a child process ----------------------------------------------------
-def synthetic_controls(frames: int, width: int, height: int, roles: list[str]) -> dict:
-    """A ramp that moves with the frame: cheap, deterministic, different per frame."""
-    import numpy as np
-
-    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
-    out: dict[str, list] = {}
-    for k, role in enumerate(roles):
-        out[role] = []
-        for i in range(frames):
-            v = (0.5 + 0.5 * np.sin(6 * x + 4 * y + 0.2 * i + k)).astype(np.float32)
-            out[role].append(np.repeat((v * 255).astype(np.uint8)[..., None], 3, axis=-1))
-    return out
-
-
-def write_bundle(root: Path, frames: int, width: int, height: int) -> Path:
-    """A shot bundle of `frames` EXR passes (depth and normal) at width x height: a tilted
-    plane that slides with the frame, seen by a fixed camera."""
-    import numpy as np
-    from storyshade.exr import write_depth_normal
-
-    (root / "frames").mkdir(parents=True, exist_ok=True)
-    x = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
-    y = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
-    normal = np.zeros((height, width, 3), np.float32)
-    normal[..., 1], normal[..., 2] = 0.6, 0.8
-    camera = {
-        "matrix_world": np.eye(4).tolist(),
-        "lens": 50.0,
-        "sensor_width": 36.0,
-        "sensor_height": 24.0,
-        "clip_start": 0.1,
-        "clip_end": 100.0,
-    }
-    entries = []
-    for i in range(frames):
-        depth = (5.0 + 2.0 * y + np.sin(3 * x + 0.1 * i)).astype(np.float32)
-        write_depth_normal(root / "frames" / f"{i + 1:04d}.exr", depth, normal)
-        entries.append({"frame": i + 1, "file": f"frames/{i + 1:04d}.exr", "camera": camera})
-    shot = {
-        "format": "storyshade.shot",
-        "version": 1,
-        "shot": "bench",
-        "frame_start": 1,
-        "frame_end": frames,
-        "fps": 24.0,
-        "resolution": [width, height],
-        "frames": entries,
-    }
-    (root / "shot.json").write_text(json.dumps(shot), encoding="utf-8")
-    return root
-
-
 def settings_for(case: Case):
     from storyshade.settings import Settings
 
@@ -244,37 +200,6 @@ def settings_for(case: Case):
         preview_every=0,
         **extra,
     )
-
-
-def reset_peak(device: str) -> None:
-    """Forget the peak so far (model loading), so the render's own peak is what is read."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:  # Linux: writing 5 to clear_refs resets VmHWM, the peak resident set
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the peak includes loading
-
-
-def peak_mib(device: str) -> float:
-    """Peak since `reset_peak`: resident set on the CPU (KiB in /proc), allocated VRAM on CUDA."""
-    import resource
-
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def measure(case: Case) -> dict:
@@ -390,7 +315,7 @@ def run_child(case: Case, timeout: float | None = None) -> dict:
     if case.engine == "render":
         return run_command(case, timeout)
     env = {
-        **_without_malloc(os.environ),
+        **without_malloc(os.environ),
         "OMP_NUM_THREADS": str(case.threads),
         "MKL_NUM_THREADS": str(case.threads),
     }
@@ -404,11 +329,6 @@ def run_child(case: Case, timeout: float | None = None) -> dict:
             return json.loads(line)
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {**asdict(case), "error": tail[:300]}
-
-
-def _without_malloc(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment minus glibc's tuning variables: the product sets its own."""
-    return {k: v for k, v in env.items() if not k.startswith("MALLOC_")}
 
 
 PROMPT = "a storyboard frame, cinematic lighting"
@@ -454,7 +374,7 @@ def run_command(case: Case, timeout: float | None = None) -> dict:
         root = Path(tmp)
         size = (case.pass_size,) * 2 if case.pass_size else (case.width, case.height)
         bundle = write_bundle(root / "bundle", case.frames, *size)
-        env = _without_malloc(os.environ)
+        env = without_malloc(os.environ)
         env["STORYSHADE_PRESETS"] = str(write_quality_preset(root / "presets", case))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "backend"), env.get("PYTHONPATH", "")) if p
@@ -717,25 +637,8 @@ def describe(results: list[dict]) -> str:
 
 def write_section(path: Path, sub_heading: str, body: str) -> None:
     """Replace this benchmark's CPU or GPU part in `path`, leaving everything else alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if HEADING not in text:
-        text = (
-            f"{text.rstrip()}\n\n{HEADING}\n\n{INTRO}\n{CPU_HEADING}\n\nNot run yet.\n\n"
-            f"{GPU_HEADING}\n\n{GPU_PENDING}"
-        )
-    section_at = text.index(HEADING)
-    section_end = text.find("\n## ", section_at + len(HEADING))
-    section_end = len(text) if section_end < 0 else section_end + 1
-    section = text[section_at:section_end]
-    start = section.find(sub_heading)
-    if start < 0:
-        section = section.rstrip("\n") + f"\n\n{sub_heading}\n\n"
-        start = section.index(sub_heading)
-    stop = section.find("\n### ", start + len(sub_heading))
-    tail = "" if stop < 0 else section[stop + 1 :]
-    new = section[:start] + f"{sub_heading}\n\n{body.strip()}\n" + ("\n" + tail if tail else "")
-    text = text[:section_at] + new + ("\n" if section_end < len(text) else "") + text[section_end:]
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    new = f"{INTRO}\n{CPU_HEADING}\n\nNot run yet.\n\n{GPU_HEADING}\n\n{GPU_PENDING}"
+    write_any_section(path, HEADING, sub_heading, body, new)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "backend"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import bench_engine as be  # noqa: E402
+import harness  # noqa: E402
 
 HEADING = "## Wan VACE engine: windowed vs stock WanVACEPipeline"
 NAME = "bench-wan-vace"
@@ -182,9 +182,9 @@ def measure(case: WanCase) -> dict:
     pipe = cache.get(model_key(roots, settings))
     if case.kind == "render":
         return _measure_render(case, settings, roots, cache)
-    frames = be.synthetic_controls(case.frames, case.width, case.height, ["depth", "normal"])
+    frames = harness.synthetic_controls(case.frames, case.width, case.height, ["depth", "normal"])
     controls = ControlSet(frames=frames, frame_numbers=list(range(case.frames)))
-    be.reset_peak(case.device)
+    harness.reset_peak(case.device)
     runs = []
     for _ in range(case.repeat):
         start = time.perf_counter()
@@ -205,7 +205,7 @@ def measure(case: WanCase) -> dict:
         # compile: the warm render; otherwise the quickest (the least disturbed by other load)
         "seconds": runs[-1] if case.extra.get("compile") else min(runs),
         "first_seconds": runs[0],
-        "peak_mib": be.peak_mib(case.device),
+        "peak_mib": harness.peak_mib(case.device),
     }
 
 
@@ -217,9 +217,9 @@ def _measure_render(case: WanCase, settings, roots: list[Path], cache) -> dict:
     from storyshade.render import render_bundle
 
     with tempfile.TemporaryDirectory(prefix="bench-wan-render-") as tmp:
-        root = be.write_bundle(Path(tmp) / "bundle", case.frames, case.width, case.height)
+        root = harness.write_bundle(Path(tmp) / "bundle", case.frames, case.width, case.height)
         bundle = load_bundle(root)
-        be.reset_peak(case.device)
+        harness.reset_peak(case.device)
         start = time.perf_counter()
         written = render_bundle(bundle, settings, Path(tmp) / "out", roots, cache, Reporter())
         if case.device.startswith("cuda"):
@@ -229,16 +229,15 @@ def _measure_render(case: WanCase, settings, roots: list[Path], cache) -> dict:
         **asdict(case),
         "count": len(written),
         "seconds": seconds,
-        "peak_mib": be.peak_mib(case.device),
+        "peak_mib": harness.peak_mib(case.device),
     }
 
 
 def run_child(case: WanCase, timeout: float) -> dict:
-    env = {
-        **os.environ,
+    env = {  # as a user runs it: the product sets its own allocator behaviour
+        **harness.without_malloc(os.environ),
         "OMP_NUM_THREADS": str(case.threads),
         "MKL_NUM_THREADS": str(case.threads),
-        **be.MALLOC_ENV,
     }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(case))]
     try:
@@ -410,16 +409,8 @@ INTRO = (
 
 def write(path: Path, gpu: bool, report: str) -> None:
     """Replace this benchmark's CPU or GPU part of `path`'s Wan section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if HEADING not in text:
-        path.write_text(f"{text.rstrip()}\n\n{HEADING}\n\n{INTRO}", encoding="utf-8")
     heading = "### GPU, Wan 2.1 VACE 1.3B-sized" if gpu else "### CPU, small Wan VACE-shaped model"
-    saved = be.HEADING
-    be.HEADING = HEADING
-    try:
-        be.write_section(path, heading, report)
-    finally:
-        be.HEADING = saved
+    harness.write_section(path, HEADING, heading, report, INTRO)
 
 
 if __name__ == "__main__":

@@ -92,10 +92,11 @@ def test_the_users_command_is_measured_as_a_user_runs_it(tmp_path, monkeypatch):
     environment minus any MALLOC_* variable, and the case's settings as a user preset."""
     import tomllib
 
-    from bench_engine import _without_malloc, write_quality_preset
+    from bench_engine import write_quality_preset
+    from harness import without_malloc
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    assert not any(k.startswith("MALLOC_") for k in _without_malloc(dict(os.environ)))
+    assert not any(k.startswith("MALLOC_") for k in without_malloc(dict(os.environ)))
     case = Case(engine="render", frames=16, models="m", width=128, height=128)
     preset = write_quality_preset(tmp_path, case) / "quality" / "bench.toml"
     data = tomllib.loads(preset.read_text(encoding="utf-8"))["settings"]
