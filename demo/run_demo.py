@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "demo-out"
+OUT = Path(os.environ.get("STORYSHADE_DEMO_OUT") or REPO / "demo-out")  # the tests: a tmp folder
 sys.path[:0] = [str(REPO), str(REPO / "demo"), str(REPO / "backend"), str(REPO / "tests")]
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "demo-out" / "sequence"
+OUT = Path(os.environ.get("STORYSHADE_DEMO_OUT") or REPO / "demo-out") / "sequence"
 sys.path[:0] = [str(REPO), str(REPO / "demo"), str(REPO / "backend"), str(REPO / "tests")]
 SHOTS = (  # name, first frame, camera (x, y, z), yaw in degrees
     ("sh010", 1, (0.5, -7.0, 1.6), -12.0),
@@ -62,7 +62,7 @@ def main() -> int:
     import addon
 
     OUT.mkdir(parents=True, exist_ok=True)
-    models = REPO / "demo-out" / "models"
+    models = OUT.parent / "models"
     if not (models / "checkpoints" / "tiny-sd15").is_dir():
         write_tiny_models(models)
     scene = build_storyboard(frames=24, width=512, height=288)
