@@ -62,7 +62,7 @@ ZIP=$(ls "$GUI_ROOT"/dist/storyshade-*.zip)
 MODELS=$GUI_ROOT/models
 # (again when an older run's set lacks the tiny Wan VACE checkpoint)
 [ -f "$MODELS/.done" ] && [ -d "$MODELS/checkpoints/tiny-wan-vace" ] || {
-  rm -rf "$MODELS" && "$PY" -m storyshade models tiny "$MODELS" >/dev/null && touch "$MODELS/.done"; }
+  rm -rf "$MODELS" "$GUI_ROOT/hub" && "$PY" -m storyshade models tiny "$MODELS" >/dev/null && touch "$MODELS/.done"; }
 PRESETS=$GUI_OUT/presets
 mkdir -p "$PRESETS/quality"
 # A quality slow enough to cancel mid-denoise on any machine: the tiny models, many steps.

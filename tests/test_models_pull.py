@@ -24,17 +24,17 @@ DEPTH16 = f"{DEPTH}/diffusion_pytorch_model.fp16.safetensors"
 
 
 def pull_env(hub, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A user's environment pointed at the stand-in: no stored token, no proxy, online
-    (the test session itself runs with HF_HUB_OFFLINE=1)."""
+    """A user's environment pointed at the stand-in: no stored token, no proxy, and no
+    offline switch at all (the test session runs with HF_HUB_OFFLINE=1; a user has none,
+    and StoryShade's own offline default must not stop a pull the user asked for)."""
     drop = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "STORYSHADE_MODELS", "STORYSHADE_OFFLINE"}
+    drop |= {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         drop |= {name, name.lower()}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
         PYTHONPATH=str(REPO / "backend"),
         HF_ENDPOINT=hub.url,
-        HF_HUB_OFFLINE="0",
-        TRANSFORMERS_OFFLINE="0",
         HF_HUB_DISABLE_XET="1",
         HF_HOME=str(tmp_path / "hf-home"),
     )

@@ -14,7 +14,6 @@ strength or style costs no reload. Engines that build a pipeline another way cal
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,11 +26,11 @@ from storyshade.errors import ModelError, StoryShadeError
 from storyshade.models import compat
 from storyshade.models.locate import check_checkpoint, check_folder_weights, find
 from storyshade.models.lora import LoraSpec, apply_loras, lora_file
+from storyshade.models.offline import offline_by_default
 from storyshade.models.scheduler import apply_scheduler
 from storyshade.settings import Settings
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+offline_by_default()  # rendering never fetches (models/offline.py)
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace, events) -> int:
     from storyshade.models.hub import Hub, HubUnreachable, refuse_if_offline
     from storyshade.models.locate import model_roots
+    from storyshade.models.offline import lift_default
     from storyshade.models.pull import (
         check_space,
         check_writable,
@@ -129,6 +130,7 @@ def _pull(args: argparse.Namespace, events) -> int:
         with_manual_steps,
     )
 
+    lift_default()  # the user asked for this download: only their own switches stop it
     refuse_if_offline()
     roots = model_roots(args.models)
     if not roots:
