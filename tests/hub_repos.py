@@ -93,12 +93,19 @@ def _variants(folder: Path, stem: str, non_ema: bool = False) -> None:
         shutil.copy(plain, folder / f"{stem}.non_ema.safetensors")
 
 
-def _sharded(folder: Path, stem: str, seed: int) -> None:
+def _reshard(folder: Path, stem: str) -> None:
+    """`stem`.safetensors as two shards and their index, as large checkpoints ship."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / f"{stem}.safetensors"))
+    (folder / f"{stem}.safetensors").unlink()
+    names = sorted(state)
     index = {"metadata": {"total_size": 0}, "weight_map": {}}
-    for shard in (1, 2):
-        name = f"{stem}-0000{shard}-of-00002.safetensors"
-        _tensors(folder / name, [f"layer{shard}.weight"], seed + shard)
-        index["weight_map"][f"layer{shard}.weight"] = name
+    for shard, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), 1):
+        file = f"{stem}-0000{shard}-of-00002.safetensors"
+        save_file({k: state[k] for k in part}, str(folder / file), metadata={"format": "pt"})
+        index["weight_map"] |= dict.fromkeys(part, file)
+        index["metadata"]["total_size"] += sum(state[k].nbytes for k in part)
     _write(folder / f"{stem}.safetensors.index.json", json.dumps(index))
 
 
@@ -162,29 +169,15 @@ def write_repos(root: Path, tiny: Path) -> Path:
         ip / "models" / "ip-adapter-plus_sd15.safetensors",
     )
 
-    wan = root / WAN  # the layout of a diffusers Wan VACE repository, random small tensors
-    _write(
-        wan / "model_index.json",
-        json.dumps(
-            {
-                "_class_name": "WanVACEPipeline",
-                "transformer": ["diffusers", "WanVACETransformer3DModel"],
-                "vae": ["diffusers", "AutoencoderKLWan"],
-            }
-        ),
-    )
-    _write(
-        wan / "scheduler" / "scheduler_config.json", '{"_class_name": "UniPCMultistepScheduler"}'
-    )
-    _write(wan / "text_encoder" / "config.json", '{"architectures": ["UMT5EncoderModel"]}')
-    _sharded(wan / "text_encoder", "model", 10)
-    for name in ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"):
-        _write(wan / "tokenizer" / name, "{}")
+    # The tiny Wan VACE set (a real, loadable one) laid out as the real repository is: its
+    # transformer and text encoder in two shards with their index, a sentencepiece tokenizer
+    # file beside tokenizer.json, and the extras a pull must leave behind.
+    wan = root / WAN
+    shutil.copytree(tiny / "checkpoints" / "tiny-wan-vace", wan)
+    _reshard(wan / "transformer", "diffusion_pytorch_model")
+    _reshard(wan / "text_encoder", "model")
+    _write(wan / "tokenizer" / "special_tokens_map.json", "{}")
     _write(wan / "tokenizer" / "spiece.model", b"\x0a\x0bsentencepiece")
-    _write(wan / "transformer" / "config.json", '{"_class_name": "WanVACETransformer3DModel"}')
-    _sharded(wan / "transformer", "diffusion_pytorch_model", 20)
-    _write(wan / "vae" / "config.json", '{"_class_name": "AutoencoderKLWan"}')
-    _tensors(wan / "vae" / "diffusion_pytorch_model.safetensors", ["decoder.w"], 30)
     _write(wan / "README.md", "Wan VACE\n")
     _write(wan / "assets" / "logo.png", b"\x89PNG\r\n\x1a\n")
     _write(wan / ".gitattributes", "*.safetensors filter=lfs\n")

@@ -422,10 +422,13 @@ def test_a_file_that_does_not_match_the_hub_hash_is_refused(fresh_hub, tmp_path:
     assert not (models / "controlnet" / "control_v11f1p_sd15_depth").exists()
 
 
-def test_wan_vace_entries_take_the_diffusers_parts(fresh_hub, tmp_path: Path) -> None:
+def test_the_wan_preset_pulls_to_ready(fresh_hub, tmp_path: Path) -> None:
+    """`models pull wan`: the diffusers parts of the Wan VACE repository (here the tiny set,
+    sharded as the real one is) and then `models check wan` says ready, so it loads."""
     models = tmp_path / "models"
-    done = pull(fresh_hub, tmp_path, models, "Wan-AI/Wan2.1-VACE-1.3B-diffusers")
-    assert done.returncode == 0, done.stderr
+    done = pull(fresh_hub, tmp_path, models, "wan")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "ready" in done.stdout
     wan = models / "checkpoints" / "Wan2.1-VACE-1.3B-diffusers"
     assert files_in(wan) == WAN_FILES  # shards and their index, tokenizer, no README/assets
     for local in WAN_FILES:
