@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness import (  # noqa: E402
+    measure_in_child,
     peak_mib,
     reset_peak,
     synthetic_controls,
@@ -314,21 +315,7 @@ def run_child(case: Case, timeout: float | None = None) -> dict:
     """Measure `case` in a fresh interpreter; a failure comes back as {'error': ...}."""
     if case.engine == "render":
         return run_command(case, timeout)
-    env = {
-        **without_malloc(os.environ),
-        "OMP_NUM_THREADS": str(case.threads),
-        "MKL_NUM_THREADS": str(case.threads),
-    }
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(case))]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**asdict(case), "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {**asdict(case), "error": tail[:300]}
+    return measure_in_child(__file__, asdict(case), case.threads, timeout)
 
 
 PROMPT = "a storyboard frame, cinematic lighting"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -234,21 +233,7 @@ def _measure_render(case: WanCase, settings, roots: list[Path], cache) -> dict:
 
 
 def run_child(case: WanCase, timeout: float) -> dict:
-    env = {  # as a user runs it: the product sets its own allocator behaviour
-        **harness.without_malloc(os.environ),
-        "OMP_NUM_THREADS": str(case.threads),
-        "MKL_NUM_THREADS": str(case.threads),
-    }
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(asdict(case))]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**asdict(case), "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {**asdict(case), "error": tail[:300]}
+    return harness.measure_in_child(__file__, asdict(case), case.threads, timeout)
 
 
 LEVERS: dict[str, tuple[dict, int]] = {

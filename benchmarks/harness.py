@@ -6,6 +6,9 @@ allocated VRAM on CUDA), the same synthetic inputs, children run as a user runs 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -100,6 +103,26 @@ def peak_mib(device: str) -> float:
 def without_malloc(env: Mapping[str, str]) -> dict[str, str]:
     """The environment minus glibc's tuning variables: the product sets its own."""
     return {k: v for k, v in env.items() if not k.startswith("MALLOC_")}
+
+
+def measure_in_child(script: str, fields: dict, threads: int, timeout: float | None) -> dict:
+    """Run `script --child FIELDS` in a fresh interpreter as a user runs the product, on
+    `threads` CPU threads; its last JSON line, or `fields` with the 'error' it died of."""
+    env = {
+        **without_malloc(os.environ),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    cmd = [sys.executable, str(Path(script).resolve()), "--child", json.dumps(fields)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**fields, "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**fields, "error": tail[:300]}
 
 
 # -- BENCHMARKS.md --------------------------------------------------------------------------
