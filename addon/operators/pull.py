@@ -15,7 +15,7 @@ from ..remote.pull_run import ACTIVE, ASKED, ASKING, DONE, FAILED, PULLING, Pull
 from ..session import runtime
 from ..settings import prefs, props
 from .modal import redraw
-from .server import watch_health
+from .server import ask
 
 PULL_TIMEOUT = 120.0  # the dry run asks the hub about every repository first
 
@@ -28,12 +28,7 @@ def current(spec: str) -> PullRun | None:
 
 def _recheck(context) -> None:
     """Ask the server again whether the presets are ready now."""
-    url, token = prefs.server(context)
-    runtime.health.start(Client(url, token, timeout=5.0), preset=_run.spec if _run else None)
-    # Redraw when the answer is in: without it the window kept the old "cannot run here"
-    # under "downloaded" until the pointer moved (seen in Blender 4.3 and 5.2).
-    if not bpy.app.background and not bpy.app.timers.is_registered(watch_health):
-        bpy.app.timers.register(watch_health, first_interval=0.25)
+    ask(context, _run.spec if _run else None)
 
 
 def watch():

@@ -61,14 +61,21 @@ def watch_start():
     return 0.5
 
 
+def ask(context, preset: str | None) -> None:
+    """Ask the server (in a thread) whether it answers and can run `preset`; in a window,
+    the panels redraw once the answer is in (without it they keep the old one until the
+    pointer moves)."""
+    runtime.health.start(_client(context), preset=preset)
+    if not bpy.app.background and not bpy.app.timers.is_registered(watch_health):
+        bpy.app.timers.register(watch_health, first_interval=0.25)
+
+
 def check_readiness(context) -> None:
-    """Ask the server (in a thread) about the scene's presets, if it is known to answer;
-    the panel shows the answer under the Quality picker."""
+    """Ask the server about the scene's presets, if it is known to answer; the panel
+    shows the answer under the Quality picker."""
     if bpy.app.background or runtime.health.result is None or context.scene is None:
         return
-    runtime.health.start(_client(context), preset=props.preset_spec(context.scene.storyshade))
-    if not bpy.app.timers.is_registered(watch_health):
-        bpy.app.timers.register(watch_health, first_interval=0.25)
+    ask(context, props.preset_spec(context.scene.storyshade))
 
 
 class STORYSHADE_OT_server_check(bpy.types.Operator):
@@ -78,12 +85,9 @@ class STORYSHADE_OT_server_check(bpy.types.Operator):
     bl_label = "Check"
 
     def execute(self, context):
-        spec = props.preset_spec(context.scene.storyshade) if context.scene else None
-        runtime.health.start(_client(context), preset=spec)
+        ask(context, props.preset_spec(context.scene.storyshade) if context.scene else None)
         if bpy.app.background:
             runtime.health.join(10.0)
-        elif not bpy.app.timers.is_registered(watch_health):
-            bpy.app.timers.register(watch_health, first_interval=0.25)
         return {"FINISHED"}
 
 
